@@ -1,0 +1,131 @@
+//! Command-line flags as clap parses them. No I/O and no validation beyond syntax here:
+//! [`crate::config`] turns these into one checked configuration.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Tidemark keeps another system in sync with a database table, delta by delta.
+#[derive(Debug, Parser)]
+#[command(name = "host", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read the rows changed since the last run and write them out, then keep polling.
+    Run(Box<RunArgs>),
+    /// List pipelines: watermark, rows synced, last run, lag.
+    Status(StatusArgs),
+    /// Forget a pipeline's watermark so that its next run is a full sync.
+    Reset(ResetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// Where watermarks live: sqlite://PATH or postgres://… (tables in a `tidemark` schema).
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "sqlite://.tidemark/state.db"
+    )]
+    pub state: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Database to read: postgres://…, mysql://… (MariaDB too) or sqlite://PATH.
+    #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
+    pub source: Option<String>,
+
+    /// Table to watch, optionally schema-qualified (app.users).
+    #[arg(long, value_name = "NAME")]
+    pub table: String,
+
+    /// Column that increases whenever a row changes: a timestamp, or an integer for
+    /// append-only tables.
+    #[arg(long, value_name = "COLUMN", default_value = "updated_at")]
+    pub cursor: String,
+
+    /// Unique, non-null column that orders rows tied on the cursor [default: the primary key].
+    #[arg(long, value_name = "COLUMN")]
+    pub key: Option<String>,
+
+    /// Rows read, delivered and checkpointed together.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    pub batch_size: usize,
+
+    #[command(flatten)]
+    pub state: StateArgs,
+
+    /// Name of this sync's state [default: the table name].
+    #[arg(long, value_name = "NAME")]
+    pub pipeline: Option<String>,
+
+    /// Run one pass over the pending rows, then exit.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Time between passes when not --once.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub poll: Duration,
+
+    /// Leave rows newer than the database's clock minus this lag for a later pass, so that
+    /// rows stamped by the application, or committed late, are not passed over.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub settle: Duration,
+
+    /// Append JSON Lines to this file instead of standard output.
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    /// Rows where this column is not NULL are delivered as deletes.
+    #[arg(long, value_name = "COLUMN")]
+    pub deleted_column: Option<String>,
+
+    /// What to do with rows whose cursor is NULL.
+    #[arg(long, value_name = "POLICY", value_enum, default_value_t = NullCursor::Refuse)]
+    pub null_cursor: NullCursor,
+
+    /// Time zone in which the application writes cursor values that carry no zone
+    /// (PostgreSQL `timestamp`, MySQL DATETIME), e.g. `+02:00` or `Europe/Berlin`.
+    #[arg(long, value_name = "ZONE", default_value = "UTC")]
+    pub time_zone: String,
+}
+
+/// How rows whose cursor is NULL are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NullCursor {
+    /// Refuse to run while any row has a NULL cursor.
+    Refuse,
+    /// Deliver rows with a NULL cursor first, in key order, on a full sync.
+    Oldest,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+
+    /// Pipeline to forget.
+    #[arg(long, value_name = "NAME")]
+    pub pipeline: String,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|err| format!("{err}; write a duration such as 500ms, 2s or 1m"))
+}

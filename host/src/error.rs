@@ -1,0 +1,120 @@
+//! The engine's typed error. Callers branch on [`ErrorKind`], never on message text:
+//! the sync loop retries [`ErrorKind::Transient`] errors when it polls, and stops on the rest.
+
+use std::fmt;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a caller should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The user's input is wrong (URL, table, column, flag): fix it and run again.
+    Invalid,
+    /// The database or the network failed in a way a later attempt may not.
+    Transient,
+    /// Anything else: stop, keep the watermark where it is.
+    Fatal,
+}
+
+/// An error with its kind, a message that names the thing that failed, and an optional hint
+/// that says how to fix it.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    hint: Option<String>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            hint: None,
+            source: None,
+        }
+    }
+
+    /// Bad input from the user.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Invalid, message)
+    }
+
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Fatal, message)
+    }
+
+    /// Wraps a database error, classifying it: lost connections and timeouts are transient,
+    /// errors the server raised about the statement are not.
+    pub fn database(context: impl Into<String>, err: sqlx::Error) -> Self {
+        let kind = match &err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => ErrorKind::Transient,
+            sqlx::Error::Tls(_) | sqlx::Error::Configuration(_) => ErrorKind::Invalid,
+            sqlx::Error::Database(db) if is_transient_sqlstate(db.code().as_deref()) => {
+                ErrorKind::Transient
+            }
+            _ => ErrorKind::Fatal,
+        };
+        Error {
+            kind,
+            message: context.into(),
+            hint: None,
+            source: Some(Box::new(err)),
+        }
+    }
+
+    pub fn io(context: impl Into<String>, err: std::io::Error) -> Self {
+        Error {
+            kind: ErrorKind::Fatal,
+            message: context.into(),
+            hint: None,
+            source: Some(Box::new(err)),
+        }
+    }
+
+    /// Adds the line that tells the user how to fix the problem.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+}
+
+/// SQLSTATE classes worth retrying: connection exceptions (08), serialization failures and
+/// deadlocks (40), insufficient resources (53), operator intervention such as a server
+/// shutting down (57P01..57P03).
+fn is_transient_sqlstate(code: Option<&str>) -> bool {
+    match code {
+        Some(code) => {
+            code.starts_with("08")
+                || code.starts_with("40")
+                || code.starts_with("53")
+                || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+        None => false,
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}

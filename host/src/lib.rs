@@ -1,0 +1,19 @@
+//! Tidemark: a delta-based ("high watermark") sync engine.
+//!
+//! Data flows one way: a [`source`] reads the rows changed since the last
+//! checkpoint in keyset pages, the [`sync`] loop hands each [`source::Batch`] to
+//! its [`output`], and only then moves the checkpoint in the [`state`] store.
+
+pub mod cli;
+pub mod config;
+pub mod cursor;
+pub mod error;
+pub mod failpoint;
+pub mod json;
+pub mod output;
+pub mod progress;
+pub mod source;
+pub mod state;
+pub mod sync;
+
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,600 @@
+//! MySQL and MariaDB source.
+//!
+//! Sessions are pinned to `time_zone = '+00:00'`: TIMESTAMP values are converted through the
+//! session zone on the way out and back in, and a zone with daylight saving time would make
+//! the hour it repeats ambiguous. The safe horizon takes the oldest open transaction from
+//! `information_schema.innodb_trx`, which needs the PROCESS privilege.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use futures_util::TryStreamExt;
+use sqlx::mysql::{
+    MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow, MySqlValueRef,
+};
+use sqlx::{Decode, Row, ValueRef};
+
+use super::{Clock, Op, Page, Position, Rows, Source, TableSpec, Until, Watermark};
+use crate::cursor::{quote_ident, Keyset, Statement, Style};
+use crate::error::{Error, Result};
+use crate::json;
+
+/// The least settle lag on MySQL and MariaDB (see [`MySqlSource::clock`]).
+pub const MIN_SETTLE: Duration = Duration::from_secs(1);
+
+/// How a column's values become JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Render {
+    I64,
+    U64,
+    F32,
+    F64,
+    /// Text, decimals, and whatever the select list casts to text (DATE, TIME, spatial, …).
+    Str,
+    Raw,
+    Bytes,
+    TimestampTz,
+    Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CursorType {
+    /// TIMESTAMP: an instant, shown in the pinned UTC session zone.
+    TimestampTz,
+    /// DATETIME: a wall-clock value in the application's zone.
+    Timestamp,
+    Integer,
+}
+
+#[derive(Debug)]
+struct Column {
+    name: String,
+    key: Vec<u8>,
+    render: Render,
+}
+
+pub struct MySqlSource {
+    pool: MySqlPool,
+    table: String,
+    keyset: Keyset,
+    columns: Vec<Column>,
+    cursor_index: usize,
+    cursor_type: CursorType,
+    cursor_nullable: bool,
+    key_index: usize,
+    key_column: String,
+    deleted_index: Option<usize>,
+    time_zone: String,
+    sees_all_transactions: bool,
+}
+
+struct CatalogColumn {
+    name: String,
+    data_type: String,
+    column_type: String,
+    nullable: bool,
+}
+
+impl MySqlSource {
+    pub async fn connect(url: &str, spec: &TableSpec) -> Result<Self> {
+        let url = url.replacen("mariadb://", "mysql://", 1);
+        let options = MySqlConnectOptions::from_str(&url)
+            .map_err(|err| {
+                Error::invalid(format!(
+                    "invalid MySQL URL {:?}: {err}",
+                    super::redact_url(&url)
+                ))
+                .with_hint("use mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+            })?
+            .timezone(Some("+00:00".to_owned()));
+        let pool = MySqlPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(15))
+            .connect_with(options)
+            .await
+            .map_err(|err| {
+                Error::database(
+                    format!("cannot connect to {}", super::redact_url(&url)),
+                    err,
+                )
+                .with_hint("check that the server is up and the URL (--source) is right")
+            })?;
+        let table = spec.table.to_string();
+        let schema: Option<String> = match &spec.table.schema {
+            Some(schema) => Some(schema.clone()),
+            None => sqlx::query_scalar("SELECT DATABASE()")
+                .fetch_one(&pool)
+                .await
+                .map_err(|err| Error::database("cannot read the current database", err))?,
+        };
+        let Some(schema) = schema else {
+            return Err(
+                Error::invalid(format!("table {table:?} names no database")).with_hint(
+                    "qualify it as DATABASE.TABLE or put the database in the --source URL",
+                ),
+            );
+        };
+        let quoted_table = format!(
+            "{}.{}",
+            quote_ident(&schema, '`'),
+            quote_ident(&spec.table.name, '`')
+        );
+
+        let mut catalog: Vec<CatalogColumn> = sqlx::query(
+            "SELECT CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR), \
+                    CAST(COLUMN_TYPE AS CHAR), CAST(IS_NULLABLE AS CHAR) \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+             ORDER BY ORDINAL_POSITION",
+        )
+        .bind(&schema)
+        .bind(&spec.table.name)
+        .fetch_all(&pool)
+        .await
+        .map_err(|err| Error::database(format!("cannot read the columns of {table:?}"), err))?
+        .into_iter()
+        .map(|row| CatalogColumn {
+            name: row.get(0),
+            data_type: row.get::<String, _>(1).to_ascii_lowercase(),
+            column_type: row.get::<String, _>(2).to_ascii_lowercase(),
+            nullable: row.get::<String, _>(3) == "YES",
+        })
+        .collect();
+        if catalog.is_empty() {
+            return Err(
+                Error::invalid(format!("table {table:?} does not exist")).with_hint(
+                    "check --table; qualify it as DATABASE.TABLE outside the URL's database",
+                ),
+            );
+        }
+
+        // MariaDB's JSON is LONGTEXT with a json_valid() check: inline those as JSON too.
+        let json_checked: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(CHECK_CLAUSE AS CHAR) FROM information_schema.CHECK_CONSTRAINTS \
+             WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ? AND CHECK_CLAUSE LIKE 'json_valid(%'",
+        )
+        .bind(&schema)
+        .bind(&spec.table.name)
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default();
+        for column in &mut catalog {
+            let check = format!("json_valid({})", quote_ident(&column.name, '`'));
+            if column.data_type == "longtext" && json_checked.contains(&check) {
+                column.data_type = "json".to_owned();
+            }
+        }
+
+        let names: Vec<&str> = catalog.iter().map(|column| column.name.as_str()).collect();
+        let find = |name: &str, flag: &str| super::find_column(&names, name, &table, flag);
+
+        let cursor_index = find(&spec.cursor, "--cursor")?;
+        let cursor_column = &catalog[cursor_index];
+        let cursor_type = match cursor_column.data_type.as_str() {
+            "timestamp" => CursorType::TimestampTz,
+            "datetime" => CursorType::Timestamp,
+            "tinyint" | "smallint" | "mediumint" | "int" | "bigint" => CursorType::Integer,
+            other => {
+                return Err(Error::invalid(format!(
+                    "column {:?} of {table:?} has type {other}, which cannot be a cursor",
+                    spec.cursor
+                ))
+                .with_hint("pass --cursor with a TIMESTAMP or DATETIME column that is set on every change, or an integer that only grows"))
+            }
+        };
+
+        let key_column = match &spec.key {
+            Some(key) => {
+                find(key, "--key")?;
+                let unique: Option<String> = sqlx::query_scalar(
+                    "SELECT CAST(INDEX_NAME AS CHAR) FROM information_schema.STATISTICS \
+                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0 \
+                     GROUP BY INDEX_NAME HAVING COUNT(*) = 1 AND MAX(COLUMN_NAME) = ? LIMIT 1",
+                )
+                .bind(&schema)
+                .bind(&spec.table.name)
+                .bind(key)
+                .fetch_optional(&pool)
+                .await
+                .map_err(|err| Error::database("cannot read the indexes of the table", err))?;
+                if unique.is_none() {
+                    return Err(Error::invalid(format!(
+                        "column {key:?} of {table:?} is not unique on its own"
+                    ))
+                    .with_hint("pass --key with the primary key or a column with a unique index"));
+                }
+                key.clone()
+            }
+            None => {
+                let primary: Vec<String> = sqlx::query_scalar(
+                    "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.STATISTICS \
+                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' \
+                     ORDER BY SEQ_IN_INDEX",
+                )
+                .bind(&schema)
+                .bind(&spec.table.name)
+                .fetch_all(&pool)
+                .await
+                .map_err(|err| Error::database("cannot read the primary key of the table", err))?;
+                match primary.as_slice() {
+                    [single] => single.clone(),
+                    [] => {
+                        return Err(
+                            Error::invalid(format!("table {table:?} has no primary key"))
+                                .with_hint("pass --key with a unique, non-null column"),
+                        )
+                    }
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "table {table:?} has a primary key of {} columns",
+                            primary.len()
+                        ))
+                        .with_hint("pass --key with a unique, non-null column"))
+                    }
+                }
+            }
+        };
+        let key_index = find(&key_column, "--key")?;
+        let key_info = &catalog[key_index];
+        if key_info.nullable {
+            return Err(Error::invalid(format!(
+                "key column {key_column:?} of {table:?} allows NULL"
+            ))
+            .with_hint("pass --key with a NOT NULL column, or make this one NOT NULL"));
+        }
+        let key_param = match key_info.data_type.as_str() {
+            "tinyint" | "smallint" | "mediumint" | "int" | "bigint" => integer_param(key_info),
+            "char" | "varchar" => "{}".to_owned(),
+            other => {
+                return Err(Error::invalid(format!(
+                "key column {key_column:?} of {table:?} has type {other}, which cannot order rows"
+            ))
+                .with_hint("pass --key with an integer or CHAR/VARCHAR column"))
+            }
+        };
+        let deleted_index = match &spec.deleted_column {
+            Some(name) => Some(find(name, "--deleted-column")?),
+            None => None,
+        };
+
+        let mut select = Vec::with_capacity(catalog.len());
+        let mut columns = Vec::with_capacity(catalog.len());
+        for column in &catalog {
+            let ident = quote_ident(&column.name, '`');
+            let (expression, render) = select_for(column, &ident);
+            select.push(expression);
+            columns.push(Column {
+                name: column.name.clone(),
+                key: json::object_key(&column.name),
+                render,
+            });
+        }
+        let cursor_param = match cursor_type {
+            CursorType::Integer => integer_param(cursor_column),
+            // A string compared with a temporal column is read as that column's type, which
+            // keeps the comparison exact and the index usable.
+            CursorType::TimestampTz | CursorType::Timestamp => "{}".to_owned(),
+        };
+        let keyset = Keyset {
+            style: Style::QuestionExpanded,
+            table: quoted_table,
+            select_list: select.join(", "),
+            cursor: quote_ident(&spec.cursor, '`'),
+            key: quote_ident(&key_column, '`'),
+            cursor_param,
+            key_param,
+            horizon_param: "{}".to_owned(),
+        };
+
+        if cursor_type == CursorType::Timestamp && !is_utc(&spec.time_zone) {
+            let converted: Option<NaiveDateTime> =
+                sqlx::query_scalar("SELECT CONVERT_TZ(NOW(6), '+00:00', ?)")
+                    .bind(&spec.time_zone)
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(|err| Error::database("cannot check --time-zone", err))?;
+            if converted.is_none() {
+                return Err(Error::invalid(format!(
+                    "time zone {:?} is not known to the server",
+                    spec.time_zone
+                ))
+                .with_hint("pass --time-zone as an offset such as +02:00, or load the server's time zone tables"));
+            }
+        }
+
+        Ok(MySqlSource {
+            pool,
+            table,
+            keyset,
+            columns,
+            cursor_index,
+            cursor_type,
+            cursor_nullable: cursor_column.nullable,
+            key_index,
+            key_column,
+            deleted_index,
+            time_zone: spec.time_zone.clone(),
+            sees_all_transactions: true,
+        })
+    }
+
+    fn bind<'q>(
+        &self,
+        statement: &'q Statement<'q>,
+    ) -> sqlx::query::Query<'q, MySql, sqlx::mysql::MySqlArguments> {
+        let mut query = sqlx::query(&statement.sql);
+        for arg in &statement.args {
+            query = query.bind(arg.text());
+        }
+        query
+    }
+
+    fn render_row(&self, row: &MySqlRow, rows: &mut Rows) -> Result<()> {
+        let buf = rows.buffer();
+        buf.push(b'{');
+        for (index, column) in self.columns.iter().enumerate() {
+            if index > 0 {
+                buf.push(b',');
+            }
+            buf.extend_from_slice(&column.key);
+            let value = raw(row, index, column)?;
+            if value.is_null() {
+                json::write_null(buf);
+                continue;
+            }
+            let failed = |err| decode_error(&self.table, column, err);
+            match column.render {
+                Render::I64 => json::write_i64(buf, decode::<i64>(value).map_err(failed)?),
+                Render::U64 => json::write_u64(buf, decode::<u64>(value).map_err(failed)?),
+                Render::F32 => json::write_f32(buf, decode::<f32>(value).map_err(failed)?),
+                Render::F64 => json::write_f64(buf, decode::<f64>(value).map_err(failed)?),
+                Render::Str => json::write_str(buf, decode::<&str>(value).map_err(failed)?),
+                Render::Raw => json::write_raw(buf, decode::<&str>(value).map_err(failed)?),
+                Render::Bytes => json::write_base64(buf, decode::<&[u8]>(value).map_err(failed)?),
+                Render::TimestampTz => {
+                    let ts: DateTime<Utc> = decode(value).map_err(failed)?;
+                    json::write_timestamp(buf, &ts.naive_utc(), true)
+                }
+                Render::Timestamp => {
+                    json::write_timestamp(buf, &decode(value).map_err(failed)?, false)
+                }
+            }
+        }
+        buf.push(b'}');
+        let deleted = match self.deleted_index {
+            Some(index) => !raw(row, index, &self.columns[index])?.is_null(),
+            None => false,
+        };
+        rows.end_row(if deleted { Op::Delete } else { Op::Upsert });
+        Ok(())
+    }
+
+    fn position_of(&self, row: &MySqlRow) -> Result<Position> {
+        let key_column = &self.columns[self.key_index];
+        let key = integer_or_text(raw(row, self.key_index, key_column)?, key_column.render)
+            .map_err(|err| decode_error(&self.table, key_column, err))?;
+        let cursor_column = &self.columns[self.cursor_index];
+        let cursor_value = raw(row, self.cursor_index, cursor_column)?;
+        if cursor_value.is_null() {
+            return Ok(Position::Nulls {
+                after_key: Some(key),
+            });
+        }
+        // No `Z` suffix: MariaDB reads `2024-01-01T00:00:00.000001` but not a zone designator;
+        // the session zone is UTC, so the text means the same instant.
+        let cursor = match self.cursor_type {
+            CursorType::TimestampTz => decode::<DateTime<Utc>>(cursor_value)
+                .map(|ts| json::timestamp_text(&ts.naive_utc(), false)),
+            CursorType::Timestamp => {
+                decode::<NaiveDateTime>(cursor_value).map(|ts| json::timestamp_text(&ts, false))
+            }
+            CursorType::Integer => integer_or_text(cursor_value, cursor_column.render),
+        }
+        .map_err(|err| decode_error(&self.table, cursor_column, err))?;
+        Ok(Position::After(Watermark { cursor, key }))
+    }
+}
+
+impl Source for MySqlSource {
+    async fn null_cursor_count(&mut self) -> Result<u64> {
+        if !self.cursor_nullable {
+            return Ok(0);
+        }
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE {} IS NULL",
+            self.keyset.table, self.keyset.cursor
+        );
+        let count: i64 = sqlx::query_scalar(&sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|err| {
+                Error::database(
+                    format!("cannot count NULL cursors in {:?}", self.table),
+                    err,
+                )
+            })?;
+        Ok(count as u64)
+    }
+
+    async fn clock(&mut self, settle: Duration) -> Result<Clock> {
+        if self.cursor_type == CursorType::Integer {
+            return Ok(Clock::default());
+        }
+        // A statement takes its NOW() before InnoDB lists its transaction, so a horizon of
+        // "now" could pass a row that is about to commit: never settle for less than this.
+        let settle_micros = settle.max(MIN_SETTLE).as_micros() as i64;
+        let mut oldest: Option<NaiveDateTime> = None;
+        if self.sees_all_transactions {
+            let result = sqlx::query_scalar(
+                "SELECT MIN(trx_started) FROM information_schema.innodb_trx \
+                 WHERE trx_mysql_thread_id <> CONNECTION_ID()",
+            )
+            .fetch_one(&self.pool)
+            .await;
+            match result {
+                Ok(started) => oldest = started,
+                Err(sqlx::Error::Database(err)) if is_access_denied(err.code().as_deref()) => {
+                    self.sees_all_transactions = false;
+                    tracing::warn!(
+                        "user cannot read information_schema.innodb_trx (needs PROCESS): the \
+                         horizon relies on --settle alone for late commits"
+                    );
+                }
+                Err(err) => return Err(Error::database("cannot list open transactions", err)),
+            }
+        }
+        let row = sqlx::query("SELECT NOW(6) - INTERVAL ? MICROSECOND, NOW(6)")
+            .bind(settle_micros)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|err| Error::database("cannot read the database clock", err))?;
+        let settled: NaiveDateTime = row.get(0);
+        let now: NaiveDateTime = row.get(1);
+        let mut horizon = settled;
+        if let Some(oldest) = oldest.filter(|oldest| *oldest < settled) {
+            horizon = oldest;
+            if (now - oldest).num_seconds() > 300 {
+                tracing::warn!(
+                    "a transaction open since {oldest} UTC holds the sync horizon back; rows \
+                     changed after its start wait until it ends"
+                );
+            }
+        }
+        let (horizon, now) = if self.cursor_type == CursorType::Timestamp
+            && !is_utc(&self.time_zone)
+        {
+            let row = sqlx::query("SELECT CONVERT_TZ(?, '+00:00', ?), CONVERT_TZ(?, '+00:00', ?)")
+                .bind(horizon)
+                .bind(&self.time_zone)
+                .bind(now)
+                .bind(&self.time_zone)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|err| Error::database("cannot convert the horizon to --time-zone", err))?;
+            (
+                row.get::<NaiveDateTime, _>(0),
+                row.get::<NaiveDateTime, _>(1),
+            )
+        } else {
+            (horizon, now)
+        };
+        Ok(Clock {
+            horizon: Some(json::timestamp_text(&horizon, false)),
+            now: Some(json::timestamp_text(&now, false)),
+        })
+    }
+
+    async fn count(&mut self, after: &Position, until: Until<'_>) -> Result<u64> {
+        let statement = self.keyset.count(after, until);
+        let count: i64 = self
+            .bind(&statement)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|err| {
+                Error::database(
+                    format!("cannot count pending rows of {:?}", self.table),
+                    err,
+                )
+            })?
+            .get(0);
+        Ok(count as u64)
+    }
+
+    async fn read(&mut self, after: &Position, until: Until<'_>, limit: usize) -> Result<Page> {
+        let statement = self.keyset.select(after, until, limit);
+        let mut stream = self.bind(&statement).fetch(&self.pool);
+        let mut rows = Rows::with_capacity(limit);
+        let mut last_row = None;
+        while let Some(row) = stream
+            .try_next()
+            .await
+            .map_err(|err| Error::database(format!("cannot read from {:?}", self.table), err))?
+        {
+            self.render_row(&row, &mut rows)?;
+            last_row = Some(row);
+        }
+        let last = last_row.map(|row| self.position_of(&row)).transpose()?;
+        Ok(Page { rows, last })
+    }
+
+    fn lag_seconds(&self, now: &str, cursor: &str) -> Option<f64> {
+        super::postgres::timestamp_lag(self.cursor_type != CursorType::Integer, now, cursor)
+    }
+
+    fn key_column(&self) -> &str {
+        &self.key_column
+    }
+}
+
+fn select_for(column: &CatalogColumn, ident: &str) -> (String, Render) {
+    let unsigned = column.column_type.contains("unsigned");
+    let plain = |render| (ident.to_owned(), render);
+    match column.data_type.as_str() {
+        "tinyint" | "smallint" | "mediumint" | "int" | "bigint" if unsigned => plain(Render::U64),
+        "tinyint" | "smallint" | "mediumint" | "int" | "bigint" => plain(Render::I64),
+        "year" => (format!("CAST({ident} AS SIGNED)"), Render::I64),
+        "bit" => (format!("CAST({ident} AS UNSIGNED)"), Render::U64),
+        "float" => plain(Render::F32),
+        "double" | "real" => plain(Render::F64),
+        "decimal" | "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext"
+        | "enum" | "set" => plain(Render::Str),
+        "json" => plain(Render::Raw),
+        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
+            plain(Render::Bytes)
+        }
+        "timestamp" => plain(Render::TimestampTz),
+        "datetime" => plain(Render::Timestamp),
+        "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
+        | "multipolygon" | "geometrycollection" => (format!("ST_AsText({ident})"), Render::Str),
+        // DATE, TIME and anything newer: the server's own text form.
+        _ => (format!("CAST({ident} AS CHAR)"), Render::Str),
+    }
+}
+
+fn integer_param(column: &CatalogColumn) -> String {
+    // Without the cast MySQL compares an integer column with a string as doubles, which
+    // loses precision past 2^53.
+    if column.column_type.contains("unsigned") {
+        "CAST({} AS UNSIGNED)".to_owned()
+    } else {
+        "CAST({} AS SIGNED)".to_owned()
+    }
+}
+
+fn integer_or_text(
+    value: MySqlValueRef<'_>,
+    render: Render,
+) -> Result<String, sqlx::error::BoxDynError> {
+    match render {
+        Render::I64 => decode::<i64>(value).map(|v| v.to_string()),
+        Render::U64 => decode::<u64>(value).map(|v| v.to_string()),
+        _ => decode::<&str>(value).map(str::to_owned),
+    }
+}
+
+fn is_utc(zone: &str) -> bool {
+    matches!(zone, "UTC" | "utc" | "+00:00" | "Z" | "Etc/UTC")
+}
+
+/// ER_SPECIFIC_ACCESS_DENIED_ERROR and ER_ACCESS_DENIED_ERROR, as SQLSTATE 42000 / 28000.
+fn is_access_denied(code: Option<&str>) -> bool {
+    matches!(code, Some("42000" | "28000" | "1227" | "1045"))
+}
+
+fn raw<'r>(row: &'r MySqlRow, index: usize, column: &Column) -> Result<MySqlValueRef<'r>> {
+    row.try_get_raw(index)
+        .map_err(|err| Error::fatal(format!("cannot read column {:?}: {err}", column.name)))
+}
+
+fn decode<'r, T: Decode<'r, MySql>>(
+    value: MySqlValueRef<'r>,
+) -> Result<T, sqlx::error::BoxDynError> {
+    T::decode(value)
+}
+
+fn decode_error(table: &str, column: &Column, err: sqlx::error::BoxDynError) -> Error {
+    Error::fatal(format!(
+        "cannot read column {:?} of {table:?} as {:?}: {err}",
+        column.name, column.render
+    ))
+}

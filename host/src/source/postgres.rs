@@ -1,0 +1,584 @@
+//! PostgreSQL source.
+//!
+//! Sessions are pinned to `TimeZone=UTC` so that no value is shifted by a server or role
+//! default. The safe horizon takes the oldest open transaction from `pg_stat_activity`,
+//! which needs superuser or `pg_read_all_stats` to show other roles' sessions.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use futures_util::TryStreamExt;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgValueRef};
+use sqlx::{Decode, Postgres, Row, ValueRef};
+
+use super::{Clock, Op, Page, Position, Rows, Source, TableSpec, Until, Watermark};
+use crate::cursor::{quote_ident, Keyset, Statement, Style};
+use crate::error::{Error, Result};
+use crate::json;
+
+/// How a column's values become JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Render {
+    Bool,
+    I16,
+    I32,
+    I64,
+    F32,
+    F64,
+    /// Text, or any type the select list casts to text (numeric, date, interval, enum, …).
+    Str,
+    /// JSON text: json, jsonb, and `to_json` of arrays, composites and domains.
+    Raw,
+    Bytes,
+    Uuid,
+    TimestampTz,
+    Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CursorType {
+    TimestampTz,
+    Timestamp,
+    Integer,
+}
+
+#[derive(Debug)]
+struct Column {
+    name: String,
+    key: Vec<u8>,
+    render: Render,
+}
+
+pub struct PgSource {
+    pool: PgPool,
+    table: String,
+    keyset: Keyset,
+    columns: Vec<Column>,
+    cursor_index: usize,
+    cursor_type: CursorType,
+    cursor_nullable: bool,
+    key_index: usize,
+    key_column: String,
+    deleted_index: Option<usize>,
+    time_zone: String,
+    sees_all_transactions: bool,
+}
+
+struct CatalogColumn {
+    name: String,
+    type_name: String,
+    formatted_type: String,
+    not_null: bool,
+    type_kind: String,
+    category: String,
+}
+
+impl PgSource {
+    pub async fn connect(url: &str, spec: &TableSpec) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|err| {
+                Error::invalid(format!(
+                    "invalid PostgreSQL URL {:?}: {err}",
+                    super::redact_url(url)
+                ))
+                .with_hint("use postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+            })?
+            .application_name("tidemark")
+            .options([("TimeZone", "UTC"), ("DateStyle", "ISO")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(15))
+            .connect_with(options)
+            .await
+            .map_err(|err| {
+                Error::database(format!("cannot connect to {}", super::redact_url(url)), err)
+                    .with_hint("check that the server is up and the URL (--source) is right")
+            })?;
+        let table = spec.table.to_string();
+        let quoted_table = match &spec.table.schema {
+            Some(schema) => format!(
+                "{}.{}",
+                quote_ident(schema, '"'),
+                quote_ident(&spec.table.name, '"')
+            ),
+            None => quote_ident(&spec.table.name, '"'),
+        };
+        let relation: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+            .bind(&quoted_table)
+            .fetch_one(&pool)
+            .await
+            .map_err(|err| Error::database(format!("cannot look up table {table:?}"), err))?;
+        if relation.is_none() {
+            return Err(Error::invalid(format!("table {table:?} does not exist"))
+                .with_hint("check --table; names are case-sensitive, qualify them as SCHEMA.TABLE outside the search path"));
+        }
+
+        let catalog: Vec<CatalogColumn> = sqlx::query(
+            "SELECT a.attname::text, t.typname::text, format_type(a.atttypid, a.atttypmod), \
+                    a.attnotnull, t.typtype::text, t.typcategory::text \
+             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+        )
+        .bind(&quoted_table)
+        .fetch_all(&pool)
+        .await
+        .map_err(|err| Error::database(format!("cannot read the columns of {table:?}"), err))?
+        .into_iter()
+        .map(|row| CatalogColumn {
+            name: row.get(0),
+            type_name: row.get(1),
+            formatted_type: row.get(2),
+            not_null: row.get(3),
+            type_kind: row.get(4),
+            category: row.get(5),
+        })
+        .collect();
+
+        let names: Vec<&str> = catalog.iter().map(|column| column.name.as_str()).collect();
+        let find = |name: &str, flag: &str| super::find_column(&names, name, &table, flag);
+
+        let cursor_index = find(&spec.cursor, "--cursor")?;
+        let cursor_column = &catalog[cursor_index];
+        let cursor_type = match cursor_column.type_name.as_str() {
+            "timestamptz" => CursorType::TimestampTz,
+            "timestamp" => CursorType::Timestamp,
+            "int2" | "int4" | "int8" => CursorType::Integer,
+            other => {
+                return Err(Error::invalid(format!(
+                    "column {:?} of {table:?} has type {other}, which cannot be a cursor",
+                    spec.cursor
+                ))
+                .with_hint("pass --cursor with a timestamp column that is set on every change, or an integer that only grows"))
+            }
+        };
+
+        let key_column = match &spec.key {
+            Some(key) => {
+                find(key, "--key")?;
+                let unique: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM pg_index i \
+                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+                     WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnkeyatts = 1 \
+                       AND i.indpred IS NULL AND a.attname = $2)",
+                )
+                .bind(&quoted_table)
+                .bind(key)
+                .fetch_one(&pool)
+                .await
+                .map_err(|err| Error::database("cannot read the indexes of the table", err))?;
+                if !unique {
+                    return Err(Error::invalid(format!(
+                        "column {key:?} of {table:?} is not unique on its own"
+                    ))
+                    .with_hint("pass --key with the primary key or a column with a unique index"));
+                }
+                key.clone()
+            }
+            None => {
+                let primary: Vec<String> = sqlx::query_scalar(
+                    "SELECT a.attname::text FROM pg_index i \
+                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                     WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
+                )
+                .bind(&quoted_table)
+                .fetch_all(&pool)
+                .await
+                .map_err(|err| Error::database("cannot read the primary key of the table", err))?;
+                match primary.as_slice() {
+                    [single] => single.clone(),
+                    [] => {
+                        return Err(
+                            Error::invalid(format!("table {table:?} has no primary key"))
+                                .with_hint("pass --key with a unique, non-null column"),
+                        )
+                    }
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "table {table:?} has a primary key of {} columns",
+                            primary.len()
+                        ))
+                        .with_hint("pass --key with a unique, non-null column"))
+                    }
+                }
+            }
+        };
+        let key_index = find(&key_column, "--key")?;
+        let key_info = &catalog[key_index];
+        if !key_info.not_null {
+            return Err(Error::invalid(format!(
+                "key column {key_column:?} of {table:?} allows NULL"
+            ))
+            .with_hint("pass --key with a NOT NULL column, or make this one NOT NULL"));
+        }
+        if !matches!(
+            key_info.type_name.as_str(),
+            "int2" | "int4" | "int8" | "uuid" | "text" | "varchar" | "bpchar"
+        ) {
+            return Err(Error::invalid(format!(
+                "key column {key_column:?} of {table:?} has type {}, which cannot order rows",
+                key_info.type_name
+            ))
+            .with_hint("pass --key with an integer, uuid or text column"));
+        }
+        let deleted_index = match &spec.deleted_column {
+            Some(name) => Some(find(name, "--deleted-column")?),
+            None => None,
+        };
+
+        let mut select = Vec::with_capacity(catalog.len());
+        let mut columns = Vec::with_capacity(catalog.len());
+        for column in &catalog {
+            let ident = quote_ident(&column.name, '"');
+            let render = render_for(column);
+            select.push(match render {
+                Render::Str if !is_text_type(&column.type_name) => format!("{ident}::text"),
+                Render::Raw if matches!(column.type_name.as_str(), "json" | "jsonb") => {
+                    format!("{ident}::text")
+                }
+                Render::Raw => format!("to_json({ident})::text"),
+                _ => ident,
+            });
+            columns.push(Column {
+                name: column.name.clone(),
+                key: json::object_key(&column.name),
+                render,
+            });
+        }
+
+        let base_type = |column: &CatalogColumn| match column.type_name.as_str() {
+            "bpchar" | "varchar" => "text".to_owned(),
+            _ => column.formatted_type.clone(),
+        };
+        let cursor_cast = match cursor_type {
+            CursorType::TimestampTz => "timestamptz".to_owned(),
+            CursorType::Timestamp => "timestamp".to_owned(),
+            CursorType::Integer => cursor_column.type_name.clone(),
+        };
+        let keyset = Keyset {
+            style: Style::DollarRowValues,
+            table: quoted_table,
+            select_list: select.join(", "),
+            cursor: quote_ident(&spec.cursor, '"'),
+            key: quote_ident(&key_column, '"'),
+            cursor_param: format!("CAST({{}} AS {cursor_cast})"),
+            key_param: format!("CAST({{}} AS {})", base_type(key_info)),
+            horizon_param: format!("CAST({{}} AS {cursor_cast})"),
+        };
+
+        let sees_all_transactions: bool =
+            sqlx::query_scalar("SELECT pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER')")
+                .fetch_one(&pool)
+                .await
+                .map_err(|err| Error::database("cannot check the role's rights", err))?;
+        if !sees_all_transactions && cursor_type != CursorType::Integer {
+            tracing::warn!(
+                "role cannot see other roles' transactions (needs pg_read_all_stats): the horizon \
+                 relies on --settle alone for their late commits"
+            );
+        }
+        if cursor_type == CursorType::Timestamp {
+            sqlx::query("SELECT now() AT TIME ZONE $1")
+                .bind(&spec.time_zone)
+                .execute(&pool)
+                .await
+                .map_err(|err| {
+                    Error::database(format!("time zone {:?} is not known", spec.time_zone), err)
+                        .with_hint("pass --time-zone with a name such as Europe/Berlin or an offset such as +02:00")
+                })?;
+        }
+
+        Ok(PgSource {
+            pool,
+            table,
+            keyset,
+            cursor_index,
+            cursor_type,
+            cursor_nullable: !cursor_column.not_null,
+            columns,
+            key_index,
+            key_column,
+            deleted_index,
+            time_zone: spec.time_zone.clone(),
+            sees_all_transactions,
+        })
+    }
+
+    fn bind<'q>(
+        &self,
+        statement: &'q Statement<'q>,
+    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+        let mut query = sqlx::query(&statement.sql);
+        for arg in &statement.args {
+            query = query.bind(arg.text());
+        }
+        query
+    }
+
+    fn render_row(&self, row: &PgRow, rows: &mut Rows) -> Result<()> {
+        let buf = rows.buffer();
+        buf.push(b'{');
+        for (index, column) in self.columns.iter().enumerate() {
+            if index > 0 {
+                buf.push(b',');
+            }
+            buf.extend_from_slice(&column.key);
+            let value = raw(row, index, column)?;
+            if value.is_null() {
+                json::write_null(buf);
+                continue;
+            }
+            let failed = |err| decode_error(&self.table, column, err);
+            match column.render {
+                Render::Bool => json::write_bool(buf, decode::<bool>(value).map_err(failed)?),
+                Render::I16 => json::write_i64(buf, decode::<i16>(value).map_err(failed)?.into()),
+                Render::I32 => json::write_i64(buf, decode::<i32>(value).map_err(failed)?.into()),
+                Render::I64 => json::write_i64(buf, decode::<i64>(value).map_err(failed)?),
+                Render::F32 => json::write_f32(buf, decode::<f32>(value).map_err(failed)?),
+                Render::F64 => json::write_f64(buf, decode::<f64>(value).map_err(failed)?),
+                Render::Str => json::write_str(buf, decode::<&str>(value).map_err(failed)?),
+                Render::Raw => json::write_raw(buf, decode::<&str>(value).map_err(failed)?),
+                Render::Bytes => json::write_base64(buf, decode::<&[u8]>(value).map_err(failed)?),
+                Render::Uuid => json::write_uuid(buf, &decode(value).map_err(failed)?),
+                Render::TimestampTz => {
+                    let ts: DateTime<Utc> = decode(value).map_err(failed)?;
+                    json::write_timestamp(buf, &ts.naive_utc(), true)
+                }
+                Render::Timestamp => {
+                    json::write_timestamp(buf, &decode(value).map_err(failed)?, false)
+                }
+            }
+        }
+        buf.push(b'}');
+        let deleted = match self.deleted_index {
+            Some(index) => !raw(row, index, &self.columns[index])?.is_null(),
+            None => false,
+        };
+        rows.end_row(if deleted { Op::Delete } else { Op::Upsert });
+        Ok(())
+    }
+
+    fn position_of(&self, row: &PgRow) -> Result<Position> {
+        let key_column = &self.columns[self.key_index];
+        let key_value = raw(row, self.key_index, key_column)?;
+        let failed = |column, err| decode_error(&self.table, column, err);
+        let key = match key_column.render {
+            Render::I16 => decode::<i16>(key_value).map(|v| v.to_string()),
+            Render::I32 => decode::<i32>(key_value).map(|v| v.to_string()),
+            Render::I64 => decode::<i64>(key_value).map(|v| v.to_string()),
+            Render::Uuid => decode::<sqlx::types::Uuid>(key_value).map(|v| v.to_string()),
+            _ => decode::<&str>(key_value).map(str::to_owned),
+        }
+        .map_err(|err| failed(key_column, err))?;
+        let cursor_column = &self.columns[self.cursor_index];
+        let cursor_value = raw(row, self.cursor_index, cursor_column)?;
+        if cursor_value.is_null() {
+            return Ok(Position::Nulls {
+                after_key: Some(key),
+            });
+        }
+        let cursor = match self.cursor_type {
+            CursorType::TimestampTz => decode::<DateTime<Utc>>(cursor_value)
+                .map(|ts| json::timestamp_text(&ts.naive_utc(), true)),
+            CursorType::Timestamp => {
+                decode::<NaiveDateTime>(cursor_value).map(|ts| json::timestamp_text(&ts, false))
+            }
+            CursorType::Integer => match cursor_column.render {
+                Render::I16 => decode::<i16>(cursor_value).map(|v| v.to_string()),
+                Render::I32 => decode::<i32>(cursor_value).map(|v| v.to_string()),
+                _ => decode::<i64>(cursor_value).map(|v| v.to_string()),
+            },
+        }
+        .map_err(|err| failed(cursor_column, err))?;
+        Ok(Position::After(Watermark { cursor, key }))
+    }
+}
+
+impl Source for PgSource {
+    async fn null_cursor_count(&mut self) -> Result<u64> {
+        if !self.cursor_nullable {
+            return Ok(0);
+        }
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE {} IS NULL",
+            self.keyset.table, self.keyset.cursor
+        );
+        let count: i64 = sqlx::query_scalar(&sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|err| {
+                Error::database(
+                    format!("cannot count NULL cursors in {:?}", self.table),
+                    err,
+                )
+            })?;
+        Ok(count as u64)
+    }
+
+    async fn clock(&mut self, settle: Duration) -> Result<Clock> {
+        if self.cursor_type == CursorType::Integer {
+            return Ok(Clock::default());
+        }
+        // statement_timestamp(), not now(): now() would be the start of a transaction that a
+        // pooled connection might hold.
+        let oldest_transaction = if self.sees_all_transactions {
+            "(SELECT min(xact_start) FROM pg_stat_activity \
+               WHERE datname = current_database() AND backend_type = 'client backend' \
+                 AND pid <> pg_backend_pid() AND xact_start IS NOT NULL)"
+        } else {
+            "NULL::timestamptz"
+        };
+        let sql = format!(
+            "SELECT statement_timestamp() - make_interval(secs => $1), {oldest_transaction}, \
+                    statement_timestamp()"
+        );
+        let row = sqlx::query(&sql)
+            .bind(settle.as_secs_f64())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|err| Error::database("cannot read the database clock", err))?;
+        let settled: DateTime<Utc> = row.get(0);
+        let oldest: Option<DateTime<Utc>> = row.get(1);
+        let now: DateTime<Utc> = row.get(2);
+        let mut horizon = settled;
+        if let Some(oldest) = oldest {
+            if oldest < horizon {
+                horizon = oldest;
+                if (now - oldest).num_seconds() > 300 {
+                    tracing::warn!(
+                        "a transaction open since {oldest} holds the sync horizon back; rows \
+                         changed after its start wait until it ends"
+                    );
+                }
+            }
+        }
+        let (horizon, now) = match self.cursor_type {
+            CursorType::TimestampTz => (
+                json::timestamp_text(&horizon.naive_utc(), true),
+                json::timestamp_text(&now.naive_utc(), true),
+            ),
+            _ => {
+                // Wall-clock values in the application's zone: convert inside the database,
+                // which knows the zone's rules.
+                let row = sqlx::query(
+                    "SELECT $1::timestamptz AT TIME ZONE $3, $2::timestamptz AT TIME ZONE $3",
+                )
+                .bind(horizon)
+                .bind(now)
+                .bind(&self.time_zone)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|err| Error::database("cannot convert the horizon to --time-zone", err))?;
+                let horizon: NaiveDateTime = row.get(0);
+                let now: NaiveDateTime = row.get(1);
+                (
+                    json::timestamp_text(&horizon, false),
+                    json::timestamp_text(&now, false),
+                )
+            }
+        };
+        Ok(Clock {
+            horizon: Some(horizon),
+            now: Some(now),
+        })
+    }
+
+    async fn count(&mut self, after: &Position, until: Until<'_>) -> Result<u64> {
+        let statement = self.keyset.count(after, until);
+        let count: i64 = self
+            .bind(&statement)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|err| {
+                Error::database(
+                    format!("cannot count pending rows of {:?}", self.table),
+                    err,
+                )
+            })?
+            .get(0);
+        Ok(count as u64)
+    }
+
+    async fn read(&mut self, after: &Position, until: Until<'_>, limit: usize) -> Result<Page> {
+        let statement = self.keyset.select(after, until, limit);
+        let mut stream = self.bind(&statement).fetch(&self.pool);
+        let mut rows = Rows::with_capacity(limit);
+        let mut last_row = None;
+        while let Some(row) = stream
+            .try_next()
+            .await
+            .map_err(|err| Error::database(format!("cannot read from {:?}", self.table), err))?
+        {
+            self.render_row(&row, &mut rows)?;
+            last_row = Some(row);
+        }
+        let last = last_row.map(|row| self.position_of(&row)).transpose()?;
+        Ok(Page { rows, last })
+    }
+
+    fn lag_seconds(&self, now: &str, cursor: &str) -> Option<f64> {
+        timestamp_lag(self.cursor_type != CursorType::Integer, now, cursor)
+    }
+
+    fn key_column(&self) -> &str {
+        &self.key_column
+    }
+}
+
+/// Seconds from `cursor` to `now`, when the cursor is a time.
+pub(crate) fn timestamp_lag(is_time: bool, now: &str, cursor: &str) -> Option<f64> {
+    if !is_time {
+        return None;
+    }
+    let lag = json::parse_timestamp(now)? - json::parse_timestamp(cursor)?;
+    Some(lag.num_microseconds()? as f64 / 1e6)
+}
+
+fn render_for(column: &CatalogColumn) -> Render {
+    match column.type_name.as_str() {
+        "bool" => Render::Bool,
+        "int2" => Render::I16,
+        "int4" => Render::I32,
+        "int8" => Render::I64,
+        "float4" => Render::F32,
+        "float8" => Render::F64,
+        "uuid" => Render::Uuid,
+        "bytea" => Render::Bytes,
+        "timestamptz" => Render::TimestampTz,
+        "timestamp" => Render::Timestamp,
+        "json" | "jsonb" => Render::Raw,
+        name if is_text_type(name) => Render::Str,
+        "numeric" | "date" | "time" | "timetz" | "interval" | "inet" | "cidr" | "macaddr"
+        | "macaddr8" | "money" | "xml" | "bit" | "varbit" | "tsvector" | "oid" => Render::Str,
+        _ if column.type_kind == "e" => Render::Str,
+        // Arrays, composites, ranges, domains and anything else: PostgreSQL's own to_json.
+        _ if column.category == "A" || column.type_kind != "b" => Render::Raw,
+        _ => Render::Str,
+    }
+}
+
+fn is_text_type(type_name: &str) -> bool {
+    matches!(
+        type_name,
+        "text" | "varchar" | "bpchar" | "name" | "char" | "citext"
+    )
+}
+
+fn raw<'r>(row: &'r PgRow, index: usize, column: &Column) -> Result<PgValueRef<'r>> {
+    row.try_get_raw(index)
+        .map_err(|err| Error::fatal(format!("cannot read column {:?}: {err}", column.name)))
+}
+
+fn decode<'r, T: Decode<'r, Postgres>>(
+    value: PgValueRef<'r>,
+) -> Result<T, sqlx::error::BoxDynError> {
+    T::decode(value)
+}
+
+fn decode_error(table: &str, column: &Column, err: sqlx::error::BoxDynError) -> Error {
+    Error::fatal(format!(
+        "cannot read column {:?} of {table:?} as {:?}: {err}",
+        column.name, column.render
+    ))
+}

@@ -1,0 +1,500 @@
+//! SQLite source, opened read-only.
+//!
+//! SQLite types values, not columns, so every value is rendered by its own storage class,
+//! and cursor and key values keep theirs in the watermark text: `i:42`, `r:1.5`, `t:2024-…`.
+//! Cursor values are compared as SQLite compares them, so a text cursor must use one format
+//! throughout (ISO 8601, as `datetime('now')` and most ORMs write it).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use sqlx::sqlite::{
+    Sqlite, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteValueRef,
+};
+use sqlx::{Decode, Row, TypeInfo, ValueRef};
+
+use super::{Clock, Op, Page, Position, Rows, Source, TableSpec, Until, Watermark};
+use crate::cursor::{quote_ident, Keyset, Statement, Style};
+use crate::error::{Error, Result};
+use crate::json;
+
+#[derive(Debug)]
+struct Column {
+    name: String,
+    key: Vec<u8>,
+}
+
+pub struct SqliteSource {
+    pool: SqlitePool,
+    table: String,
+    keyset: Keyset,
+    columns: Vec<Column>,
+    cursor_index: usize,
+    /// Declared with a DATE or TIME type name: its values are times that need to settle.
+    cursor_is_time: bool,
+    cursor_nullable: bool,
+    key_index: usize,
+    key_column: String,
+    deleted_index: Option<usize>,
+}
+
+impl SqliteSource {
+    pub async fn connect(url: &str, spec: &TableSpec) -> Result<Self> {
+        let path = url.trim_start_matches("sqlite://");
+        if path.is_empty()
+            || (!path.starts_with(':')
+                && !std::path::Path::new(path.split('?').next().unwrap_or(path)).exists())
+        {
+            return Err(
+                Error::invalid(format!("SQLite database {path:?} does not exist")).with_hint(
+                    "pass --source sqlite://PATH with the path of an existing database file",
+                ),
+            );
+        }
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|err| {
+                Error::invalid(format!("invalid SQLite URL {url:?}: {err}"))
+                    .with_hint("use sqlite://PATH")
+            })?
+            .read_only(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|err| Error::database(format!("cannot open {url}"), err))?;
+        let table = spec.table.to_string();
+        let schema = spec
+            .table
+            .schema
+            .clone()
+            .unwrap_or_else(|| "main".to_owned());
+        let quoted_table = format!(
+            "{}.{}",
+            quote_ident(&schema, '"'),
+            quote_ident(&spec.table.name, '"')
+        );
+
+        // (name, declared type, not null, primary key position)
+        let catalog: Vec<(String, String, bool, i64)> = sqlx::query(
+            "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1, ?2) ORDER BY cid",
+        )
+        .bind(&spec.table.name)
+        .bind(&schema)
+        .fetch_all(&pool)
+        .await
+        .map_err(|err| Error::database(format!("cannot read the columns of {table:?}"), err))?
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+        .collect();
+        if catalog.is_empty() {
+            return Err(Error::invalid(format!("table {table:?} does not exist"))
+                .with_hint("check --table; list the tables with `sqlite3 DB .tables`"));
+        }
+        let names: Vec<&str> = catalog.iter().map(|c| c.0.as_str()).collect();
+        let find = |name: &str, flag: &str| super::find_column(&names, name, &table, flag);
+
+        let cursor_index = find(&spec.cursor, "--cursor")?;
+        let declared = catalog[cursor_index].1.to_ascii_uppercase();
+        let cursor_is_time =
+            declared.contains("DATE") || declared.contains("TIME") || !declared.contains("INT");
+
+        let key_column = match &spec.key {
+            Some(key) => {
+                let index = find(key, "--key")?;
+                let unique: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM pragma_index_list(?1, ?3) il \
+                       WHERE il.\"unique\" = 1 \
+                         AND (SELECT COUNT(*) FROM pragma_index_info(il.name, ?3)) = 1 \
+                         AND (SELECT name FROM pragma_index_info(il.name, ?3)) = ?2)",
+                )
+                .bind(&spec.table.name)
+                .bind(key)
+                .bind(&schema)
+                .fetch_one(&pool)
+                .await
+                .map_err(|err| Error::database("cannot read the indexes of the table", err))?;
+                let is_primary =
+                    catalog[index].3 > 0 && catalog.iter().filter(|c| c.3 > 0).count() == 1;
+                if !unique && !is_primary {
+                    return Err(Error::invalid(format!(
+                        "column {key:?} of {table:?} is not unique on its own"
+                    ))
+                    .with_hint("pass --key with the primary key or a column with a unique index"));
+                }
+                key.clone()
+            }
+            None => {
+                let primary: Vec<&str> = catalog
+                    .iter()
+                    .filter(|c| c.3 > 0)
+                    .map(|c| c.0.as_str())
+                    .collect();
+                match primary.as_slice() {
+                    [single] => (*single).to_owned(),
+                    [] => {
+                        return Err(
+                            Error::invalid(format!("table {table:?} has no primary key"))
+                                .with_hint("pass --key with a unique, non-null column"),
+                        )
+                    }
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "table {table:?} has a primary key of {} columns",
+                            primary.len()
+                        ))
+                        .with_hint("pass --key with a unique, non-null column"))
+                    }
+                }
+            }
+        };
+        let key_index = find(&key_column, "--key")?;
+        let deleted_index = match &spec.deleted_column {
+            Some(name) => Some(find(name, "--deleted-column")?),
+            None => None,
+        };
+        let keyset = Keyset {
+            style: Style::QuestionRowValues,
+            table: quoted_table,
+            select_list: catalog
+                .iter()
+                .map(|c| quote_ident(&c.0, '"'))
+                .collect::<Vec<_>>()
+                .join(", "),
+            cursor: quote_ident(&spec.cursor, '"'),
+            key: quote_ident(&key_column, '"'),
+            cursor_param: "{}".to_owned(),
+            key_param: "{}".to_owned(),
+            horizon_param: "{}".to_owned(),
+        };
+        // SQLite lets a non-INTEGER primary key hold NULL; such a row could never be paged.
+        let null_keys: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM {} WHERE {} IS NULL",
+            keyset.table, keyset.key
+        ))
+        .fetch_one(&pool)
+        .await
+        .map_err(|err| Error::database("cannot check the key column", err))?;
+        if null_keys > 0 {
+            return Err(Error::invalid(format!(
+                "key column {key_column:?} of {table:?} holds NULL in {null_keys} rows"
+            ))
+            .with_hint("pass --key with a NOT NULL unique column, or fill in the missing keys"));
+        }
+        let columns = catalog
+            .iter()
+            .map(|c| Column {
+                name: c.0.clone(),
+                key: json::object_key(&c.0),
+            })
+            .collect();
+        Ok(SqliteSource {
+            pool,
+            table,
+            keyset,
+            columns,
+            cursor_index,
+            cursor_is_time,
+            cursor_nullable: !catalog[cursor_index].2,
+            key_index,
+            key_column,
+            deleted_index,
+        })
+    }
+
+    fn bind<'q>(
+        &self,
+        statement: &'q Statement<'q>,
+    ) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+        let mut query = sqlx::query(&statement.sql);
+        for arg in &statement.args {
+            query = match Tagged::parse(arg.text()) {
+                Tagged::Integer(value) => query.bind(value),
+                Tagged::Real(value) => query.bind(value),
+                Tagged::Text(value) => query.bind(value),
+            };
+        }
+        query
+    }
+
+    fn render_row(&self, row: &SqliteRow, rows: &mut Rows) -> Result<()> {
+        let buf = rows.buffer();
+        buf.push(b'{');
+        for (index, column) in self.columns.iter().enumerate() {
+            if index > 0 {
+                buf.push(b',');
+            }
+            buf.extend_from_slice(&column.key);
+            let value = raw(row, index, column)?;
+            let failed = |err| decode_error(&self.table, column, err);
+            match storage_class(&value) {
+                Class::Null => json::write_null(buf),
+                Class::Integer => json::write_i64(buf, decode::<i64>(value).map_err(failed)?),
+                Class::Real => json::write_f64(buf, decode::<f64>(value).map_err(failed)?),
+                Class::Text => json::write_str(buf, decode::<&str>(value).map_err(failed)?),
+                Class::Blob => json::write_base64(buf, decode::<&[u8]>(value).map_err(failed)?),
+            }
+        }
+        buf.push(b'}');
+        let deleted = match self.deleted_index {
+            Some(index) => !raw(row, index, &self.columns[index])?.is_null(),
+            None => false,
+        };
+        rows.end_row(if deleted { Op::Delete } else { Op::Upsert });
+        Ok(())
+    }
+
+    fn tagged_text(&self, row: &SqliteRow, index: usize) -> Result<Option<String>> {
+        let column = &self.columns[index];
+        let value = raw(row, index, column)?;
+        let failed = |err| decode_error(&self.table, column, err);
+        Ok(match storage_class(&value) {
+            Class::Null => None,
+            Class::Integer => Some(format!("i:{}", decode::<i64>(value).map_err(failed)?)),
+            Class::Real => Some(format!("r:{}", decode::<f64>(value).map_err(failed)?)),
+            Class::Text => Some(format!("t:{}", decode::<&str>(value).map_err(failed)?)),
+            Class::Blob => {
+                return Err(Error::fatal(format!(
+                    "column {:?} of {:?} holds a BLOB, which cannot order rows",
+                    column.name, self.table
+                ))
+                .with_hint("use a cursor and key that hold integers, reals or text"))
+            }
+        })
+    }
+
+    fn position_of(&self, row: &SqliteRow) -> Result<Position> {
+        let key = self.tagged_text(row, self.key_index)?.ok_or_else(|| {
+            Error::fatal(format!(
+                "key column {:?} of {:?} is NULL",
+                self.key_column, self.table
+            ))
+        })?;
+        Ok(match self.tagged_text(row, self.cursor_index)? {
+            None => Position::Nulls {
+                after_key: Some(key),
+            },
+            Some(cursor) => Position::After(Watermark { cursor, key }),
+        })
+    }
+}
+
+impl Source for SqliteSource {
+    async fn null_cursor_count(&mut self) -> Result<u64> {
+        if !self.cursor_nullable {
+            return Ok(0);
+        }
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE {} IS NULL",
+            self.keyset.table, self.keyset.cursor
+        );
+        let count: i64 = sqlx::query_scalar(&sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|err| {
+                Error::database(
+                    format!("cannot count NULL cursors in {:?}", self.table),
+                    err,
+                )
+            })?;
+        Ok(count as u64)
+    }
+
+    async fn clock(&mut self, settle: Duration) -> Result<Clock> {
+        if !self.cursor_is_time {
+            return Ok(Clock::default());
+        }
+        // The horizon must compare the way the stored values do, so it takes the form of the
+        // newest value: unix seconds, or text with the same separator and zone suffix.
+        let sql = format!(
+            "SELECT {c} FROM {t} WHERE {c} IS NOT NULL ORDER BY {c} DESC LIMIT 1",
+            c = self.keyset.cursor,
+            t = self.keyset.table
+        );
+        let newest = sqlx::query(&sql)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|err| Error::database("cannot read the newest cursor", err))?;
+        let Some(newest) = newest else {
+            // Nothing to read yet; rows written from now on are taken by the next pass.
+            return Ok(Clock {
+                horizon: Some(format!("i:{}", i64::MIN)),
+                now: None,
+            });
+        };
+        let settle_secs = settle.as_secs_f64();
+        let sample = raw(&newest, 0, &self.columns[self.cursor_index])?;
+        let (horizon_sql, now_sql, tag) = match storage_class(&sample) {
+            Class::Integer => (
+                format!("SELECT CAST(unixepoch('now') - {settle_secs} AS INTEGER)"),
+                "SELECT unixepoch('now')".to_owned(),
+                "i",
+            ),
+            Class::Real => (
+                format!("SELECT (julianday('now') - 2440587.5) * 86400.0 - {settle_secs}"),
+                "SELECT (julianday('now') - 2440587.5) * 86400.0".to_owned(),
+                "r",
+            ),
+            _ => {
+                let text: &str = decode(sample).unwrap_or_default();
+                let separator = if text.as_bytes().get(10) == Some(&b'T') {
+                    "T"
+                } else {
+                    " "
+                };
+                let seconds = if text.as_bytes().get(19) == Some(&b'.') {
+                    "%f"
+                } else {
+                    "%S"
+                };
+                let zone = if text.ends_with('Z') { "Z" } else { "" };
+                let format = format!("%Y-%m-%d{separator}%H:%M:{seconds}{zone}");
+                (
+                    format!("SELECT strftime('{format}', 'now', '-{settle_secs} seconds')"),
+                    format!("SELECT strftime('{format}', 'now')"),
+                    "t",
+                )
+            }
+        };
+        let mut clock = Clock::default();
+        for (sql, slot) in [(horizon_sql, &mut clock.horizon), (now_sql, &mut clock.now)] {
+            let row = sqlx::query(&sql)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|err| Error::database("cannot read the database clock", err))?;
+            let value = row
+                .try_get_raw(0)
+                .map_err(|err| Error::fatal(err.to_string()))?;
+            *slot = Some(match storage_class(&value) {
+                Class::Integer => format!("{tag}:{}", decode::<i64>(value).unwrap_or_default()),
+                Class::Real => format!("{tag}:{}", decode::<f64>(value).unwrap_or_default()),
+                _ => format!("{tag}:{}", decode::<&str>(value).unwrap_or_default()),
+            });
+        }
+        Ok(clock)
+    }
+
+    async fn count(&mut self, after: &Position, until: Until<'_>) -> Result<u64> {
+        let statement = self.keyset.count(after, until);
+        let count: i64 = self
+            .bind(&statement)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|err| {
+                Error::database(
+                    format!("cannot count pending rows of {:?}", self.table),
+                    err,
+                )
+            })?
+            .get(0);
+        Ok(count as u64)
+    }
+
+    async fn read(&mut self, after: &Position, until: Until<'_>, limit: usize) -> Result<Page> {
+        let statement = self.keyset.select(after, until, limit);
+        let mut stream = self.bind(&statement).fetch(&self.pool);
+        let mut rows = Rows::with_capacity(limit);
+        let mut last_row = None;
+        while let Some(row) = stream
+            .try_next()
+            .await
+            .map_err(|err| Error::database(format!("cannot read from {:?}", self.table), err))?
+        {
+            self.render_row(&row, &mut rows)?;
+            last_row = Some(row);
+        }
+        let last = last_row.map(|row| self.position_of(&row)).transpose()?;
+        Ok(Page { rows, last })
+    }
+
+    fn lag_seconds(&self, now: &str, cursor: &str) -> Option<f64> {
+        if !self.cursor_is_time {
+            return None;
+        }
+        match (Tagged::parse(now), Tagged::parse(cursor)) {
+            (Tagged::Integer(now), Tagged::Integer(cursor)) => Some((now - cursor) as f64),
+            (Tagged::Real(now), Tagged::Real(cursor)) => Some(now - cursor),
+            (Tagged::Text(now), Tagged::Text(cursor)) => {
+                super::postgres::timestamp_lag(true, now, cursor)
+            }
+            _ => None,
+        }
+    }
+
+    fn key_column(&self) -> &str {
+        &self.key_column
+    }
+}
+
+/// A watermark value with the storage class it had in the database.
+#[derive(Debug, PartialEq)]
+enum Tagged<'a> {
+    Integer(i64),
+    Real(f64),
+    Text(&'a str),
+}
+
+impl<'a> Tagged<'a> {
+    fn parse(text: &'a str) -> Self {
+        match text.split_at_checked(2) {
+            Some(("i:", rest)) => rest.parse().map_or(Tagged::Text(rest), Tagged::Integer),
+            Some(("r:", rest)) => rest.parse().map_or(Tagged::Text(rest), Tagged::Real),
+            Some(("t:", rest)) => Tagged::Text(rest),
+            _ => Tagged::Text(text),
+        }
+    }
+}
+
+enum Class {
+    Null,
+    Integer,
+    Real,
+    Text,
+    Blob,
+}
+
+fn storage_class(value: &SqliteValueRef<'_>) -> Class {
+    if value.is_null() {
+        return Class::Null;
+    }
+    match value.type_info().name() {
+        "INTEGER" | "BOOLEAN" => Class::Integer,
+        "REAL" => Class::Real,
+        "BLOB" => Class::Blob,
+        _ => Class::Text,
+    }
+}
+
+fn raw<'r>(row: &'r SqliteRow, index: usize, column: &Column) -> Result<SqliteValueRef<'r>> {
+    row.try_get_raw(index)
+        .map_err(|err| Error::fatal(format!("cannot read column {:?}: {err}", column.name)))
+}
+
+fn decode<'r, T: Decode<'r, Sqlite>>(
+    value: SqliteValueRef<'r>,
+) -> Result<T, sqlx::error::BoxDynError> {
+    T::decode(value)
+}
+
+fn decode_error(table: &str, column: &Column, err: sqlx::error::BoxDynError) -> Error {
+    Error::fatal(format!(
+        "cannot read column {:?} of {table:?}: {err}",
+        column.name
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_values_keep_their_storage_class() {
+        assert_eq!(Tagged::parse("i:42"), Tagged::Integer(42));
+        assert_eq!(Tagged::parse("r:1.5"), Tagged::Real(1.5));
+        assert_eq!(
+            Tagged::parse("t:2024-01-01 00:00:00"),
+            Tagged::Text("2024-01-01 00:00:00")
+        );
+        assert_eq!(Tagged::parse("t:i:x"), Tagged::Text("i:x"));
+    }
+}

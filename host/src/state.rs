@@ -1,0 +1,437 @@
+//! The state store: where each pipeline's watermark lives.
+//!
+//! Contract: the position of a pipeline only moves forward, and only after its batch was
+//! delivered. Every write is a compare-and-set on the row's revision, so two processes that
+//! run the same pipeline cannot move it backwards; the second one stops with an error.
+//! Before a batch is delivered its id and end are recorded as pending, so that a crash
+//! between delivery and checkpoint redelivers the same rows under the same id.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::error::{Error, Result};
+use crate::source::{redact_url, Position, Watermark};
+
+/// The schema version this build writes; older stores are migrated on open.
+const SCHEMA_VERSION: i64 = 1;
+
+pub struct StateStore {
+    pool: AnyPool,
+    /// `tidemark.` on PostgreSQL, empty on SQLite.
+    prefix: &'static str,
+}
+
+/// What a pipeline reads: a pipeline keeps its name only while these stay the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub source: String,
+    pub table: String,
+    pub cursor: String,
+    pub key: String,
+}
+
+/// A batch that was handed on but whose checkpoint was not yet written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingBatch {
+    pub id: String,
+    pub end: Position,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineState {
+    pub name: String,
+    pub identity: Identity,
+    pub position: Position,
+    pub pending: Option<PendingBatch>,
+    pub rows_synced: i64,
+    pub batches_synced: i64,
+    pub last_batch: Option<String>,
+    pub last_run_at: Option<String>,
+    pub lag_seconds: Option<f64>,
+    revision: i64,
+}
+
+impl StateStore {
+    /// Opens (creating if needed) the store at `url`: `sqlite://PATH` or `postgres://…`.
+    pub async fn open(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let (url, prefix) = if let Some(path) = url.strip_prefix("sqlite://") {
+            let file = path.split('?').next().unwrap_or(path);
+            if let Some(parent) = Path::new(file)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(parent).map_err(|err| {
+                    Error::io(
+                        format!("cannot create the state directory {}", parent.display()),
+                        err,
+                    )
+                    .with_hint("pass --state with a writable location")
+                })?;
+            }
+            let separator = if path.contains('?') { '&' } else { '?' };
+            (format!("sqlite://{path}{separator}mode=rwc"), "")
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (url.to_owned(), "tidemark.")
+        } else {
+            return Err(
+                Error::invalid(format!("unsupported state URL {:?}", redact_url(url)))
+                    .with_hint("pass --state sqlite://PATH or --state postgres://…"),
+            );
+        };
+        let options = AnyConnectOptions::from_str(&url).map_err(|err| {
+            Error::invalid(format!("invalid state URL {:?}: {err}", redact_url(&url)))
+                .with_hint("pass --state sqlite://PATH or --state postgres://…")
+        })?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|err| {
+                Error::database(
+                    format!("cannot open the state store {}", redact_url(&url)),
+                    err,
+                )
+            })?;
+        let store = StateStore { pool, prefix };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let p = self.prefix;
+        let mut statements = Vec::new();
+        if p.is_empty() {
+            // WAL: a checkpoint survives a crash of the process without a full fsync per batch.
+            statements.push("PRAGMA journal_mode = WAL".to_owned());
+        } else {
+            statements.push("CREATE SCHEMA IF NOT EXISTS tidemark".to_owned());
+        }
+        statements.push(format!(
+            "CREATE TABLE IF NOT EXISTS {p}schema_version (version BIGINT NOT NULL)"
+        ));
+        statements.push(format!(
+            "CREATE TABLE IF NOT EXISTS {p}pipelines (
+                pipeline TEXT PRIMARY KEY,
+                source TEXT NOT NULL,
+                table_name TEXT NOT NULL,
+                cursor_column TEXT NOT NULL,
+                key_column TEXT NOT NULL,
+                phase TEXT NOT NULL,
+                cursor_value TEXT,
+                key_value TEXT,
+                pending_batch TEXT,
+                pending_phase TEXT,
+                pending_cursor TEXT,
+                pending_key TEXT,
+                rows_synced BIGINT NOT NULL DEFAULT 0,
+                batches_synced BIGINT NOT NULL DEFAULT 0,
+                last_batch TEXT,
+                last_run_at TEXT,
+                lag_seconds DOUBLE PRECISION,
+                revision BIGINT NOT NULL DEFAULT 0
+            )"
+        ));
+        for statement in statements {
+            sqlx::query(&statement)
+                .execute(&self.pool)
+                .await
+                .map_err(|err| Error::database("cannot prepare the state store", err))?;
+        }
+        let version: Option<i64> =
+            sqlx::query_scalar(&format!("SELECT MAX(version) FROM {p}schema_version"))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|err| Error::database("cannot read the state store's version", err))?;
+        match version {
+            None => {
+                sqlx::query(&format!(
+                    "INSERT INTO {p}schema_version (version) VALUES ($1)"
+                ))
+                .bind(SCHEMA_VERSION)
+                .execute(&self.pool)
+                .await
+                .map_err(|err| Error::database("cannot write the state store's version", err))?;
+            }
+            Some(version) if version > SCHEMA_VERSION => {
+                return Err(Error::invalid(format!(
+                    "the state store has schema version {version}, newer than this host's {SCHEMA_VERSION}"
+                ))
+                .with_hint("upgrade host, or pass --state with another store"));
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The pipeline's state, created at `initial` if it is new. A pipeline that exists with
+    /// another table, cursor or key is refused: its watermark means nothing for this one.
+    pub async fn load_or_create(
+        &self,
+        name: &str,
+        identity: &Identity,
+        initial: Position,
+    ) -> Result<PipelineState> {
+        if let Some(state) = self.load(name).await? {
+            let stored = &state.identity;
+            // The host may change (a replica, a failover); the kind of database may not.
+            let scheme = |url: &str| url.split("://").next().unwrap_or_default().to_owned();
+            if (
+                scheme(&stored.source),
+                &stored.table,
+                &stored.cursor,
+                &stored.key,
+            ) != (
+                scheme(&identity.source),
+                &identity.table,
+                &identity.cursor,
+                &identity.key,
+            ) {
+                return Err(Error::invalid(format!(
+                    "pipeline {name:?} was created for table {:?} of {} with cursor {:?} and key {:?}",
+                    stored.table, stored.source, stored.cursor, stored.key
+                ))
+                .with_hint(format!(
+                    "pass --pipeline with another name, or run `host reset --pipeline {name}` to start it over"
+                )));
+            }
+            return Ok(state);
+        }
+        let (phase, cursor, key) = encode(&initial);
+        sqlx::query(&format!(
+            "INSERT INTO {}pipelines (pipeline, source, table_name, cursor_column, key_column, \
+             phase, cursor_value, key_value) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            self.prefix
+        ))
+        .bind(name)
+        .bind(&identity.source)
+        .bind(&identity.table)
+        .bind(&identity.cursor)
+        .bind(&identity.key)
+        .bind(phase)
+        .bind(cursor)
+        .bind(key)
+        .execute(&self.pool)
+        .await
+        .map_err(|err| Error::database(format!("cannot create pipeline {name:?}"), err))?;
+        self.load(name)
+            .await?
+            .ok_or_else(|| Error::fatal(format!("pipeline {name:?} vanished from the state store")))
+    }
+
+    pub async fn load(&self, name: &str) -> Result<Option<PipelineState>> {
+        let row = sqlx::query(&format!("{} WHERE pipeline = $1", self.select_all()))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|err| Error::database(format!("cannot read pipeline {name:?}"), err))?;
+        row.map(|row| decode_state(&row)).transpose()
+    }
+
+    pub async fn list(&self) -> Result<Vec<PipelineState>> {
+        sqlx::query(&format!("{} ORDER BY pipeline", self.select_all()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|err| Error::database("cannot list pipelines", err))?
+            .iter()
+            .map(decode_state)
+            .collect()
+    }
+
+    /// Forgets a pipeline; returns whether it existed.
+    pub async fn reset(&self, name: &str) -> Result<bool> {
+        let result = sqlx::query(&format!(
+            "DELETE FROM {}pipelines WHERE pipeline = $1",
+            self.prefix
+        ))
+        .bind(name)
+        .execute(&self.pool)
+        .await
+        .map_err(|err| Error::database(format!("cannot reset pipeline {name:?}"), err))?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// Records that the batch `id`, ending at `end`, is about to be handed on.
+    pub async fn begin_batch(
+        &self,
+        state: &mut PipelineState,
+        id: &str,
+        end: &Position,
+    ) -> Result<()> {
+        let (phase, cursor, key) = encode(end);
+        self.update(
+            state,
+            "pending_batch = $3, pending_phase = $4, pending_cursor = $5, pending_key = $6",
+            &[Some(id), Some(phase), cursor, key],
+        )
+        .await?;
+        state.pending = Some(PendingBatch {
+            id: id.to_owned(),
+            end: end.clone(),
+        });
+        Ok(())
+    }
+
+    /// Moves the watermark to `end` after a batch of `rows` rows was handed on.
+    pub async fn commit_batch(
+        &self,
+        state: &mut PipelineState,
+        end: &Position,
+        rows: usize,
+    ) -> Result<()> {
+        let (phase, cursor, key) = encode(end);
+        let batch = state.pending.as_ref().map(|pending| pending.id.clone());
+        let rows = (rows as i64).to_string();
+        self.update(
+            state,
+            "phase = $3, cursor_value = $4, key_value = $5, pending_batch = NULL, \
+             pending_phase = NULL, pending_cursor = NULL, pending_key = NULL, \
+             rows_synced = rows_synced + CAST($6 AS BIGINT), batches_synced = batches_synced + 1, \
+             last_batch = $7",
+            &[Some(phase), cursor, key, Some(&rows), batch.as_deref()],
+        )
+        .await?;
+        state.position = end.clone();
+        state.pending = None;
+        state.rows_synced += rows.parse::<i64>().unwrap_or(0);
+        state.batches_synced += 1;
+        state.last_batch = batch;
+        Ok(())
+    }
+
+    /// Moves the watermark without a batch: past NULL cursors that are done, or past a
+    /// pending batch whose rows have all moved on.
+    pub async fn advance(&self, state: &mut PipelineState, to: &Position) -> Result<()> {
+        let (phase, cursor, key) = encode(to);
+        self.update(
+            state,
+            "phase = $3, cursor_value = $4, key_value = $5, pending_batch = NULL, \
+             pending_phase = NULL, pending_cursor = NULL, pending_key = NULL",
+            &[Some(phase), cursor, key],
+        )
+        .await?;
+        state.position = to.clone();
+        state.pending = None;
+        Ok(())
+    }
+
+    /// Records the end of a pass: when, and how far the watermark trails the database's now.
+    pub async fn finish_pass(
+        &self,
+        state: &mut PipelineState,
+        lag_seconds: Option<f64>,
+    ) -> Result<()> {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let lag = lag_seconds.map(|lag| lag.to_string());
+        self.update(
+            state,
+            "last_run_at = $3, lag_seconds = CAST($4 AS DOUBLE PRECISION)",
+            &[Some(&now), lag.as_deref()],
+        )
+        .await?;
+        state.last_run_at = Some(now);
+        state.lag_seconds = lag_seconds;
+        Ok(())
+    }
+
+    /// Compare-and-set on the revision: `assignments` use `$3…` for `values`.
+    async fn update(
+        &self,
+        state: &mut PipelineState,
+        assignments: &str,
+        values: &[Option<&str>],
+    ) -> Result<()> {
+        let sql = format!(
+            "UPDATE {}pipelines SET {assignments}, revision = revision + 1 \
+             WHERE pipeline = $1 AND revision = $2",
+            self.prefix
+        );
+        let mut query = sqlx::query(&sql).bind(&state.name).bind(state.revision);
+        for value in values {
+            query = query.bind(value.map(str::to_owned));
+        }
+        let result = query.execute(&self.pool).await.map_err(|err| {
+            Error::database(format!("cannot checkpoint pipeline {:?}", state.name), err)
+        })?;
+        if result.rows_affected() != 1 {
+            return Err(Error::fatal(format!(
+                "pipeline {:?} was changed by another process",
+                state.name
+            ))
+            .with_hint("run each pipeline in one process at a time"));
+        }
+        state.revision += 1;
+        Ok(())
+    }
+
+    fn select_all(&self) -> String {
+        format!(
+            "SELECT pipeline, source, table_name, cursor_column, key_column, phase, cursor_value, \
+             key_value, pending_batch, pending_phase, pending_cursor, pending_key, rows_synced, \
+             batches_synced, last_batch, last_run_at, lag_seconds, revision FROM {}pipelines",
+            self.prefix
+        )
+    }
+}
+
+fn encode(position: &Position) -> (&'static str, Option<&str>, Option<&str>) {
+    match position {
+        Position::Nulls { after_key } => ("nulls", None, after_key.as_deref()),
+        Position::Start => ("start", None, None),
+        Position::After(mark) => ("after", Some(&mark.cursor), Some(&mark.key)),
+    }
+}
+
+fn decode_position(phase: &str, cursor: Option<String>, key: Option<String>) -> Result<Position> {
+    match (phase, cursor, key) {
+        ("nulls", None, after_key) => Ok(Position::Nulls { after_key }),
+        ("start", None, None) => Ok(Position::Start),
+        ("after", Some(cursor), Some(key)) => Ok(Position::After(Watermark { cursor, key })),
+        (phase, ..) => Err(Error::fatal(format!(
+            "the state store holds a damaged position (phase {phase:?})"
+        ))
+        .with_hint("run `host reset --pipeline NAME` to start the pipeline over")),
+    }
+}
+
+fn decode_state(row: &AnyRow) -> Result<PipelineState> {
+    let get = |index: usize| -> Result<Option<String>> {
+        row.try_get(index)
+            .map_err(|err| Error::fatal(format!("cannot read the state store: {err}")))
+    };
+    let required = |index: usize| -> Result<String> { Ok(get(index)?.unwrap_or_default()) };
+    let number = |index: usize| -> Result<i64> {
+        row.try_get(index)
+            .map_err(|err| Error::fatal(format!("cannot read the state store: {err}")))
+    };
+    let position = decode_position(&required(5)?, get(6)?, get(7)?)?;
+    let pending = match get(8)? {
+        Some(id) => Some(PendingBatch {
+            id,
+            end: decode_position(&required(9)?, get(10)?, get(11)?)?,
+        }),
+        None => None,
+    };
+    Ok(PipelineState {
+        name: required(0)?,
+        identity: Identity {
+            source: required(1)?,
+            table: required(2)?,
+            cursor: required(3)?,
+            key: required(4)?,
+        },
+        position,
+        pending,
+        rows_synced: number(12)?,
+        batches_synced: number(13)?,
+        last_batch: get(14)?,
+        last_run_at: get(15)?,
+        lag_seconds: row
+            .try_get(16)
+            .map_err(|err| Error::fatal(format!("cannot read the state store: {err}")))?,
+        revision: number(17)?,
+    })
+}

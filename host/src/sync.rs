@@ -1,0 +1,309 @@
+//! The sync loop: read a page after the watermark, hand it on, then move the watermark.
+//!
+//! One pass, top to bottom:
+//! 1. Refuse NULL cursors unless the user opted in: a NULL would be passed over silently.
+//! 2. Read the database's clock once: rows at or past the safe horizon wait for a later pass.
+//! 3. Redeliver a batch that was handed on but not checkpointed (a crash), under its old id.
+//! 4. Page by keyset on (cursor, key): record the batch as pending, deliver it, checkpoint.
+//!
+//! The watermark only moves after delivery, so a crash at any instant loses nothing and
+//! repeats at most the one batch in flight.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::cli::NullCursor;
+use crate::error::{Error, ErrorKind, Result};
+use crate::failpoint;
+use crate::output::{Batch, Destination};
+use crate::progress::Progress;
+use crate::source::{Page, Position, Source, Until};
+use crate::state::{PipelineState, StateStore};
+
+/// How a pipeline runs.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    pub batch_size: usize,
+    pub poll: Duration,
+    pub settle: Duration,
+    pub once: bool,
+    pub null_cursor: NullCursor,
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    pub rows: u64,
+    pub batches: u64,
+}
+
+/// A stop request: the first SIGINT or SIGTERM lets the batch in hand finish.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    requested: Arc<AtomicBool>,
+    notify: Arc<Notify>,
+}
+
+impl Shutdown {
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps for `duration`, or less if a stop is requested meanwhile.
+    async fn sleep(&self, duration: Duration) {
+        let notified = self.notify.notified();
+        if self.is_requested() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => {}
+            _ = notified => {}
+        }
+    }
+}
+
+/// Runs passes until `--once` is done or a stop is requested. Transient errors (a lost
+/// connection) are retried with backoff when polling; everything else ends the run.
+pub async fn run<S: Source, D: Destination>(
+    source: &mut S,
+    destination: &mut D,
+    store: &StateStore,
+    state: &mut PipelineState,
+    options: &SyncOptions,
+    shutdown: &Shutdown,
+) -> Result<Totals> {
+    let mut totals = Totals::default();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match run_pass(
+            source,
+            destination,
+            store,
+            state,
+            options,
+            shutdown,
+            &mut totals,
+        )
+        .await
+        {
+            Ok(()) => backoff = Duration::from_millis(500),
+            Err(err) if err.kind() == ErrorKind::Transient && !options.once => {
+                tracing::warn!("{}: {err}; retrying in {backoff:?}", state.name);
+                shutdown.sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+            Err(err) => return Err(err),
+        }
+        if options.once || shutdown.is_requested() {
+            return Ok(totals);
+        }
+        shutdown.sleep(options.poll).await;
+        if shutdown.is_requested() {
+            return Ok(totals);
+        }
+    }
+}
+
+async fn run_pass<S: Source, D: Destination>(
+    source: &mut S,
+    destination: &mut D,
+    store: &StateStore,
+    state: &mut PipelineState,
+    options: &SyncOptions,
+    shutdown: &Shutdown,
+    totals: &mut Totals,
+) -> Result<()> {
+    if options.null_cursor == NullCursor::Refuse {
+        let nulls = source.null_cursor_count().await?;
+        if nulls > 0 {
+            return Err(Error::invalid(format!(
+                "{nulls} rows of {:?} have a NULL cursor column {:?} and would never be synced",
+                state.identity.table, state.identity.cursor
+            ))
+            .with_hint("make the column NOT NULL (fill it in first), or pass --null-cursor oldest to deliver them first on a full sync"));
+        }
+    }
+
+    let clock = source.clock(options.settle).await?;
+
+    if let Some(pending) = state.pending.clone() {
+        let page = source
+            .read(
+                &state.position,
+                Until::Through(&pending.end),
+                options.batch_size,
+            )
+            .await?;
+        tracing::info!(
+            "{}: redelivering batch {} that was not checkpointed",
+            state.name,
+            pending.id
+        );
+        match page.last.clone() {
+            Some(end) => {
+                deliver(destination, store, state, page, &pending.id, &end, totals).await?
+            }
+            None => {
+                let position = state.position.clone();
+                store.advance(state, &position).await?;
+            }
+        }
+    }
+
+    let until = Until::Horizon(clock.horizon.as_deref());
+    let pending_rows = source.count(&state.position, until).await?;
+    let mut progress = Progress::new(&state.name, pending_rows);
+    let rows_before = totals.rows;
+    while !shutdown.is_requested() {
+        let page = source
+            .read(&state.position, until, options.batch_size)
+            .await?;
+        let full = page.rows.len() >= options.batch_size;
+        let Some(end) = page.last.clone() else {
+            if let Position::Nulls { .. } = state.position {
+                store.advance(state, &Position::Start).await?;
+                continue;
+            }
+            break;
+        };
+        failpoint::hit("after_read").await;
+        let id = batch_id(&state.name, &state.position, &end);
+        store.begin_batch(state, &id, &end).await?;
+        let rows = page.rows.len() as u64;
+        deliver(destination, store, state, page, &id, &end, totals).await?;
+        progress.advance(rows);
+        if !full {
+            if let Position::Nulls { .. } = state.position {
+                store.advance(state, &Position::Start).await?;
+                continue;
+            }
+            break;
+        }
+    }
+    progress.finish();
+
+    let lag = match (&clock.now, &state.position) {
+        (Some(now), Position::After(mark)) => source.lag_seconds(now, &mark.cursor),
+        _ => None,
+    };
+    store.finish_pass(state, lag).await?;
+    let delivered = totals.rows - rows_before;
+    if delivered > 0 || options.once {
+        tracing::info!(
+            "{}: {} rows delivered; watermark {}{}",
+            state.name,
+            delivered,
+            state.position,
+            lag.map(|lag| format!(", lag {lag:.1}s"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Hands a page on and checkpoints it. The batch was recorded as pending before this.
+async fn deliver<D: Destination>(
+    destination: &mut D,
+    store: &StateStore,
+    state: &mut PipelineState,
+    page: Page,
+    id: &str,
+    end: &Position,
+    totals: &mut Totals,
+) -> Result<()> {
+    destination
+        .deliver(Batch {
+            id,
+            pipeline: &state.name,
+            rows: &page.rows,
+        })
+        .await?;
+    failpoint::hit("after_deliver").await;
+    store.commit_batch(state, end, page.rows.len()).await?;
+    totals.rows += page.rows.len() as u64;
+    totals.batches += 1;
+    tracing::debug!(
+        "{}: batch {id}: {} rows ({} deletes), watermark {end}",
+        state.name,
+        page.rows.len(),
+        page.rows.deletes()
+    );
+    Ok(())
+}
+
+/// The id of the batch of `pipeline` that starts after `start` and ends at `end`: the same
+/// range always gets the same id, so a destination can drop a batch it has seen.
+pub fn batch_id(pipeline: &str, start: &Position, end: &Position) -> String {
+    let mut hasher = Sha256::new();
+    for part in [pipeline, &describe(start), &describe(end)] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(&hasher.finalize()[..16])
+}
+
+fn describe(position: &Position) -> String {
+    match position {
+        Position::Nulls { after_key } => format!("nulls\0{}", after_key.as_deref().unwrap_or("")),
+        Position::Start => "start".to_owned(),
+        Position::After(mark) => format!("after\0{}\0{}", mark.cursor, mark.key),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Watermark;
+
+    fn after(cursor: &str, key: &str) -> Position {
+        Position::After(Watermark {
+            cursor: cursor.into(),
+            key: key.into(),
+        })
+    }
+
+    #[test]
+    fn batch_ids_depend_only_on_pipeline_and_range() {
+        let a = batch_id(
+            "users",
+            &Position::Start,
+            &after("2024-01-01T00:00:00.000001Z", "7"),
+        );
+        let b = batch_id(
+            "users",
+            &Position::Start,
+            &after("2024-01-01T00:00:00.000001Z", "7"),
+        );
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 32);
+        assert_ne!(
+            a,
+            batch_id(
+                "orders",
+                &Position::Start,
+                &after("2024-01-01T00:00:00.000001Z", "7")
+            )
+        );
+        assert_ne!(
+            a,
+            batch_id(
+                "users",
+                &Position::Start,
+                &after("2024-01-01T00:00:00.000002Z", "7")
+            )
+        );
+        assert_ne!(
+            batch_id("users", &after("a", "b"), &after("c", "d")),
+            batch_id("users", &after("a\0b", ""), &after("c", "d"))
+        );
+    }
+}
