@@ -132,8 +132,13 @@ async fn sync_with<S: Source, D: Destination>(
         NullCursor::Refuse => Position::Start,
     };
     let mut state: PipelineState = store
-        .load_or_create(&config.pipeline, &identity, initial)
+        .load_or_create(&config.pipeline, &identity, initial.clone())
         .await?;
+    // A pipeline that has delivered nothing yet (say, its first run refused NULL cursors)
+    // starts where the policy it runs with now says.
+    if state.batches_synced == 0 && state.pending.is_none() && state.position != initial {
+        store.advance(&mut state, &initial).await?;
+    }
     let totals = sync::run(
         source,
         destination,
@@ -209,18 +214,21 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 .lag_seconds
                 .map(|lag| format!("{lag:.1}s"))
                 .unwrap_or_else(|| "-".into()),
-            state.position
+            state.shown_position()
         );
     }
     Ok(())
 }
 
 fn status_json(state: &PipelineState) -> serde_json::Value {
+    let shown = |value: &str| state.shown_value(value).to_owned();
     let watermark = match &state.position {
-        Position::After(mark) => serde_json::json!({"cursor": mark.cursor, "key": mark.key}),
+        Position::After(mark) => {
+            serde_json::json!({"cursor": shown(&mark.cursor), "key": shown(&mark.key)})
+        }
         Position::Nulls {
             after_key: Some(key),
-        } => serde_json::json!({"cursor": null, "key": key}),
+        } => serde_json::json!({"cursor": null, "key": shown(key)}),
         Position::Nulls { after_key: None } | Position::Start => serde_json::Value::Null,
     };
     serde_json::json!({

@@ -54,6 +54,38 @@ pub struct PipelineState {
     revision: i64,
 }
 
+impl PipelineState {
+    /// A cursor or key value as a person reads it: without the storage-class tag that
+    /// SQLite watermarks carry (`i:42` shows as `42`).
+    pub fn shown_value<'a>(&self, value: &'a str) -> &'a str {
+        if self.identity.source.starts_with("sqlite:") {
+            for tag in ["i:", "r:", "t:"] {
+                if let Some(rest) = value.strip_prefix(tag) {
+                    return rest;
+                }
+            }
+        }
+        value
+    }
+
+    /// The position as [`PipelineState::shown_value`] shows its values.
+    pub fn shown_position(&self) -> String {
+        match &self.position {
+            Position::After(mark) => {
+                format!(
+                    "({}, {})",
+                    self.shown_value(&mark.cursor),
+                    self.shown_value(&mark.key)
+                )
+            }
+            Position::Nulls {
+                after_key: Some(key),
+            } => format!("(NULL, {})", self.shown_value(key)),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl StateStore {
     /// Opens (creating if needed) the store at `url`: `sqlite://PATH` or `postgres://…`.
     pub async fn open(url: &str) -> Result<Self> {

@@ -202,7 +202,7 @@ async fn run_pass<S: Source, D: Destination>(
             "{}: {} rows delivered; watermark {}{}",
             state.name,
             delivered,
-            state.position,
+            state.shown_position(),
             lag.map(|lag| format!(", lag {lag:.1}s"))
                 .unwrap_or_default()
         );

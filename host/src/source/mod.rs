@@ -265,6 +265,17 @@ pub(crate) fn find_column(names: &[&str], name: &str, table: &str, flag: &str) -
         })
 }
 
+/// Says once, at start, that reads will scan the table: without an index that leads with the
+/// cursor, every page is a full scan and sort, and a large first sync grows quadratically.
+pub(crate) fn warn_unless_indexed(has_index: bool, table: &str, cursor: &str, key: &str) {
+    if !has_index {
+        tracing::warn!(
+            "no index on {table} starts with column {cursor:?}: every batch scans the table; \
+             create one on ({cursor}, {key})"
+        );
+    }
+}
+
 /// The URL with any password replaced, for logs, errors and status output.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

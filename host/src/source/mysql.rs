@@ -286,6 +286,18 @@ impl MySqlSource {
             horizon_param: "{}".to_owned(),
         };
 
+        let indexed: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? \
+             AND TABLE_NAME = ? AND SEQ_IN_INDEX = 1 AND COLUMN_NAME = ? LIMIT 1",
+        )
+        .bind(&schema)
+        .bind(&spec.table.name)
+        .bind(&spec.cursor)
+        .fetch_optional(&pool)
+        .await
+        .map_err(|err| Error::database("cannot read the indexes of the table", err))?;
+        super::warn_unless_indexed(indexed.is_some(), &table, &spec.cursor, &key_column);
+
         if cursor_type == CursorType::Timestamp && !is_utc(&spec.time_zone) {
             let converted: Option<NaiveDateTime> =
                 sqlx::query_scalar("SELECT CONVERT_TZ(NOW(6), '+00:00', ?)")

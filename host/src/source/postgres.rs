@@ -267,6 +267,18 @@ impl PgSource {
             horizon_param: format!("CAST({{}} AS {cursor_cast})"),
         };
 
+        let indexed: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i \
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+             WHERE i.indrelid = to_regclass($1) AND i.indpred IS NULL AND a.attname = $2)",
+        )
+        .bind(&keyset.table)
+        .bind(&spec.cursor)
+        .fetch_one(&pool)
+        .await
+        .map_err(|err| Error::database("cannot read the indexes of the table", err))?;
+        super::warn_unless_indexed(indexed, &table, &spec.cursor, &key_column);
+
         let sees_all_transactions: bool =
             sqlx::query_scalar("SELECT pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER')")
                 .fetch_one(&pool)

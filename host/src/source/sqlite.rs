@@ -167,6 +167,17 @@ impl SqliteSource {
             key_param: "{}".to_owned(),
             horizon_param: "{}".to_owned(),
         };
+        let indexed: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pragma_index_list(?1, ?3) il \
+               WHERE (SELECT name FROM pragma_index_info(il.name, ?3) WHERE seqno = 0) = ?2)",
+        )
+        .bind(&spec.table.name)
+        .bind(&spec.cursor)
+        .bind(&schema)
+        .fetch_one(&pool)
+        .await
+        .map_err(|err| Error::database("cannot read the indexes of the table", err))?;
+        super::warn_unless_indexed(indexed, &table, &spec.cursor, &key_column);
         // SQLite lets a non-INTEGER primary key hold NULL; such a row could never be paged.
         let null_keys: i64 = sqlx::query_scalar(&format!(
             "SELECT COUNT(*) FROM {} WHERE {} IS NULL",

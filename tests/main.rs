@@ -1,0 +1,15 @@
+//! End-to-end tests of the `host` binary against real databases.
+//!
+//! Every test runs the built binary in a temp directory of its own, against a schema
+//! (PostgreSQL), database (MariaDB) or file (SQLite) of its own, so tests run in parallel.
+//! Server URLs come from `TIDEMARK_TEST_POSTGRES_URL` and `TIDEMARK_TEST_MYSQL_URL`; an
+//! unreachable server skips its tests, except under `CI=true`, where it fails them.
+//!
+//! - [`sync_scenarios`]: the delivery guarantees, written once and run on all three databases.
+//! - [`mariadb_time_zones`]: TIMESTAMP and DATETIME written from sessions in other zones.
+//! - [`cli`]: exit codes, error messages, `status` and `reset`.
+
+mod cli;
+mod mariadb_time_zones;
+mod support;
+mod sync_scenarios;
