@@ -181,6 +181,14 @@ impl Keyset {
         }
     }
 
+    /// How many rows have a NULL cursor.
+    pub fn count_null_cursors(&self) -> String {
+        format!(
+            "SELECT COUNT(*) FROM {} WHERE {} IS NULL",
+            self.table, self.cursor
+        )
+    }
+
     /// How many rows all reads from `after` up to `until` return together.
     pub fn count<'a>(&'a self, after: &'a Position, until: Until<'a>) -> Statement<'a> {
         let mut b = self.builder(format!("SELECT COUNT(*) FROM {} WHERE ", self.table));

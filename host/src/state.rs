@@ -120,6 +120,18 @@ impl StateStore {
         })?;
         let pool = AnyPoolOptions::new()
             .max_connections(1)
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    if connection.backend_name() == "SQLite" {
+                        // With WAL, NORMAL keeps every commit across a crash of the process and
+                        // skips the fsync per commit; a power loss can roll back the last
+                        // checkpoints, which redelivers batches but never skips one.
+                        sqlx::Executor::execute(&mut *connection, "PRAGMA synchronous = NORMAL")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|err| {

@@ -163,14 +163,17 @@ async fn run_pass<S: Source, D: Destination>(
     let pending_rows = source.count(&state.position, until).await?;
     let mut progress = Progress::new(&state.name, pending_rows);
     let rows_before = totals.rows;
+    let mut page = source
+        .read(&state.position, until, options.batch_size)
+        .await?;
     while !shutdown.is_requested() {
-        let page = source
-            .read(&state.position, until, options.batch_size)
-            .await?;
         let full = page.rows.len() >= options.batch_size;
         let Some(end) = page.last.clone() else {
             if let Position::Nulls { .. } = state.position {
                 store.advance(state, &Position::Start).await?;
+                page = source
+                    .read(&state.position, until, options.batch_size)
+                    .await?;
                 continue;
             }
             break;
@@ -179,15 +182,30 @@ async fn run_pass<S: Source, D: Destination>(
         let id = batch_id(&state.name, &state.position, &end);
         store.begin_batch(state, &id, &end).await?;
         let rows = page.rows.len() as u64;
-        deliver(destination, store, state, page, &id, &end, totals).await?;
-        progress.advance(rows);
-        if !full {
-            if let Position::Nulls { .. } = state.position {
-                store.advance(state, &Position::Start).await?;
-                continue;
+        // The next page is read while this one is handed on: reading moves no watermark, and
+        // the database's time then overlaps the destination's.
+        let read_ahead = async {
+            match full {
+                true => Some(source.read(&end, until, options.batch_size).await),
+                false => None,
             }
-            break;
-        }
+        };
+        let (delivered, next) = tokio::join!(
+            deliver(destination, store, state, page, &id, &end, totals),
+            read_ahead
+        );
+        delivered?;
+        progress.advance(rows);
+        page = match next {
+            Some(next) => next?,
+            None if matches!(state.position, Position::Nulls { .. }) => {
+                store.advance(state, &Position::Start).await?;
+                source
+                    .read(&state.position, until, options.batch_size)
+                    .await?
+            }
+            None => break,
+        };
     }
     progress.finish();
 

@@ -7,6 +7,7 @@
 
 pub mod mysql;
 pub mod postgres;
+mod query;
 pub mod sqlite;
 
 use std::fmt;

@@ -8,10 +8,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgValueRef};
 use sqlx::{Decode, Postgres, Row, ValueRef};
 
+use super::query;
 use super::{Clock, Op, Page, Position, Rows, Source, TableSpec, Until, Watermark};
 use crate::cursor::{quote_ident, Keyset, Statement, Style};
 use crate::error::{Error, Result};
@@ -336,12 +336,12 @@ impl PgSource {
                 buf.push(b',');
             }
             buf.extend_from_slice(&column.key);
-            let value = raw(row, index, column)?;
+            let value = query::raw(row, index, &column.name)?;
             if value.is_null() {
                 json::write_null(buf);
                 continue;
             }
-            let failed = |err| decode_error(&self.table, column, err);
+            let failed = |err| query::decode_error(&self.table, &column.name, &column.render, err);
             match column.render {
                 Render::Bool => json::write_bool(buf, decode::<bool>(value).map_err(failed)?),
                 Render::I16 => json::write_i64(buf, decode::<i16>(value).map_err(failed)?.into()),
@@ -364,7 +364,7 @@ impl PgSource {
         }
         buf.push(b'}');
         let deleted = match self.deleted_index {
-            Some(index) => !raw(row, index, &self.columns[index])?.is_null(),
+            Some(index) => !query::raw(row, index, &self.columns[index].name)?.is_null(),
             None => false,
         };
         rows.end_row(if deleted { Op::Delete } else { Op::Upsert });
@@ -373,8 +373,10 @@ impl PgSource {
 
     fn position_of(&self, row: &PgRow) -> Result<Position> {
         let key_column = &self.columns[self.key_index];
-        let key_value = raw(row, self.key_index, key_column)?;
-        let failed = |column, err| decode_error(&self.table, column, err);
+        let key_value = query::raw(row, self.key_index, &key_column.name)?;
+        let failed = |column: &Column, err| {
+            query::decode_error(&self.table, &column.name, &column.render, err)
+        };
         let key = match key_column.render {
             Render::I16 => decode::<i16>(key_value).map(|v| v.to_string()),
             Render::I32 => decode::<i32>(key_value).map(|v| v.to_string()),
@@ -384,7 +386,7 @@ impl PgSource {
         }
         .map_err(|err| failed(key_column, err))?;
         let cursor_column = &self.columns[self.cursor_index];
-        let cursor_value = raw(row, self.cursor_index, cursor_column)?;
+        let cursor_value = query::raw(row, self.cursor_index, &cursor_column.name)?;
         if cursor_value.is_null() {
             return Ok(Position::Nulls {
                 after_key: Some(key),
@@ -412,20 +414,8 @@ impl Source for PgSource {
         if !self.cursor_nullable {
             return Ok(0);
         }
-        let sql = format!(
-            "SELECT COUNT(*) FROM {} WHERE {} IS NULL",
-            self.keyset.table, self.keyset.cursor
-        );
-        let count: i64 = sqlx::query_scalar(&sql)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|err| {
-                Error::database(
-                    format!("cannot count NULL cursors in {:?}", self.table),
-                    err,
-                )
-            })?;
-        Ok(count as u64)
+        let sql = self.keyset.count_null_cursors();
+        super::query::count(sqlx::query(&sql), &self.pool, "NULL cursors").await
     }
 
     async fn clock(&mut self, settle: Duration) -> Result<Clock> {
@@ -498,35 +488,20 @@ impl Source for PgSource {
 
     async fn count(&mut self, after: &Position, until: Until<'_>) -> Result<u64> {
         let statement = self.keyset.count(after, until);
-        let count: i64 = self
-            .bind(&statement)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|err| {
-                Error::database(
-                    format!("cannot count pending rows of {:?}", self.table),
-                    err,
-                )
-            })?
-            .get(0);
-        Ok(count as u64)
+        super::query::count(self.bind(&statement), &self.pool, "pending rows").await
     }
 
     async fn read(&mut self, after: &Position, until: Until<'_>, limit: usize) -> Result<Page> {
         let statement = self.keyset.select(after, until, limit);
-        let mut stream = self.bind(&statement).fetch(&self.pool);
-        let mut rows = Rows::with_capacity(limit);
-        let mut last_row = None;
-        while let Some(row) = stream
-            .try_next()
-            .await
-            .map_err(|err| Error::database(format!("cannot read from {:?}", self.table), err))?
-        {
-            self.render_row(&row, &mut rows)?;
-            last_row = Some(row);
-        }
-        let last = last_row.map(|row| self.position_of(&row)).transpose()?;
-        Ok(Page { rows, last })
+        super::query::read_page(
+            self.bind(&statement),
+            &self.pool,
+            &self.table,
+            limit,
+            |row, rows| self.render_row(row, rows),
+            |row| self.position_of(row),
+        )
+        .await
     }
 
     fn lag_seconds(&self, now: &str, cursor: &str) -> Option<f64> {
@@ -577,20 +552,8 @@ fn is_text_type(type_name: &str) -> bool {
     )
 }
 
-fn raw<'r>(row: &'r PgRow, index: usize, column: &Column) -> Result<PgValueRef<'r>> {
-    row.try_get_raw(index)
-        .map_err(|err| Error::fatal(format!("cannot read column {:?}: {err}", column.name)))
-}
-
 fn decode<'r, T: Decode<'r, Postgres>>(
     value: PgValueRef<'r>,
 ) -> Result<T, sqlx::error::BoxDynError> {
     T::decode(value)
-}
-
-fn decode_error(table: &str, column: &Column, err: sqlx::error::BoxDynError) -> Error {
-    Error::fatal(format!(
-        "cannot read column {:?} of {table:?} as {:?}: {err}",
-        column.name, column.render
-    ))
 }

@@ -8,12 +8,12 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use futures_util::TryStreamExt;
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteValueRef,
 };
 use sqlx::{Decode, Row, TypeInfo, ValueRef};
 
+use super::query;
 use super::{Clock, Op, Page, Position, Rows, Source, TableSpec, Until, Watermark};
 use crate::cursor::{quote_ident, Keyset, Statement, Style};
 use crate::error::{Error, Result};
@@ -236,8 +236,9 @@ impl SqliteSource {
                 buf.push(b',');
             }
             buf.extend_from_slice(&column.key);
-            let value = raw(row, index, column)?;
-            let failed = |err| decode_error(&self.table, column, err);
+            let value = query::raw(row, index, &column.name)?;
+            let failed =
+                |err| query::decode_error(&self.table, &column.name, &"its stored type", err);
             match storage_class(&value) {
                 Class::Null => json::write_null(buf),
                 Class::Integer => json::write_i64(buf, decode::<i64>(value).map_err(failed)?),
@@ -248,7 +249,7 @@ impl SqliteSource {
         }
         buf.push(b'}');
         let deleted = match self.deleted_index {
-            Some(index) => !raw(row, index, &self.columns[index])?.is_null(),
+            Some(index) => !query::raw(row, index, &self.columns[index].name)?.is_null(),
             None => false,
         };
         rows.end_row(if deleted { Op::Delete } else { Op::Upsert });
@@ -257,8 +258,8 @@ impl SqliteSource {
 
     fn tagged_text(&self, row: &SqliteRow, index: usize) -> Result<Option<String>> {
         let column = &self.columns[index];
-        let value = raw(row, index, column)?;
-        let failed = |err| decode_error(&self.table, column, err);
+        let value = query::raw(row, index, &column.name)?;
+        let failed = |err| query::decode_error(&self.table, &column.name, &"its stored type", err);
         Ok(match storage_class(&value) {
             Class::Null => None,
             Class::Integer => Some(format!("i:{}", decode::<i64>(value).map_err(failed)?)),
@@ -295,20 +296,8 @@ impl Source for SqliteSource {
         if !self.cursor_nullable {
             return Ok(0);
         }
-        let sql = format!(
-            "SELECT COUNT(*) FROM {} WHERE {} IS NULL",
-            self.keyset.table, self.keyset.cursor
-        );
-        let count: i64 = sqlx::query_scalar(&sql)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|err| {
-                Error::database(
-                    format!("cannot count NULL cursors in {:?}", self.table),
-                    err,
-                )
-            })?;
-        Ok(count as u64)
+        let sql = self.keyset.count_null_cursors();
+        super::query::count(sqlx::query(&sql), &self.pool, "NULL cursors").await
     }
 
     async fn clock(&mut self, settle: Duration) -> Result<Clock> {
@@ -334,7 +323,7 @@ impl Source for SqliteSource {
             });
         };
         let settle_secs = settle.as_secs_f64();
-        let sample = raw(&newest, 0, &self.columns[self.cursor_index])?;
+        let sample = query::raw(&newest, 0, &self.columns[self.cursor_index].name)?;
         let (horizon_sql, now_sql, tag) = match storage_class(&sample) {
             Class::Integer => (
                 format!("SELECT CAST(unixepoch('now') - {settle_secs} AS INTEGER)"),
@@ -387,35 +376,20 @@ impl Source for SqliteSource {
 
     async fn count(&mut self, after: &Position, until: Until<'_>) -> Result<u64> {
         let statement = self.keyset.count(after, until);
-        let count: i64 = self
-            .bind(&statement)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|err| {
-                Error::database(
-                    format!("cannot count pending rows of {:?}", self.table),
-                    err,
-                )
-            })?
-            .get(0);
-        Ok(count as u64)
+        super::query::count(self.bind(&statement), &self.pool, "pending rows").await
     }
 
     async fn read(&mut self, after: &Position, until: Until<'_>, limit: usize) -> Result<Page> {
         let statement = self.keyset.select(after, until, limit);
-        let mut stream = self.bind(&statement).fetch(&self.pool);
-        let mut rows = Rows::with_capacity(limit);
-        let mut last_row = None;
-        while let Some(row) = stream
-            .try_next()
-            .await
-            .map_err(|err| Error::database(format!("cannot read from {:?}", self.table), err))?
-        {
-            self.render_row(&row, &mut rows)?;
-            last_row = Some(row);
-        }
-        let last = last_row.map(|row| self.position_of(&row)).transpose()?;
-        Ok(Page { rows, last })
+        super::query::read_page(
+            self.bind(&statement),
+            &self.pool,
+            &self.table,
+            limit,
+            |row, rows| self.render_row(row, rows),
+            |row| self.position_of(row),
+        )
+        .await
     }
 
     fn lag_seconds(&self, now: &str, cursor: &str) -> Option<f64> {
@@ -476,22 +450,10 @@ fn storage_class(value: &SqliteValueRef<'_>) -> Class {
     }
 }
 
-fn raw<'r>(row: &'r SqliteRow, index: usize, column: &Column) -> Result<SqliteValueRef<'r>> {
-    row.try_get_raw(index)
-        .map_err(|err| Error::fatal(format!("cannot read column {:?}: {err}", column.name)))
-}
-
 fn decode<'r, T: Decode<'r, Sqlite>>(
     value: SqliteValueRef<'r>,
 ) -> Result<T, sqlx::error::BoxDynError> {
     T::decode(value)
-}
-
-fn decode_error(table: &str, column: &Column, err: sqlx::error::BoxDynError) -> Error {
-    Error::fatal(format!(
-        "cannot read column {:?} of {table:?}: {err}",
-        column.name
-    ))
 }
 
 #[cfg(test)]

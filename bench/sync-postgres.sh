@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# Benchmark of Tidemark's sync core against PostgreSQL.
+#
+# For each row count N it seeds tidemark_bench.users with N rows, then compares:
+#   - a raw `COPY (SELECT … ORDER BY updated_at, id) TO STDOUT` through psql, the
+#     baseline: about as fast as any client can read the same rows in the same order;
+#   - one full sync by `host run --once` into /dev/null, with its wall time and peak RSS.
+#
+# Usage: bench/sync-postgres.sh [ROWS...]        (default: 1000000)
+#   e.g. bench/sync-postgres.sh 100000 1000000   to show that peak RSS stays flat.
+#
+# Environment:
+#   TIDEMARK_BENCH_POSTGRES_URL  database to use (default postgres://postgres@127.0.0.1:5432/test);
+#                                the script creates and finally drops schema tidemark_bench there.
+#   TIDEMARK_BENCH_BATCH_SIZE    --batch-size passed to the host (default 1000).
+#   CARGO_TARGET_DIR             honoured when locating the release binary.
+#
+# Exits non-zero when a step fails (build, seeding, COPY, the host run, or the host
+# reporting a row count other than N). Missing a performance target is reported as
+# MISSED but does not change the exit status.
+set -euo pipefail
+
+URL="${TIDEMARK_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+BATCH_SIZE="${TIDEMARK_BENCH_BATCH_SIZE:-1000}"
+SCHEMA=tidemark_bench
+TABLE="$SCHEMA.users"
+
+# Targets (printed next to the results).
+TARGET_RATIO=0.40     # host rows/s divided by COPY rows/s, at least
+TARGET_RSS_MIB=64     # host peak RSS, below
+FLAT_SLACK_MIB=8      # "flat": largest-N RSS at most smallest-N RSS + max(8 MiB, 25 %)
+FLAT_SLACK_PCT=25
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+die() {
+    echo "sync-postgres: error: $*" >&2
+    exit 1
+}
+
+note() {
+    echo "==> $*" >&2
+}
+
+# --- arguments -------------------------------------------------------------------------
+if [[ $# -eq 0 ]]; then
+    set -- 1000000
+fi
+for n in "$@"; do
+    case "$n" in
+        -h | --help)
+            sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+            exit 0
+            ;;
+    esac
+    [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "row count '$n' is not a positive integer (usage: $0 [ROWS...])"
+done
+[[ "$BATCH_SIZE" =~ ^[1-9][0-9]*$ ]] || die "TIDEMARK_BENCH_BATCH_SIZE='$BATCH_SIZE' is not a positive integer"
+
+for tool in psql cargo python3; do
+    command -v "$tool" >/dev/null || die "'$tool' is not on PATH"
+done
+[[ -x /usr/bin/time ]] || die "/usr/bin/time (GNU time) is needed for peak RSS: apt-get install time"
+
+psql_q() {
+    # Quiet psql that stops at the first error and ignores ~/.psqlrc.
+    psql "$URL" -X -q -v ON_ERROR_STOP=1 "$@"
+}
+
+# --- database reachable? ---------------------------------------------------------------
+if ! psql_err="$(psql_q -At -c 'SELECT 1' 2>&1 >/dev/null)"; then
+    cat >&2 <<EOF
+sync-postgres: error: cannot connect to PostgreSQL at $URL
+  psql said: ${psql_err:-<nothing>}
+  Is the server running?   pg_isready -h 127.0.0.1 -p 5432
+  Start it (Debian):       pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start
+  Database missing?        createdb -h 127.0.0.1 -U postgres test
+  Another server?          TIDEMARK_BENCH_POSTGRES_URL=postgres://user@host:port/db $0 $*
+EOF
+    exit 1
+fi
+
+# --- temp dir and cleanup --------------------------------------------------------------
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/tidemark-bench.XXXXXX")"
+schema_created=0
+cleanup() {
+    local rc=$?
+    if [[ $schema_created -eq 1 ]]; then
+        psql_q -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 ||
+            echo "sync-postgres: warning: could not drop schema $SCHEMA" >&2
+    fi
+    rm -rf "$tmp"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- build -----------------------------------------------------------------------------
+note "building the host (release)"
+cargo build --release -p tidemark-host --bin host >&2 || die "cargo build --release failed"
+target_dir="$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null)" ||
+    target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+host="$target_dir/release/host"
+[[ -x "$host" ]] || die "built host binary not found at $host"
+note "host binary: $host"
+
+now() { date +%s.%N; }
+
+# Float arithmetic via python3 (bash has none).
+calc() { python3 -c "print(round($1, 3))"; }
+
+# --- one size --------------------------------------------------------------------------
+seed() {
+    local n=$1
+    schema_created=1
+    note "seeding $TABLE with $n rows"
+    # updated_at: 37 µs apart from 2024-01-01 on (so all in the past, with microseconds);
+    # every 10th row repeats its predecessor's timestamp, and rows ≡ 1, 2 (mod 1000) take
+    # that same one too (four rows tied), so the sync has to break ties on id.
+    if ! psql_q <<SQL
+SET client_min_messages = warning;
+DROP SCHEMA IF EXISTS $SCHEMA CASCADE;
+CREATE SCHEMA $SCHEMA;
+CREATE TABLE $TABLE (
+    id         bigint PRIMARY KEY,
+    email      text NOT NULL,
+    name       text NOT NULL,
+    plan       text NOT NULL,
+    score      double precision NOT NULL,
+    updated_at timestamptz NOT NULL
+);
+INSERT INTO $TABLE (id, email, name, plan, score, updated_at)
+SELECT g,
+       'user' || g || '@example.com',
+       'User ' || g,
+       (ARRAY['free', 'pro', 'team', 'enterprise'])[1 + g % 4],
+       ((g * 7919::bigint) % 100000) / 100.0,
+       timestamptz '2024-01-01 00:00:00+00'
+         + ((CASE WHEN g % 1000 IN (1, 2) AND g > 2 THEN g - (g % 1000) - 1
+                  WHEN g % 10 = 0 THEN g - 1
+                  ELSE g END) * interval '37 microseconds')
+FROM generate_series(1::bigint, $n) AS g;
+CREATE INDEX users_updated_at_id ON $TABLE (updated_at, id);
+ANALYZE $TABLE;
+SQL
+    then
+        die "seeding $TABLE failed (see the psql error above)"
+    fi
+    local count
+    count="$(psql_q -At -c "SELECT count(*) FROM $TABLE")"
+    [[ "$count" == "$n" ]] || die "seeding produced $count rows, expected $n"
+}
+
+time_copy() {
+    # Prints elapsed seconds of one COPY of all rows in sync order to /dev/null.
+    local sql="COPY (SELECT id, email, name, plan, score, updated_at FROM $TABLE ORDER BY updated_at, id) TO STDOUT"
+    local t0 t1
+    t0="$(now)"
+    psql_q -c "$sql" >/dev/null || die "COPY failed"
+    t1="$(now)"
+    calc "$t1 - $t0"
+}
+
+results=()   # "n copy_s host_s rss_kib"
+
+run_size() {
+    local n=$1
+    seed "$n"
+
+    note "warming the cache with one untimed COPY"
+    time_copy >/dev/null
+    note "timing COPY"
+    local copy_s
+    copy_s="$(time_copy)"
+
+    local run_dir="$tmp/run-$n"
+    rm -rf "$run_dir"
+    mkdir -p "$run_dir"
+    local state="sqlite://$run_dir/state.db"
+    local pipeline="bench-$n"
+
+    note "timing host run --once ($n rows, batch size $BATCH_SIZE)"
+    local t0 t1 rc=0
+    t0="$(now)"
+    /usr/bin/time -f '%M' -o "$run_dir/rss" \
+        "$host" run --source "$URL" --table "$TABLE" --batch-size "$BATCH_SIZE" \
+        --settle 0s --once --output /dev/null --state "$state" --pipeline "$pipeline" \
+        >"$run_dir/host.out" 2>"$run_dir/host.err" || rc=$?
+    t1="$(now)"
+    if [[ $rc -ne 0 ]]; then
+        echo "sync-postgres: error: host run exited with status $rc; its last output:" >&2
+        tail -n 30 "$run_dir/host.out" "$run_dir/host.err" >&2 || true
+        exit 1
+    fi
+    local host_s rss_kib
+    host_s="$(calc "$t1 - $t0")"
+    rss_kib="$(tail -n 1 "$run_dir/rss")"
+    [[ "$rss_kib" =~ ^[0-9]+$ ]] || die "could not read peak RSS from /usr/bin/time: $(cat "$run_dir/rss")"
+
+    note "checking that the host delivered $n rows"
+    local status_json synced
+    status_json="$("$host" status --state "$state" --json 2>"$run_dir/status.err")" || {
+        cat "$run_dir/status.err" >&2
+        die "host status failed"
+    }
+    synced="$(PIPELINE="$pipeline" python3 -c '
+import json, os, sys
+data = json.loads(sys.stdin.read())
+if isinstance(data, dict):
+    data = data.get("pipelines", [data])
+want = os.environ["PIPELINE"]
+rows = [p for p in data if isinstance(p, dict) and p.get("pipeline", p.get("name")) == want]
+if not rows:
+    rows = [p for p in data if isinstance(p, dict)]
+if len(rows) != 1 or "rows_synced" not in rows[0]:
+    sys.exit("unexpected status JSON: " + json.dumps(data)[:500])
+print(rows[0]["rows_synced"])
+' <<<"$status_json")" || die "could not read rows_synced from host status --json: $status_json"
+    [[ "$synced" == "$n" ]] ||
+        die "host reports rows_synced=$synced for pipeline $pipeline, expected $n (status: $status_json)"
+
+    results+=("$n $copy_s $host_s $rss_kib")
+    note "N=$n: COPY ${copy_s}s, host ${host_s}s, peak RSS ${rss_kib} KiB"
+}
+
+for n in "$@"; do
+    run_size "$n"
+done
+
+# --- report ----------------------------------------------------------------------------
+pg_version="$(psql_q -At -c 'SHOW server_version' 2>/dev/null || echo '?')"
+python3 - "$TARGET_RATIO" "$TARGET_RSS_MIB" "$FLAT_SLACK_MIB" "$FLAT_SLACK_PCT" \
+    "$BATCH_SIZE" "$pg_version" "$(nproc 2>/dev/null || echo '?')" "${results[@]}" <<'PY'
+import sys
+
+target_ratio, target_rss, slack_mib, slack_pct = (float(x) for x in sys.argv[1:5])
+batch, pg_version, cpus = sys.argv[5:8]
+rows = []
+for line in sys.argv[8:]:
+    n, copy_s, host_s, rss_kib = line.split()
+    rows.append((int(n), float(copy_s), float(host_s), int(rss_kib) / 1024.0))
+
+def rate(n, s):
+    return n / s if s > 0 else float("inf")
+
+print()
+print(f"Tidemark sync vs COPY on PostgreSQL {pg_version} ({cpus} CPUs, batch size {batch})")
+header = f"{'rows':>10}  {'COPY s':>8}  {'COPY rows/s':>12}  {'host s':>8}  {'host rows/s':>12}  {'host/COPY':>9}  {'peak RSS MiB':>12}"
+print(header)
+print("-" * len(header))
+for n, c, h, rss in rows:
+    ratio = rate(n, h) / rate(n, c)
+    print(f"{n:>10}  {c:>8.3f}  {rate(n, c):>12,.0f}  {h:>8.3f}  {rate(n, h):>12,.0f}  {ratio:>9.2f}  {rss:>12.1f}")
+print()
+print(f"target: ratio >= {target_ratio:.2f}, peak RSS < {target_rss:.0f} MiB and flat from 100k to 1M")
+
+ratios = [rate(n, h) / rate(n, c) for n, c, h, _ in rows]
+worst = min(ratios)
+
+
+def verdict(label, ok, detail):
+    print(f"  {label + ':':<22} {'OK' if ok else 'MISSED'} ({detail})")
+
+verdict(f"ratio >= {target_ratio:.2f}", worst >= target_ratio, f"lowest {worst:.2f}")
+peak = max(r[3] for r in rows)
+verdict(f"peak RSS < {target_rss:.0f} MiB", peak < target_rss, f"highest {peak:.1f} MiB")
+if len({r[0] for r in rows}) < 2:
+    print(f"  {'RSS flat:':<22} n/a (run two sizes, e.g. 100000 1000000)")
+else:
+    small = min(rows, key=lambda r: r[0])
+    large = max(rows, key=lambda r: r[0])
+    allowed = small[3] + max(slack_mib, small[3] * slack_pct / 100.0)
+    ok = large[3] <= allowed
+    verdict("RSS flat", ok,
+            f"{small[0]:,} rows {small[3]:.1f} MiB -> {large[0]:,} rows {large[3]:.1f} MiB; "
+            f"allowed up to {allowed:.1f} MiB")
+PY

@@ -1,0 +1,36 @@
+//! Masks personal data before it leaves: the `email` column is lowercased and replaced by its
+//! SHA-256 (hex), columns named in `--config drop=a,b` are removed, and `masked: true` is added.
+//!
+//! ```text
+//! host run --source sqlite://demo.db --table users \
+//!   --module target/wasm32-wasip2/release/mask_pii.wasm --config drop=phone
+//! ```
+
+use sha2::{Digest, Sha256};
+use tidemark_sdk::{Batch, Change, Result, Value};
+
+fn mask_pii(batch: Batch) -> Result<Vec<Change>> {
+    let email_column = tidemark_sdk::config("email_column").unwrap_or_else(|| "email".into());
+    let drop = tidemark_sdk::config("drop").unwrap_or_default();
+    let dropped: Vec<&str> = drop
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    let mut changes = batch.changes;
+    for change in &mut changes {
+        if let Some(Value::String(email)) = change.row.get(&email_column) {
+            let digest = Sha256::digest(email.trim().to_lowercase().as_bytes());
+            change
+                .row
+                .insert(email_column.clone(), Value::String(hex::encode(digest)));
+        }
+        for column in &dropped {
+            change.row.remove(*column);
+        }
+        change.row.insert("masked".into(), Value::Bool(true));
+    }
+    Ok(changes)
+}
+
+tidemark_sdk::transform!(mask_pii);
