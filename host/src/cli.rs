@@ -22,6 +22,74 @@ pub enum Command {
     Status(StatusArgs),
     /// Forget a pipeline's watermark so that its next run is a full sync.
     Reset(ResetArgs),
+    /// Say which world and version a processor module implements, and what it imports.
+    Check(CheckArgs),
+    /// Run processors over rows from a JSON file, without a database, and print the result.
+    Test(Box<TestArgs>),
+}
+
+/// Processors and their sandbox, shared by `run` and `test`.
+#[derive(Debug, Args)]
+pub struct ProcessorArgs {
+    /// A processor component (.wasm); repeat to chain transforms, in order. A destination
+    /// module, if any, comes last.
+    #[arg(long = "module", value_name = "PATH")]
+    pub modules: Vec<PathBuf>,
+
+    /// A configuration value for the modules; repeatable.
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+
+    /// A secret for the modules, read from the host's environment variable ENV_VAR; never
+    /// logged or shown. Repeatable.
+    #[arg(long = "secret", value_name = "KEY=ENV_VAR")]
+    pub secrets: Vec<String>,
+
+    /// Linear memory one module instance may use.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    pub memory_limit: String,
+
+    /// Wall-clock time one module call may take.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub deadline: Duration,
+
+    /// Fuel (about one unit per WebAssembly instruction) one module may burn per batch
+    /// [default: unmetered].
+    #[arg(long, value_name = "N")]
+    pub fuel: Option<u64>,
+
+    /// Where compiled modules are cached [default: $TIDEMARK_CACHE_DIR, else ~/.cache/tidemark].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The component to inspect.
+    #[arg(long, value_name = "PATH")]
+    pub module: PathBuf,
+
+    /// Where compiled modules are cached.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub processors: ProcessorArgs,
+
+    /// A JSON array of rows: objects, or `{"op": "upsert"|"delete", "row": {...}}` envelopes.
+    #[arg(long, value_name = "PATH")]
+    pub input: PathBuf,
+
+    /// The pipeline name the modules see.
+    #[arg(long, value_name = "NAME", default_value = "test")]
+    pub pipeline: String,
+
+    /// The batch id the modules see.
+    #[arg(long, value_name = "ID", default_value = "test-batch")]
+    pub batch_id: String,
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +157,9 @@ pub struct RunArgs {
     /// What to do with rows whose cursor is NULL.
     #[arg(long, value_name = "POLICY", value_enum, default_value_t = NullCursor::Refuse)]
     pub null_cursor: NullCursor,
+
+    #[command(flatten)]
+    pub processors: ProcessorArgs,
 
     /// Time zone in which the application writes cursor values that carry no zone
     /// (PostgreSQL `timestamp`, MySQL DATETIME), e.g. `+02:00` or `Europe/Berlin`.

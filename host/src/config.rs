@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 
-use crate::cli::RunArgs;
+use crate::cli::{ProcessorArgs, RunArgs};
 use crate::error::{Error, Result};
+use crate::runtime::limits::{parse_size, Limits};
+use crate::runtime::ModuleConfig;
 use crate::source::{Driver, TableRef, TableSpec};
 use crate::sync::SyncOptions;
 
@@ -19,6 +21,76 @@ pub struct RunConfig {
     pub pipeline: String,
     pub output: Option<PathBuf>,
     pub sync: SyncOptions,
+    pub processors: ProcessorConfig,
+}
+
+/// The processor chain of a pipeline: modules in order, their configuration and limits.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    pub modules: Vec<PathBuf>,
+    pub config: ModuleConfig,
+    pub limits: Limits,
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl ProcessorConfig {
+    /// Validates the flags; reads each secret from its environment variable now, so that a
+    /// missing one stops the run before any row is read.
+    pub fn from_args(args: ProcessorArgs) -> Result<Self> {
+        let mut config = ModuleConfig::default();
+        for pair in &args.config {
+            let (key, value) = split_pair(pair, "--config", "KEY=VALUE")?;
+            config.values.insert(key.to_owned(), value.to_owned());
+        }
+        for pair in &args.secrets {
+            let (key, variable) = split_pair(pair, "--secret", "KEY=ENV_VAR")?;
+            let value = std::env::var(variable).map_err(|_| {
+                Error::invalid(format!(
+                    "secret {key:?}: environment variable {variable} is not set"
+                ))
+                .with_hint(format!(
+                    "export {variable}=… before starting host, or fix --secret {key}=ENV_VAR"
+                ))
+            })?;
+            config.secrets.insert(key.to_owned(), value);
+        }
+        let memory = parse_size(&args.memory_limit).map_err(|err| {
+            Error::invalid(format!("--memory-limit: {err}"))
+                .with_hint("pass --memory-limit such as 128MiB or 1GiB")
+        })?;
+        if !(1 << 20..=4 << 30).contains(&memory) {
+            return Err(Error::invalid(format!(
+                "--memory-limit {} is out of range",
+                args.memory_limit
+            ))
+            .with_hint("pass --memory-limit between 1MiB and 4GiB"));
+        }
+        if args.deadline.is_zero() {
+            return Err(
+                Error::invalid("--deadline is zero").with_hint("pass --deadline such as 30s")
+            );
+        }
+        Ok(ProcessorConfig {
+            modules: args.modules,
+            config,
+            limits: Limits {
+                memory,
+                deadline: args.deadline,
+                fuel: args.fuel,
+            },
+            cache_dir: args
+                .cache_dir
+                .or_else(crate::runtime::engine::default_cache_dir),
+        })
+    }
+}
+
+fn split_pair<'a>(pair: &'a str, flag: &str, form: &str) -> Result<(&'a str, &'a str)> {
+    match pair.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key, value)),
+        _ => Err(Error::invalid(format!("{flag} {pair:?} is not {form}"))
+            .with_hint(format!("pass {flag} {form}"))),
+    }
 }
 
 impl RunConfig {
@@ -72,6 +144,7 @@ impl RunConfig {
             state_url: args.state.state,
             pipeline,
             output: args.output,
+            processors: ProcessorConfig::from_args(args.processors)?,
             sync: SyncOptions {
                 batch_size: args.batch_size,
                 poll: args.poll,

@@ -12,6 +12,9 @@ pub enum ErrorKind {
     Invalid,
     /// The database or the network failed in a way a later attempt may not.
     Transient,
+    /// A processor failed the batch (trap, limit, error): the watermark stays, and a later
+    /// attempt runs the batch in a fresh instance.
+    Processor,
     /// Anything else: stop, keep the watermark where it is.
     Fatal,
 }

@@ -5,9 +5,14 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use tidemark::cli::{Cli, Command, NullCursor, ResetArgs, RunArgs, StatusArgs};
-use tidemark::config::RunConfig;
+use tidemark::cli::{
+    CheckArgs, Cli, Command, NullCursor, ResetArgs, RunArgs, StatusArgs, TestArgs,
+};
+use tidemark::config::{ProcessorConfig, RunConfig};
 use tidemark::output::{Destination, JsonLines};
+use tidemark::runtime::chain::Chain;
+use tidemark::runtime::engine::EngineOptions;
+use tidemark::runtime::{self, Outcome, Processor, Runtime};
 use tidemark::source::mysql::MySqlSource;
 use tidemark::source::postgres::PgSource;
 use tidemark::source::sqlite::SqliteSource;
@@ -35,6 +40,8 @@ fn main() -> ExitCode {
             Command::Run(args) => run(*args).await,
             Command::Status(args) => status(args).await,
             Command::Reset(args) => reset(args).await,
+            Command::Check(args) => check(args),
+            Command::Test(args) => test(*args).await,
         }
     });
     match result {
@@ -72,10 +79,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let store = StateStore::open(&config.state_url)
         .await
         .context("opening the state store")?;
-    let mut destination = match &config.output {
+    // Modules are loaded and checked before the first row is read.
+    let processors = load_processors(&config.processors, &config.pipeline)?;
+    let output = match &config.output {
         Some(path) => JsonLines::append(path)?,
         None => JsonLines::stdout(),
     };
+    let mut destination = Chain::new(processors, output)?;
     let shutdown = Shutdown::default();
     watch_signals(shutdown.clone());
     let table = &config.table;
@@ -264,4 +274,149 @@ async fn reset(args: ResetArgs) -> anyhow::Result<()> {
                 .into(),
         )
     }
+}
+
+/// Loads the modules of a pipeline, in order, under one engine.
+fn load_processors(config: &ProcessorConfig, pipeline: &str) -> anyhow::Result<Vec<Processor>> {
+    if config.modules.is_empty() {
+        return Ok(Vec::new());
+    }
+    let runtime = Runtime::new(&EngineOptions {
+        fuel: config.limits.fuel.is_some(),
+        max_memory: config.limits.memory,
+        cache_dir: config.cache_dir.clone(),
+    })?;
+    config
+        .modules
+        .iter()
+        .map(|path| {
+            runtime
+                .load(path, pipeline, config.config.clone(), config.limits)
+                .with_context(|| format!("loading module {}", path.display()))
+        })
+        .collect()
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let runtime = Runtime::new(&EngineOptions {
+        fuel: false,
+        max_memory: runtime::limits::DEFAULT_MEMORY,
+        cache_dir: args.cache_dir.or_else(runtime::engine::default_cache_dir),
+    })?;
+    let (_, inspection) = runtime
+        .inspect(&args.module)
+        .with_context(|| format!("checking module {}", args.module.display()))?;
+    println!("module:  {}", args.module.display());
+    println!(
+        "world:   {} ({}@{})",
+        inspection.world.name(),
+        runtime::PACKAGE,
+        inspection.version
+    );
+    println!("exports:");
+    for export in &inspection.exports {
+        println!("  {export}");
+    }
+    println!("imports:");
+    for import in &inspection.imports {
+        println!("  {import}");
+    }
+    println!(
+        "{} in {:.1?}",
+        if inspection.from_cache {
+            "loaded from the compile cache"
+        } else {
+            "compiled (now cached)"
+        },
+        inspection.load_time
+    );
+    Ok(())
+}
+
+async fn test(args: TestArgs) -> anyhow::Result<()> {
+    let config = ProcessorConfig::from_args(args.processors)?;
+    if config.modules.is_empty() {
+        return Err(Error::invalid("no module to test")
+            .with_hint("pass --module PATH")
+            .into());
+    }
+    let text = std::fs::read_to_string(&args.input)
+        .with_context(|| format!("reading {}", args.input.display()))?;
+    let rows = input_rows(&text).map_err(|detail| {
+        Error::invalid(format!(
+            "{} is not a JSON array of rows: {detail}",
+            args.input.display()
+        ))
+        .with_hint("write [{\"id\": 1, ...}, ...] or [{\"op\": \"upsert\", \"row\": {...}}, ...]")
+    })?;
+    let processors = load_processors(&config, &args.pipeline)?;
+    let mut batch = runtime::Batch {
+        id: args.batch_id,
+        pipeline: args.pipeline,
+        rows,
+    };
+    for processor in &processors {
+        let (outcome, usage) = processor.call(&batch).await?;
+        eprintln!(
+            "{}: {:.2?}, fuel {}, peak memory {:.1} MiB",
+            processor.name(),
+            usage.time,
+            usage
+                .fuel
+                .map(|fuel| fuel.to_string())
+                .unwrap_or_else(|| "not metered".into()),
+            usage.peak_memory as f64 / (1 << 20) as f64
+        );
+        match outcome {
+            Outcome::Rows(rows) => batch.rows = rows,
+            Outcome::Delivered(Ok(rejections)) => {
+                let rejected: Vec<serde_json::Value> = rejections
+                    .iter()
+                    .map(|r| serde_json::json!({"index": r.index, "reason": r.reason}))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"rejected": rejected}))?
+                );
+                return Ok(());
+            }
+            Outcome::Delivered(Err(runtime::DeliveryError::RetryLater(retry))) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"retry_later": {"message": retry.message, "after_ms": retry.after_ms}})
+                    )?
+                );
+                return Ok(());
+            }
+            Outcome::Delivered(Err(runtime::DeliveryError::Fatal(message))) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"fatal": message}))?
+                );
+                return Ok(());
+            }
+        }
+    }
+    let output: serde_json::Value = serde_json::from_str(&batch.rows)
+        .context("the last module returned rows that are not JSON")?;
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    Ok(())
+}
+
+/// The rows of a `host test` input as the processors receive them: plain objects become upserts.
+fn input_rows(text: &str) -> Result<String, String> {
+    let items: Vec<serde_json::Value> =
+        serde_json::from_str(text).map_err(|err| err.to_string())?;
+    let mut envelopes = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let is_envelope =
+            item.get("op").is_some() && item.get("row").is_some_and(|row| row.is_object());
+        envelopes.push(match item {
+            item if is_envelope => item,
+            serde_json::Value::Object(row) => serde_json::json!({"op": "upsert", "row": row}),
+            other => return Err(format!("element {index} is not an object: {other}")),
+        });
+    }
+    serde_json::to_string(&envelopes).map_err(|err| err.to_string())
 }

@@ -96,7 +96,10 @@ pub async fn run<S: Source, D: Destination>(
         .await
         {
             Ok(()) => backoff = Duration::from_millis(500),
-            Err(err) if err.kind() == ErrorKind::Transient && !options.once => {
+            Err(err)
+                if matches!(err.kind(), ErrorKind::Transient | ErrorKind::Processor)
+                    && !options.once =>
+            {
                 tracing::warn!("{}: {err}; retrying in {backoff:?}", state.name);
                 shutdown.sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(60));

@@ -164,6 +164,56 @@ impl Rows {
     pub fn deletes(&self) -> usize {
         self.ends.iter().filter(|(op, _)| *op == Op::Delete).count()
     }
+
+    /// The rows as a JSON array of `{"op": …, "row": …}` objects, as processors receive them.
+    pub fn to_json_array(&self) -> String {
+        let mut json = Vec::with_capacity(self.data.len() + self.len() * 24 + 2);
+        json.push(b'[');
+        for (index, (op, row)) in self.iter().enumerate() {
+            if index > 0 {
+                json.push(b',');
+            }
+            json.extend_from_slice(b"{\"op\":\"");
+            json.extend_from_slice(op.as_str().as_bytes());
+            json.extend_from_slice(b"\",\"row\":");
+            json.extend_from_slice(row);
+            json.push(b'}');
+        }
+        json.push(b']');
+        String::from_utf8(json).expect("rows are rendered as UTF-8 JSON")
+    }
+
+    /// Reads rows back from the form of [`Rows::to_json_array`], checking each element.
+    pub fn from_json_array(text: &str) -> std::result::Result<Self, String> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum WireOp {
+            Upsert,
+            Delete,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Envelope<'a> {
+            op: WireOp,
+            #[serde(borrow)]
+            row: &'a serde_json::value::RawValue,
+        }
+        let envelopes: Vec<Envelope<'_>> =
+            serde_json::from_str(text).map_err(|err| err.to_string())?;
+        let mut rows = Rows::with_capacity(envelopes.len());
+        for (index, envelope) in envelopes.into_iter().enumerate() {
+            let row = envelope.row.get();
+            if !row.starts_with('{') {
+                return Err(format!("element {index}: \"row\" is not an object"));
+            }
+            rows.buffer().extend_from_slice(row.as_bytes());
+            rows.end_row(match envelope.op {
+                WireOp::Upsert => Op::Upsert,
+                WireOp::Delete => Op::Delete,
+            });
+        }
+        Ok(rows)
+    }
 }
 
 /// The upper bound of a read.
@@ -306,6 +356,27 @@ mod tests {
         assert!(TableRef::parse("a.b.c").is_err());
         assert!(TableRef::parse(".users").is_err());
         assert!(TableRef::parse("").is_err());
+    }
+
+    #[test]
+    fn rows_round_trip_through_the_processor_form() {
+        let mut rows = Rows::default();
+        rows.buffer().extend_from_slice(br#"{"id":1}"#);
+        rows.end_row(Op::Upsert);
+        rows.buffer().extend_from_slice(br#"{"id":2,"s":"]}"}"#);
+        rows.end_row(Op::Delete);
+        let json = rows.to_json_array();
+        assert_eq!(
+            json,
+            r#"[{"op":"upsert","row":{"id":1}},{"op":"delete","row":{"id":2,"s":"]}"}}]"#
+        );
+        let back = Rows::from_json_array(&json).unwrap();
+        let items: Vec<(Op, &[u8])> = back.iter().collect();
+        assert_eq!(items, rows.iter().collect::<Vec<_>>());
+        assert!(Rows::from_json_array(r#"[{"op":"upsert","row":3}]"#).is_err());
+        assert!(Rows::from_json_array(r#"[{"op":"merge","row":{}}]"#).is_err());
+        assert!(Rows::from_json_array(r#"{"op":"upsert"}"#).is_err());
+        assert_eq!(Rows::from_json_array("[]").unwrap().len(), 0);
     }
 
     #[test]

@@ -1,0 +1,33 @@
+//! Outbound HTTP for destinations. The policy here refuses every request: a destination reaches
+//! the network only through origins the pipeline allows, and no origins can be allowed yet.
+
+use std::future::Future;
+
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
+
+/// The outbound HTTP policy of one module in one pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct HttpPolicy {}
+
+type SendResult = Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ),
+    wasmtime_wasi_http::Error,
+>;
+
+impl WasiHttpHooks for HttpPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        tracing::warn!(
+            "refused outbound request to {}: no origin is allowed",
+            request.uri()
+        );
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}

@@ -1,0 +1,430 @@
+//! The WebAssembly runtime: loads processors (components implementing `wit/processor.wit`),
+//! checks which world they implement before any row is read, and runs each batch in a fresh,
+//! sandboxed instance under the module's limits.
+//!
+//! Isolation: one store and one instance per batch, from a pre-instantiated component, so no
+//! state survives from one batch (or one pipeline) to the next, and a trapped instance is
+//! never reused.
+
+mod bindings;
+pub mod chain;
+pub mod engine;
+mod host;
+mod http;
+pub mod limits;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store, Trap};
+
+use crate::error::{Error, ErrorKind, Result};
+pub use bindings::{Batch, DeliveryError, Rejection};
+pub use host::ModuleConfig;
+use host::{ProcessorState, Tag};
+pub use limits::Limits;
+
+/// The WIT package every processor implements, and the versions this host runs.
+pub const PACKAGE: &str = "tidemark:processor";
+pub const PACKAGE_VERSION: &str = "0.1.0";
+
+/// Which world of the contract a module implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    Transform,
+    Destination,
+}
+
+impl World {
+    pub fn name(self) -> &'static str {
+        match self {
+            World::Transform => "transform",
+            World::Destination => "destination",
+        }
+    }
+}
+
+/// The engine and the linkers, shared by every processor of the process.
+pub struct Runtime {
+    engine: Engine,
+    transform_linker: Linker<ProcessorState>,
+    destination_linker: Linker<ProcessorState>,
+    cache_dir: Option<PathBuf>,
+    fuel: bool,
+}
+
+/// What `host check` reports about a module.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    pub world: World,
+    pub version: String,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    pub from_cache: bool,
+    pub load_time: Duration,
+}
+
+impl Runtime {
+    pub fn new(options: &engine::EngineOptions) -> Result<Self> {
+        let engine = engine::new_engine(options)?;
+        let link_error =
+            |err: wasmtime::Error| Error::fatal(format!("cannot link host functions: {err}"));
+        let mut transform_linker = Linker::new(&engine);
+        // All of WASI p2 is linked, granting nothing: guests built by other toolchains import
+        // far more than their world (sockets, filesystem, cli) and fail to load otherwise.
+        wasmtime_wasi::p2::add_to_linker_async(&mut transform_linker).map_err(link_error)?;
+        add_host_interfaces(&mut transform_linker).map_err(link_error)?;
+        let mut destination_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut destination_linker).map_err(link_error)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut destination_linker)
+            .map_err(link_error)?;
+        add_host_interfaces(&mut destination_linker).map_err(link_error)?;
+        Ok(Runtime {
+            engine,
+            transform_linker,
+            destination_linker,
+            cache_dir: options.cache_dir.clone(),
+            fuel: options.fuel,
+        })
+    }
+
+    /// Loads a module and checks it against the contract, without running any of its code.
+    pub fn inspect(&self, path: &Path) -> Result<(Component, Inspection)> {
+        let compiled = engine::compile(&self.engine, path, self.cache_dir.as_deref())?;
+        let component = compiled.component;
+        let ty = component.component_type();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let module = path.display().to_string();
+        let (world, version) = world_of(&module, &exports)?;
+        let linker = match world {
+            World::Transform => &self.transform_linker,
+            World::Destination => &self.destination_linker,
+        };
+        if let Err(err) = linker.instantiate_pre(&component) {
+            return Err(Error::invalid(format!(
+                "module {module} implements the {} world but imports what the host does not provide to it: {err}",
+                world.name()
+            ))
+            .with_hint(if world == World::Transform && imports.iter().any(|name| name.starts_with("wasi:http/")) {
+                "a transform cannot make HTTP requests; build it against the destination world"
+            } else {
+                "build it against wit/processor.wit with the tidemark guest SDK or wit-bindgen"
+            }));
+        }
+        Ok((
+            component,
+            Inspection {
+                world,
+                version,
+                imports,
+                exports,
+                from_cache: compiled.from_cache,
+                load_time: compiled.took,
+            },
+        ))
+    }
+
+    /// Loads a module as a processor of `pipeline` with its configuration and limits.
+    pub fn load(
+        &self,
+        path: &Path,
+        pipeline: &str,
+        config: ModuleConfig,
+        limits: Limits,
+    ) -> Result<Processor> {
+        let (component, inspection) = self.inspect(path)?;
+        let name: Arc<str> = path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string())
+            .into();
+        let linked =
+            |err: wasmtime::Error| Error::invalid(format!("module {name} does not link: {err}"));
+        let pre = match inspection.world {
+            World::Transform => Pre::Transform(
+                bindings::transform::TransformPre::new(
+                    self.transform_linker
+                        .instantiate_pre(&component)
+                        .map_err(linked)?,
+                )
+                .map_err(linked)?,
+            ),
+            World::Destination => Pre::Destination(
+                bindings::destination::DestinationPre::new(
+                    self.destination_linker
+                        .instantiate_pre(&component)
+                        .map_err(linked)?,
+                )
+                .map_err(linked)?,
+            ),
+        };
+        tracing::debug!(
+            "loaded {name} ({} world {}) in {:?}{}",
+            inspection.world.name(),
+            inspection.version,
+            inspection.load_time,
+            if inspection.from_cache {
+                " from the cache"
+            } else {
+                ", compiled"
+            }
+        );
+        if limits.fuel.is_some() && !self.fuel {
+            return Err(Error::fatal(
+                "a fuel budget needs an engine created with fuel metering",
+            ));
+        }
+        Ok(Processor {
+            tag: Tag {
+                module: name,
+                pipeline: pipeline.into(),
+                config: Arc::new(config),
+            },
+            world: inspection.world,
+            pre,
+            limits,
+            fuel_metered: self.fuel,
+            inspection,
+        })
+    }
+}
+
+fn add_host_interfaces(linker: &mut Linker<ProcessorState>) -> wasmtime::Result<()> {
+    use wasmtime::component::HasSelf;
+    bindings::transform::tidemark::processor::host::add_to_linker::<_, HasSelf<ProcessorState>>(
+        linker,
+        |state| state,
+    )?;
+    bindings::transform::tidemark::processor::types::add_to_linker::<_, HasSelf<ProcessorState>>(
+        linker,
+        |state| state,
+    )
+}
+
+/// The world and version a component implements, from the names of its exports.
+fn world_of(module: &str, exports: &[String]) -> Result<(World, String)> {
+    let prefix = format!("{PACKAGE}/");
+    for export in exports {
+        let Some(rest) = export.strip_prefix(&prefix) else {
+            continue;
+        };
+        let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
+        let world = match interface {
+            "transformer" => World::Transform,
+            "deliverer" => World::Destination,
+            _ => continue,
+        };
+        if !is_compatible(version) {
+            return Err(Error::invalid(format!(
+                "module {module} was built against {PACKAGE}@{version}, but this host runs {PACKAGE}@{PACKAGE_VERSION}"
+            ))
+            .with_hint(format!("rebuild it against the wit/ of this host ({PACKAGE}@{PACKAGE_VERSION})")));
+        }
+        return Ok((world, version.to_owned()));
+    }
+    Err(Error::invalid(format!(
+        "module {module} implements neither the transform nor the destination world of {PACKAGE}; it exports: {}",
+        if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") }
+    ))
+    .with_hint("build it against wit/processor.wit, e.g. with the tidemark-sdk crate's transform! or destination! macro"))
+}
+
+/// Semver compatibility for 0.x: the same minor version.
+fn is_compatible(version: &str) -> bool {
+    let minor = |v: &str| {
+        let mut parts = v.split('.');
+        (
+            parts.next().map(str::to_owned),
+            parts.next().map(str::to_owned),
+        )
+    };
+    let (major, minor_part) = minor(version);
+    let (our_major, our_minor) = minor(PACKAGE_VERSION);
+    major == our_major && (our_major.as_deref() != Some("0") || minor_part == our_minor)
+}
+
+enum Pre {
+    Transform(bindings::transform::TransformPre<ProcessorState>),
+    Destination(bindings::destination::DestinationPre<ProcessorState>),
+}
+
+/// A loaded module, bound to one pipeline's configuration and limits.
+pub struct Processor {
+    tag: Tag,
+    world: World,
+    pre: Pre,
+    limits: Limits,
+    fuel_metered: bool,
+    inspection: Inspection,
+}
+
+/// What a call returned.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A transform's rows, as JSON array text.
+    Rows(String),
+    /// A destination's result: the rejected rows, or why the batch was not delivered.
+    Delivered(std::result::Result<Vec<Rejection>, DeliveryError>),
+}
+
+/// What a call used.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub time: Duration,
+    pub fuel: Option<u64>,
+    pub peak_memory: u64,
+}
+
+impl Processor {
+    pub fn name(&self) -> &str {
+        &self.tag.module
+    }
+
+    pub fn world(&self) -> World {
+        self.world
+    }
+
+    pub fn inspection(&self) -> &Inspection {
+        &self.inspection
+    }
+
+    /// Runs the module on one batch in a fresh instance.
+    pub async fn call(&self, batch: &Batch) -> Result<(Outcome, Usage)> {
+        let started = Instant::now();
+        let engine = match &self.pre {
+            Pre::Transform(pre) => pre.engine(),
+            Pre::Destination(pre) => pre.engine(),
+        };
+        let state = ProcessorState::new(
+            self.tag.clone(),
+            self.limits.memory,
+            http::HttpPolicy::default(),
+        );
+        let mut store = Store::new(engine, state);
+        store.limiter(|state| &mut state.limiter);
+        // Instantiation runs guest code too, so the deadline and fuel cover it.
+        store.set_epoch_deadline(self.limits.deadline_ticks());
+        let budget = self.limits.fuel.unwrap_or(u64::MAX);
+        if self.fuel_metered {
+            store
+                .set_fuel(budget)
+                .map_err(|err| Error::fatal(format!("cannot set fuel: {err}")))?;
+        }
+        let result = match &self.pre {
+            Pre::Transform(pre) => match pre.instantiate_async(&mut store).await {
+                Ok(instance) => instance
+                    .tidemark_processor_transformer()
+                    .call_transform(&mut store, batch)
+                    .await
+                    .map(|rows| rows.map(Outcome::Rows)),
+                Err(err) => Err(err),
+            },
+            Pre::Destination(pre) => match pre.instantiate_async(&mut store).await {
+                Ok(instance) => instance
+                    .tidemark_processor_deliverer()
+                    .call_deliver(&mut store, batch)
+                    .await
+                    .map(|delivered| Ok(Outcome::Delivered(delivered))),
+                Err(err) => Err(err),
+            },
+        };
+        let usage = Usage {
+            time: started.elapsed(),
+            fuel: self
+                .fuel_metered
+                .then(|| budget.saturating_sub(store.get_fuel().unwrap_or(0))),
+            peak_memory: store.data().limiter.peak,
+        };
+        match result {
+            Ok(Ok(outcome)) => Ok((outcome, usage)),
+            Ok(Err(message)) => Err(self.failure(
+                batch,
+                &format!("returned an error: {}", self.tag.config.redact(&message)),
+                None,
+            )),
+            Err(err) => Err(self.trap_error(batch, &err, store.data().limiter.hit)),
+        }
+    }
+
+    fn trap_error(&self, batch: &Batch, err: &wasmtime::Error, memory_hit: bool) -> Error {
+        let limits = &self.limits;
+        if memory_hit {
+            return self.failure(
+                batch,
+                &format!("exceeded its memory limit of {} MiB", limits.memory >> 20),
+                Some("raise --memory-limit if the module needs more"),
+            );
+        }
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => self.failure(
+                batch,
+                &format!("exceeded its deadline of {:?} per call", limits.deadline),
+                Some("raise --deadline if the module needs more time"),
+            ),
+            Some(Trap::OutOfFuel) => self.failure(
+                batch,
+                &format!(
+                    "ran out of fuel ({} units per batch)",
+                    limits.fuel.unwrap_or(0)
+                ),
+                Some("raise --fuel if the module needs more"),
+            ),
+            Some(Trap::UnreachableCodeReached) => self.failure(
+                batch,
+                "panicked or aborted (its message, if any, is in the log above)",
+                None,
+            ),
+            Some(trap) => self.failure(batch, &format!("trapped: {trap}"), None),
+            None => self.failure(
+                batch,
+                &format!("failed: {}", self.tag.config.redact(&format!("{err:#}"))),
+                None,
+            ),
+        }
+    }
+
+    fn failure(&self, batch: &Batch, what: &str, hint: Option<&str>) -> Error {
+        let error = Error::new(
+            ErrorKind::Processor,
+            format!(
+                "module {} {what} on batch {} of pipeline {:?}",
+                self.tag.module, batch.id, batch.pipeline
+            ),
+        );
+        match hint {
+            Some(hint) => error.with_hint(hint),
+            None => error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worlds_are_told_apart_by_their_exports() {
+        let exports = vec!["tidemark:processor/transformer@0.1.0".to_owned()];
+        assert_eq!(world_of("m", &exports).unwrap().0, World::Transform);
+        let exports = vec!["tidemark:processor/deliverer@0.1.3".to_owned()];
+        assert_eq!(world_of("m", &exports).unwrap().0, World::Destination);
+        let newer = vec!["tidemark:processor/transformer@0.2.0".to_owned()];
+        assert!(world_of("m", &newer)
+            .unwrap_err()
+            .to_string()
+            .contains("0.2.0"));
+        let command = vec!["wasi:cli/run@0.2.0".to_owned()];
+        let err = world_of("m", &command).unwrap_err();
+        assert!(err.to_string().contains("neither"), "{err}");
+        assert!(err.to_string().contains("wasi:cli/run@0.2.0"));
+    }
+}
