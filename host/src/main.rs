@@ -303,7 +303,7 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
         max_memory: runtime::limits::DEFAULT_MEMORY,
         cache_dir: args.cache_dir.or_else(runtime::engine::default_cache_dir),
     })?;
-    let (_, inspection) = runtime
+    let inspection = runtime
         .inspect(&args.module)
         .with_context(|| format!("checking module {}", args.module.display()))?;
     println!("module:  {}", args.module.display());

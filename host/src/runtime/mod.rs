@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, Trap};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -91,7 +91,57 @@ impl Runtime {
     }
 
     /// Loads a module and checks it against the contract, without running any of its code.
-    pub fn inspect(&self, path: &Path) -> Result<(Component, Inspection)> {
+    pub fn inspect(&self, path: &Path) -> Result<Inspection> {
+        self.prepare(path).map(|(_, inspection)| inspection)
+    }
+
+    /// Loads a module as a processor of `pipeline` with its configuration and limits.
+    pub fn load(
+        &self,
+        path: &Path,
+        pipeline: &str,
+        config: ModuleConfig,
+        limits: Limits,
+    ) -> Result<Processor> {
+        if limits.fuel.is_some() && !self.fuel {
+            return Err(Error::fatal(
+                "a fuel budget needs an engine created with fuel metering",
+            ));
+        }
+        let (pre, inspection) = self.prepare(path)?;
+        let name: Arc<str> = path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string())
+            .into();
+        tracing::debug!(
+            "loaded {name} ({} world {}) in {:?}{}",
+            inspection.world.name(),
+            inspection.version,
+            inspection.load_time,
+            if inspection.from_cache {
+                " from the cache"
+            } else {
+                ", compiled"
+            }
+        );
+        Ok(Processor {
+            tag: Tag {
+                module: name,
+                pipeline: pipeline.into(),
+                config: Arc::new(config),
+            },
+            world: inspection.world,
+            pre,
+            limits,
+            fuel_metered: self.fuel,
+            inspection,
+        })
+    }
+
+    /// Compiles (or loads from the cache), finds the world from the exports, and links the
+    /// imports: every check that can fail before a row is read.
+    fn prepare(&self, path: &Path) -> Result<(Pre, Inspection)> {
         let compiled = engine::compile(&self.engine, path, self.cache_dir.as_deref())?;
         let component = compiled.component;
         let ty = component.component_type();
@@ -105,23 +155,41 @@ impl Runtime {
             .collect();
         let module = path.display().to_string();
         let (world, version) = world_of(&module, &exports)?;
-        let linker = match world {
-            World::Transform => &self.transform_linker,
-            World::Destination => &self.destination_linker,
-        };
-        if let Err(err) = linker.instantiate_pre(&component) {
-            return Err(Error::invalid(format!(
-                "module {module} implements the {} world but imports what the host does not provide to it: {err}",
+        let unlinkable = |err: wasmtime::Error| {
+            Error::invalid(format!(
+                "module {module} implements the {} world but does not link: {err}",
                 world.name()
             ))
-            .with_hint(if world == World::Transform && imports.iter().any(|name| name.starts_with("wasi:http/")) {
-                "a transform cannot make HTTP requests; build it against the destination world"
-            } else {
-                "build it against wit/processor.wit with the tidemark guest SDK or wit-bindgen"
-            }));
-        }
+            .with_hint(
+                if world == World::Transform
+                    && imports.iter().any(|name| name.starts_with("wasi:http/"))
+                {
+                    "a transform cannot make HTTP requests; build it against the destination world"
+                } else {
+                    "build it against wit/processor.wit with the tidemark guest SDK or wit-bindgen"
+                },
+            )
+        };
+        let pre = match world {
+            World::Transform => Pre::Transform(
+                bindings::transform::TransformPre::new(
+                    self.transform_linker
+                        .instantiate_pre(&component)
+                        .map_err(unlinkable)?,
+                )
+                .map_err(unlinkable)?,
+            ),
+            World::Destination => Pre::Destination(
+                bindings::destination::DestinationPre::new(
+                    self.destination_linker
+                        .instantiate_pre(&component)
+                        .map_err(unlinkable)?,
+                )
+                .map_err(unlinkable)?,
+            ),
+        };
         Ok((
-            component,
+            pre,
             Inspection {
                 world,
                 version,
@@ -131,70 +199,6 @@ impl Runtime {
                 load_time: compiled.took,
             },
         ))
-    }
-
-    /// Loads a module as a processor of `pipeline` with its configuration and limits.
-    pub fn load(
-        &self,
-        path: &Path,
-        pipeline: &str,
-        config: ModuleConfig,
-        limits: Limits,
-    ) -> Result<Processor> {
-        let (component, inspection) = self.inspect(path)?;
-        let name: Arc<str> = path
-            .file_stem()
-            .map(|stem| stem.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string())
-            .into();
-        let linked =
-            |err: wasmtime::Error| Error::invalid(format!("module {name} does not link: {err}"));
-        let pre = match inspection.world {
-            World::Transform => Pre::Transform(
-                bindings::transform::TransformPre::new(
-                    self.transform_linker
-                        .instantiate_pre(&component)
-                        .map_err(linked)?,
-                )
-                .map_err(linked)?,
-            ),
-            World::Destination => Pre::Destination(
-                bindings::destination::DestinationPre::new(
-                    self.destination_linker
-                        .instantiate_pre(&component)
-                        .map_err(linked)?,
-                )
-                .map_err(linked)?,
-            ),
-        };
-        tracing::debug!(
-            "loaded {name} ({} world {}) in {:?}{}",
-            inspection.world.name(),
-            inspection.version,
-            inspection.load_time,
-            if inspection.from_cache {
-                " from the cache"
-            } else {
-                ", compiled"
-            }
-        );
-        if limits.fuel.is_some() && !self.fuel {
-            return Err(Error::fatal(
-                "a fuel budget needs an engine created with fuel metering",
-            ));
-        }
-        Ok(Processor {
-            tag: Tag {
-                module: name,
-                pipeline: pipeline.into(),
-                config: Arc::new(config),
-            },
-            world: inspection.world,
-            pre,
-            limits,
-            fuel_metered: self.fuel,
-            inspection,
-        })
     }
 }
 
