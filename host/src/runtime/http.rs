@@ -2,12 +2,22 @@
 //! the network only through origins the pipeline allows, and no origins can be allowed yet.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
 /// The outbound HTTP policy of one module in one pipeline.
-#[derive(Debug, Clone, Default)]
-pub struct HttpPolicy {}
+#[derive(Debug, Clone)]
+pub struct HttpPolicy {
+    module: Arc<str>,
+    pipeline: Arc<str>,
+}
+
+impl HttpPolicy {
+    pub fn new(module: Arc<str>, pipeline: Arc<str>) -> Self {
+        HttpPolicy { module, pipeline }
+    }
+}
 
 type SendResult = Result<
     (

@@ -311,7 +311,7 @@ impl Processor {
         let state = ProcessorState::new(
             self.tag.clone(),
             self.limits.memory,
-            http::HttpPolicy::default(),
+            http::HttpPolicy::new(self.tag.module.clone(), self.tag.pipeline.clone()),
         );
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);

@@ -1,0 +1,33 @@
+//! Test guest: a destination that tries to reach the network (the host refuses, as no origin
+//! is allowed), rejects every delete, and accepts the rest. With `--config mode=retry` or
+//! `mode=fatal` it fails the whole batch that way instead.
+
+use tidemark_sdk::http::Request;
+use tidemark_sdk::{log, Batch, DeliveryError, Rejection};
+
+fn deliver(batch: Batch) -> Result<Vec<Rejection>, DeliveryError> {
+    match Request::get("https://example.com/").send() {
+        Ok(response) => log::warn(format!("unexpected response {}", response.status)),
+        Err(err) if err.denied => log::info(format!("request denied as expected: {err}")),
+        Err(err) => log::warn(format!("request failed otherwise: {err}")),
+    }
+    match tidemark_sdk::config("mode").as_deref() {
+        Some("retry") => Err(DeliveryError::RetryLater {
+            message: "receiver busy".into(),
+            after_ms: Some(10),
+        }),
+        Some("fatal") => Err(DeliveryError::Fatal("bad credentials".into())),
+        _ => Ok(batch
+            .changes
+            .iter()
+            .enumerate()
+            .filter(|(_, change)| change.is_delete())
+            .map(|(index, _)| Rejection {
+                index: index as u32,
+                reason: "deletes are not accepted".into(),
+            })
+            .collect()),
+    }
+}
+
+tidemark_sdk::destination!(deliver);
