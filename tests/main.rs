@@ -8,8 +8,11 @@
 //! - [`sync_scenarios`]: the delivery guarantees, written once and run on all three databases.
 //! - [`mariadb_time_zones`]: TIMESTAMP and DATETIME written from sessions in other zones.
 //! - [`cli`]: exit codes, error messages, `status` and `reset`.
+//! - [`processors`]: WebAssembly processors in the pipeline: chains, config and secrets,
+//!   failing guests, the compile cache, `check` and `test`.
 
 mod cli;
 mod mariadb_time_zones;
+mod processors;
 mod support;
 mod sync_scenarios;

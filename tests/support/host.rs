@@ -1,6 +1,6 @@
 //! Running the real `host` binary: one temp directory per test as its working directory,
-//! holding the state database, the JSON Lines output, the failpoint files and the logs of
-//! hosts that run in the background.
+//! holding the state database, the JSON Lines output, the failpoint files, the compile cache
+//! of processor modules and the logs of hosts that run in the background.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -57,6 +57,8 @@ pub struct Host {
     table: String,
     /// Output lines already handed out by [`Host::new_lines`].
     seen: usize,
+    /// Environment variables set on every host this starts.
+    env: Vec<(String, String)>,
 }
 
 impl Host {
@@ -72,7 +74,18 @@ impl Host {
             source: source.to_owned(),
             table: table.to_owned(),
             seen: 0,
+            env: Vec::new(),
         }
+    }
+
+    /// A host for commands that read no database (`check`, `test`).
+    pub fn scratch() -> Host {
+        Host::with_source("sqlite://no-source.db", "no_table")
+    }
+
+    /// Sets `key=value` in the environment of every host started from now on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_owned(), value.to_owned()));
     }
 
     pub fn dir(&self) -> &Path {
@@ -89,6 +102,11 @@ impl Host {
 
     pub fn failpoint_dir(&self) -> PathBuf {
         self.dir().join("failpoints")
+    }
+
+    /// This test's compile cache for `--cache-dir`, so that tests never share the user's.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir().join("cache")
     }
 
     /// `host run` with this host's source, table, state and output, `--settle 0s` unless
@@ -127,6 +145,8 @@ impl Host {
             .env_remove("TIDEMARK_FAILPOINTS")
             .env_remove("TIDEMARK_FAILPOINT_DIR")
             .env_remove("DATABASE_URL")
+            .env_remove("TIDEMARK_CACHE_DIR")
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .kill_on_drop(true);
         command
@@ -180,6 +200,13 @@ impl Host {
             self.output_path().display()
         );
         self.new_lines()
+    }
+
+    /// `host run --once` with `extra`, whatever its exit code.
+    pub async fn run_once(&self, extra: &[&str]) -> Outcome {
+        let mut args = self.run_args(extra);
+        args.push("--once".to_owned());
+        self.exec(&args).await
     }
 
     /// `host run` in the background, with `failpoints` armed if given.
@@ -279,6 +306,13 @@ impl Running {
             stdout: fs::read_to_string(&self.stdout_path).unwrap_or_default(),
             stderr: self.stderr(),
         }
+    }
+
+    /// The host's end if it has exited (it is then reaped), `None` while it runs.
+    pub fn try_finish(&mut self) -> Option<Outcome> {
+        let status = self.child().try_wait().expect("polling host")?;
+        self.child = None;
+        Some(self.outcome(status))
     }
 
     /// Waits until the host reports the `hit`-th hit of failpoint `name`; fails the test if

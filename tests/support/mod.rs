@@ -1,7 +1,8 @@
-//! The harness: databases ([`db`]), the host binary ([`host`]), its output ([`lines`]) and
-//! temporary directories ([`temp`]).
+//! The harness: databases ([`db`]), the host binary ([`host`]), its output ([`lines`]),
+//! temporary directories ([`temp`]) and the processor components under test ([`guests`]).
 
 pub mod db;
+pub mod guests;
 pub mod host;
 pub mod lines;
 pub mod temp;
