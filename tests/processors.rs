@@ -991,7 +991,7 @@ fn every_test_guest_has_a_test() {
 /// fails the run with the destination's message and leaves the watermark where it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destination_module_ends_the_chain() {
-    let (_db, mut host) = sqlite_users(3).await;
+    let (_db, host) = sqlite_users(3).await;
     let args = with_modules(
         &host,
         &["guest_denied_destination"],
@@ -1016,7 +1016,7 @@ async fn destination_module_ends_the_chain() {
         ("retry", "asked to retry batch"),
         ("fatal", "bad credentials"),
     ] {
-        let (_db, mut host) = sqlite_users(2).await;
+        let (_db, host) = sqlite_users(2).await;
         let config = format!("mode={mode}");
         let args = with_modules(
             &host,

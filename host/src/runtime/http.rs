@@ -34,7 +34,10 @@ impl WasiHttpHooks for HttpPolicy {
         _options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
+        let (module, pipeline) = (&*self.module, &*self.pipeline);
         tracing::warn!(
+            module,
+            pipeline,
             "refused outbound request to {}: no origin is allowed",
             request.uri()
         );
