@@ -4,7 +4,10 @@
 # For each row count N it seeds tidemark_bench.users with N rows, then compares:
 #   - a raw `COPY (SELECT … ORDER BY updated_at, id) TO STDOUT` through psql, the
 #     baseline: about as fast as any client can read the same rows in the same order;
-#   - one full sync by `host run --once` into /dev/null, with its wall time and peak RSS.
+#   - one full sync by `host run --once` into /dev/null, with its wall time and peak RSS;
+#   - with TIDEMARK_BENCH_MODULE set, the same sync through that WebAssembly processor
+#     (`--module PATH`), its compile cache warmed beforehand by `host check`, so compile time
+#     is not counted: wall time, rows/s, ratio to the run without a module, peak RSS.
 #
 # Usage: bench/sync-postgres.sh [ROWS...]        (default: 1000000)
 #   e.g. bench/sync-postgres.sh 100000 1000000   to show that peak RSS stays flat.
@@ -13,15 +16,19 @@
 #   TIDEMARK_BENCH_POSTGRES_URL  database to use (default postgres://postgres@127.0.0.1:5432/test);
 #                                the script creates and finally drops schema tidemark_bench there.
 #   TIDEMARK_BENCH_BATCH_SIZE    --batch-size passed to the host (default 1000).
+#   TIDEMARK_BENCH_MODULE        a processor component to time as well, e.g.
+#                                target/wasm32-wasip2/release/passthrough.wasm (build it with
+#                                bash scripts/build-guests); unset: no module run.
 #   CARGO_TARGET_DIR             honoured when locating the release binary.
 #
-# Exits non-zero when a step fails (build, seeding, COPY, the host run, or the host
+# Exits non-zero when a step fails (build, seeding, COPY, a host run, or the host
 # reporting a row count other than N). Missing a performance target is reported as
 # MISSED but does not change the exit status.
 set -euo pipefail
 
 URL="${TIDEMARK_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 BATCH_SIZE="${TIDEMARK_BENCH_BATCH_SIZE:-1000}"
+MODULE="${TIDEMARK_BENCH_MODULE:-}"
 SCHEMA=tidemark_bench
 TABLE="$SCHEMA.users"
 
@@ -30,6 +37,12 @@ TARGET_RATIO=0.40     # host rows/s divided by COPY rows/s, at least
 TARGET_RSS_MIB=64     # host peak RSS, below
 FLAT_SLACK_MIB=8      # "flat": largest-N RSS at most smallest-N RSS + max(8 MiB, 25 %)
 FLAT_SLACK_PCT=25
+TARGET_MODULE_RATIO=0.70   # host+module rows/s divided by host rows/s, at least
+
+# A relative module path is taken from the caller's directory, else from the repository.
+if [[ -n "$MODULE" && "$MODULE" != /* && -f "$MODULE" ]]; then
+    MODULE="$PWD/$MODULE"
+fi
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -57,6 +70,11 @@ for n in "$@"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "row count '$n' is not a positive integer (usage: $0 [ROWS...])"
 done
 [[ "$BATCH_SIZE" =~ ^[1-9][0-9]*$ ]] || die "TIDEMARK_BENCH_BATCH_SIZE='$BATCH_SIZE' is not a positive integer"
+if [[ -n "$MODULE" ]]; then
+    [[ "$MODULE" == /* ]] || MODULE="$repo/$MODULE"
+    [[ -f "$MODULE" ]] ||
+        die "TIDEMARK_BENCH_MODULE: no file at $MODULE (build the example processors with: bash scripts/build-guests)"
+fi
 
 for tool in psql cargo python3; do
     command -v "$tool" >/dev/null || die "'$tool' is not on PATH"
@@ -106,6 +124,21 @@ target_dir="$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
 host="$target_dir/release/host"
 [[ -x "$host" ]] || die "built host binary not found at $host"
 note "host binary: $host"
+
+if [[ -n "$MODULE" ]]; then
+    cache_dir="$tmp/cache"
+    note "warming the compile cache: host check --module $MODULE --cache-dir $cache_dir"
+    # The first check compiles and stores; the second must load from the cache, as the timed
+    # runs will (same engine settings: no fuel, default memory limit).
+    for _ in 1 2; do
+        "$host" check --module "$MODULE" --cache-dir "$cache_dir" >"$tmp/check.out" 2>&1 || {
+            cat "$tmp/check.out" >&2
+            die "host check --module $MODULE failed"
+        }
+    done
+    grep -q 'loaded from the compile cache' "$tmp/check.out" ||
+        die "the compile cache in $cache_dir is not used by host check: $(cat "$tmp/check.out")"
+fi
 
 now() { date +%s.%N; }
 
@@ -164,41 +197,33 @@ time_copy() {
     calc "$t1 - $t0"
 }
 
-results=()   # "n copy_s host_s rss_kib"
+run_s=""
+run_rss_kib=""
 
-run_size() {
-    local n=$1
-    seed "$n"
-
-    note "warming the cache with one untimed COPY"
-    time_copy >/dev/null
-    note "timing COPY"
-    local copy_s
-    copy_s="$(time_copy)"
-
-    local run_dir="$tmp/run-$n"
+time_host() {
+    # Times one `host run --once` (extra arguments appended) with a fresh state in RUN_DIR,
+    # checks that it synced N rows, and sets run_s (wall seconds) and run_rss_kib (peak RSS).
+    local run_dir=$1 pipeline=$2 n=$3
+    shift 3
     rm -rf "$run_dir"
     mkdir -p "$run_dir"
     local state="sqlite://$run_dir/state.db"
-    local pipeline="bench-$n"
 
-    note "timing host run --once ($n rows, batch size $BATCH_SIZE)"
     local t0 t1 rc=0
     t0="$(now)"
     /usr/bin/time -f '%M' -o "$run_dir/rss" \
         "$host" run --source "$URL" --table "$TABLE" --batch-size "$BATCH_SIZE" \
-        --settle 0s --once --output /dev/null --state "$state" --pipeline "$pipeline" \
+        --settle 0s --once --output /dev/null --state "$state" --pipeline "$pipeline" "$@" \
         >"$run_dir/host.out" 2>"$run_dir/host.err" || rc=$?
     t1="$(now)"
     if [[ $rc -ne 0 ]]; then
-        echo "sync-postgres: error: host run exited with status $rc; its last output:" >&2
+        echo "sync-postgres: error: host run${1:+ $*} exited with status $rc; its last output:" >&2
         tail -n 30 "$run_dir/host.out" "$run_dir/host.err" >&2 || true
         exit 1
     fi
-    local host_s rss_kib
-    host_s="$(calc "$t1 - $t0")"
-    rss_kib="$(tail -n 1 "$run_dir/rss")"
-    [[ "$rss_kib" =~ ^[0-9]+$ ]] || die "could not read peak RSS from /usr/bin/time: $(cat "$run_dir/rss")"
+    run_s="$(calc "$t1 - $t0")"
+    run_rss_kib="$(tail -n 1 "$run_dir/rss")"
+    [[ "$run_rss_kib" =~ ^[0-9]+$ ]] || die "could not read peak RSS from /usr/bin/time: $(cat "$run_dir/rss")"
 
     note "checking that the host delivered $n rows"
     local status_json synced
@@ -221,9 +246,34 @@ print(rows[0]["rows_synced"])
 ' <<<"$status_json")" || die "could not read rows_synced from host status --json: $status_json"
     [[ "$synced" == "$n" ]] ||
         die "host reports rows_synced=$synced for pipeline $pipeline, expected $n (status: $status_json)"
+}
 
-    results+=("$n $copy_s $host_s $rss_kib")
-    note "N=$n: COPY ${copy_s}s, host ${host_s}s, peak RSS ${rss_kib} KiB"
+results=()   # "n copy_s host_s rss_kib [module_s module_rss_kib]"
+
+run_size() {
+    local n=$1
+    seed "$n"
+
+    note "warming the cache with one untimed COPY"
+    time_copy >/dev/null
+    note "timing COPY"
+    local copy_s
+    copy_s="$(time_copy)"
+
+    note "timing host run --once ($n rows, batch size $BATCH_SIZE)"
+    time_host "$tmp/run-$n" "bench-$n" "$n"
+    local host_s=$run_s rss_kib=$run_rss_kib
+    local result="$n $copy_s $host_s $rss_kib" module_note=""
+
+    if [[ -n "$MODULE" ]]; then
+        note "timing host run --once --module $(basename "$MODULE") ($n rows, batch size $BATCH_SIZE)"
+        time_host "$tmp/run-$n-module" "bench-$n-module" "$n" --module "$MODULE" --cache-dir "$cache_dir"
+        result+=" $run_s $run_rss_kib"
+        module_note="; host+module ${run_s}s, peak RSS ${run_rss_kib} KiB"
+    fi
+
+    results+=("$result")
+    note "N=$n: COPY ${copy_s}s, host ${host_s}s, peak RSS ${rss_kib} KiB$module_note"
 }
 
 for n in "$@"; do
@@ -233,29 +283,43 @@ done
 # --- report ----------------------------------------------------------------------------
 pg_version="$(psql_q -At -c 'SHOW server_version' 2>/dev/null || echo '?')"
 python3 - "$TARGET_RATIO" "$TARGET_RSS_MIB" "$FLAT_SLACK_MIB" "$FLAT_SLACK_PCT" \
-    "$BATCH_SIZE" "$pg_version" "$(nproc 2>/dev/null || echo '?')" "${results[@]}" <<'PY'
+    "$BATCH_SIZE" "$pg_version" "$(nproc 2>/dev/null || echo '?')" \
+    "$TARGET_MODULE_RATIO" "$MODULE" "${results[@]}" <<'PY'
 import sys
 
 target_ratio, target_rss, slack_mib, slack_pct = (float(x) for x in sys.argv[1:5])
 batch, pg_version, cpus = sys.argv[5:8]
+target_module_ratio, module = float(sys.argv[8]), sys.argv[9]
 rows = []
-for line in sys.argv[8:]:
-    n, copy_s, host_s, rss_kib = line.split()
+modules = []  # (module_s, module_rss_mib), by row, when a module was timed
+for line in sys.argv[10:]:
+    n, copy_s, host_s, rss_kib, *module_run = line.split()
     rows.append((int(n), float(copy_s), float(host_s), int(rss_kib) / 1024.0))
+    if module_run:
+        modules.append((float(module_run[0]), int(module_run[1]) / 1024.0))
 
 def rate(n, s):
     return n / s if s > 0 else float("inf")
 
 print()
 print(f"Tidemark sync vs COPY on PostgreSQL {pg_version} ({cpus} CPUs, batch size {batch})")
+if modules:
+    print(f"module: {module} (compile cache warmed by host check)")
 header = f"{'rows':>10}  {'COPY s':>8}  {'COPY rows/s':>12}  {'host s':>8}  {'host rows/s':>12}  {'host/COPY':>9}  {'peak RSS MiB':>12}"
+if modules:
+    header += f"  {'+module s':>9}  {'+mod rows/s':>12}  {'mod/host':>8}  {'+mod RSS MiB':>12}"
 print(header)
 print("-" * len(header))
-for n, c, h, rss in rows:
+for i, (n, c, h, rss) in enumerate(rows):
     ratio = rate(n, h) / rate(n, c)
-    print(f"{n:>10}  {c:>8.3f}  {rate(n, c):>12,.0f}  {h:>8.3f}  {rate(n, h):>12,.0f}  {ratio:>9.2f}  {rss:>12.1f}")
+    line = f"{n:>10}  {c:>8.3f}  {rate(n, c):>12,.0f}  {h:>8.3f}  {rate(n, h):>12,.0f}  {ratio:>9.2f}  {rss:>12.1f}"
+    if modules:
+        m, m_rss = modules[i]
+        line += f"  {m:>9.3f}  {rate(n, m):>12,.0f}  {rate(n, m) / rate(n, h):>8.2f}  {m_rss:>12.1f}"
+    print(line)
 print()
-print(f"target: ratio >= {target_ratio:.2f}, peak RSS < {target_rss:.0f} MiB and flat from 100k to 1M")
+print(f"target: ratio >= {target_ratio:.2f}, peak RSS < {target_rss:.0f} MiB and flat from 100k to 1M"
+      + (f"; with the module, ratio to host >= {target_module_ratio:.2f}" if modules else ""))
 
 ratios = [rate(n, h) / rate(n, c) for n, c, h, _ in rows]
 worst = min(ratios)
@@ -277,4 +341,9 @@ else:
     verdict("RSS flat", ok,
             f"{small[0]:,} rows {small[3]:.1f} MiB -> {large[0]:,} rows {large[3]:.1f} MiB; "
             f"allowed up to {allowed:.1f} MiB")
+if modules:
+    module_ratios = [rate(n, m) / rate(n, h) for (n, _, h, _), (m, _) in zip(rows, modules)]
+    worst_module = min(module_ratios)
+    verdict(f"module ratio >= {target_module_ratio:.2f}", worst_module >= target_module_ratio,
+            f"lowest {worst_module:.2f}")
 PY

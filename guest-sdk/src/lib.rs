@@ -161,6 +161,16 @@ impl Batch {
     }
 }
 
+/// A batch with its rows as the JSON array text the host sent, for transforms that want to
+/// skip parsing (see [`transform_raw!`]).
+#[derive(Debug, Clone)]
+pub struct RawBatch {
+    pub id: String,
+    pub pipeline: String,
+    /// `[{"op": "upsert" | "delete", "row": {...}}, ...]`
+    pub rows: String,
+}
+
 /// A row a destination did not accept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -233,6 +243,18 @@ pub mod __private {
         serde_json::to_string(&changes).map_err(|err| err.to_string())
     }
 
+    pub fn run_transform_raw(
+        batch: WitBatch,
+        transform: fn(RawBatch) -> Result<String>,
+    ) -> std::result::Result<String, String> {
+        transform(RawBatch {
+            id: batch.id,
+            pipeline: batch.pipeline,
+            rows: batch.rows,
+        })
+        .map_err(|err| err.0)
+    }
+
     pub fn run_destination(
         batch: WitBatch,
         deliver: fn(Batch) -> Result<Vec<Rejection>, DeliveryError>,
@@ -272,6 +294,26 @@ macro_rules! transform {
         }
 
         $crate::transform::export_world!(__TidemarkTransform with_types_in $crate::transform);
+    };
+}
+
+/// Exports `fn(RawBatch) -> Result<String>` as this component's transform: rows in and out as
+/// JSON array text, unparsed. For transforms that pass most rows through untouched or parse
+/// them with their own types; the output must keep the `{"op", "row"}` element form.
+#[macro_export]
+macro_rules! transform_raw {
+    ($function:path) => {
+        struct __TidemarkRawTransform;
+
+        impl $crate::__private::TransformGuest for __TidemarkRawTransform {
+            fn transform(
+                batch: $crate::__private::WitBatch,
+            ) -> ::std::result::Result<::std::string::String, ::std::string::String> {
+                $crate::__private::run_transform_raw(batch, $function)
+            }
+        }
+
+        $crate::transform::export_world!(__TidemarkRawTransform with_types_in $crate::transform);
     };
 }
 

@@ -1,9 +1,10 @@
-//! Returns every row unchanged: the cost of the processor boundary, and nothing else.
+//! Returns every row unchanged, without parsing them: the cost of the processor boundary
+//! (instance, call, copying the batch in and out), and nothing else.
 
-use tidemark_sdk::{Batch, Change, Result};
+use tidemark_sdk::{RawBatch, Result};
 
-fn passthrough(batch: Batch) -> Result<Vec<Change>> {
-    Ok(batch.changes)
+fn passthrough(batch: RawBatch) -> Result<String> {
+    Ok(batch.rows)
 }
 
-tidemark_sdk::transform!(passthrough);
+tidemark_sdk::transform_raw!(passthrough);
