@@ -47,14 +47,9 @@ fi
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-die() {
-    echo "sync-postgres: error: $*" >&2
-    exit 1
-}
-
-note() {
-    echo "==> $*" >&2
-}
+BENCH_NAME=sync-postgres
+# shellcheck source=bench/common.sh
+source "$repo/bench/common.sh"
 
 # --- arguments -------------------------------------------------------------------------
 if [[ $# -eq 0 ]]; then
@@ -81,48 +76,14 @@ for tool in psql cargo python3; do
 done
 [[ -x /usr/bin/time ]] || die "/usr/bin/time (GNU time) is needed for peak RSS: apt-get install time"
 
-psql_q() {
-    # Quiet psql that stops at the first error and ignores ~/.psqlrc.
-    psql "$URL" -X -q -v ON_ERROR_STOP=1 "$@"
-}
-
 # --- database reachable? ---------------------------------------------------------------
-if ! psql_err="$(psql_q -At -c 'SELECT 1' 2>&1 >/dev/null)"; then
-    cat >&2 <<EOF
-sync-postgres: error: cannot connect to PostgreSQL at $URL
-  psql said: ${psql_err:-<nothing>}
-  Is the server running?   pg_isready -h 127.0.0.1 -p 5432
-  Start it (Debian):       pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start
-  Database missing?        createdb -h 127.0.0.1 -U postgres test
-  Another server?          TIDEMARK_BENCH_POSTGRES_URL=postgres://user@host:port/db $0 $*
-EOF
-    exit 1
-fi
+require_postgres "$@"
 
 # --- temp dir and cleanup --------------------------------------------------------------
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/tidemark-bench.XXXXXX")"
-schema_created=0
-cleanup() {
-    local rc=$?
-    if [[ $schema_created -eq 1 ]]; then
-        psql_q -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 ||
-            echo "sync-postgres: warning: could not drop schema $SCHEMA" >&2
-    fi
-    rm -rf "$tmp"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+make_tmp tidemark-bench
 
 # --- build -----------------------------------------------------------------------------
-note "building the host (release)"
-cargo build --release -p tidemark-host --bin host >&2 || die "cargo build --release failed"
-target_dir="$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null)" ||
-    target_dir="${CARGO_TARGET_DIR:-$repo/target}"
-host="$target_dir/release/host"
-[[ -x "$host" ]] || die "built host binary not found at $host"
+build_host
 note "host binary: $host"
 
 if [[ -n "$MODULE" ]]; then
