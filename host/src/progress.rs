@@ -24,9 +24,15 @@ impl Progress {
         let bar = (total >= MIN_ROWS_TO_SHOW && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new(total);
             let style = ProgressStyle::with_template(
-                "{prefix} [{bar:40}] {human_pos}/{human_len} rows  {per_sec}  ETA {eta}",
+                "{prefix} [{bar:40}] {human_pos}/{human_len} rows  {rate}  ETA {eta}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key(
+                "rate",
+                |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                    let _ = write!(out, "{:.0} rows/s", state.per_sec());
+                },
+            )
             .progress_chars("=> ");
             bar.set_style(style);
             bar.set_prefix(pipeline.to_owned());
