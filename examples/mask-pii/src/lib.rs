@@ -26,7 +26,7 @@ fn mask_pii(batch: Batch) -> Result<Vec<Change>> {
                 .insert(email_column.clone(), Value::String(hex::encode(digest)));
         }
         for column in &dropped {
-            change.row.remove(*column);
+            change.row.shift_remove(*column);
         }
         change.row.insert("masked".into(), Value::Bool(true));
     }
