@@ -62,3 +62,20 @@ build_host() {
     host="$target_dir/release/host"
     [[ -x "$host" ]] || die "built host binary not found at $host"
 }
+
+# The benchmark table, (re)created empty in SCHEMA: the columns the issue names.
+users_table_sql() {
+    cat <<SQL
+SET client_min_messages = warning;
+DROP SCHEMA IF EXISTS $SCHEMA CASCADE;
+CREATE SCHEMA $SCHEMA;
+CREATE TABLE $TABLE (
+    id         bigint PRIMARY KEY,
+    email      text NOT NULL,
+    name       text NOT NULL,
+    plan       text NOT NULL,
+    score      double precision NOT NULL,
+    updated_at timestamptz NOT NULL
+);
+SQL
+}

@@ -73,17 +73,7 @@ note "module: $module"
 note "creating $TABLE with 1 row"
 schema_created=1
 psql_q <<SQL || die "creating $TABLE failed (see the psql error above)"
-SET client_min_messages = warning;
-DROP SCHEMA IF EXISTS $SCHEMA CASCADE;
-CREATE SCHEMA $SCHEMA;
-CREATE TABLE $TABLE (
-    id         bigint PRIMARY KEY,
-    email      text NOT NULL,
-    name       text NOT NULL,
-    plan       text NOT NULL,
-    score      double precision NOT NULL,
-    updated_at timestamptz NOT NULL
-);
+$(users_table_sql)
 INSERT INTO $TABLE VALUES (1, 'user1@example.com', 'User 1', 'pro', 1.5, '2024-01-01 00:00:00.000001+00');
 CREATE INDEX users_updated_at_id ON $TABLE (updated_at, id);
 ANALYZE $TABLE;

@@ -115,17 +115,7 @@ seed() {
     # every 10th row repeats its predecessor's timestamp, and rows ≡ 1, 2 (mod 1000) take
     # that same one too (four rows tied), so the sync has to break ties on id.
     if ! psql_q <<SQL
-SET client_min_messages = warning;
-DROP SCHEMA IF EXISTS $SCHEMA CASCADE;
-CREATE SCHEMA $SCHEMA;
-CREATE TABLE $TABLE (
-    id         bigint PRIMARY KEY,
-    email      text NOT NULL,
-    name       text NOT NULL,
-    plan       text NOT NULL,
-    score      double precision NOT NULL,
-    updated_at timestamptz NOT NULL
-);
+$(users_table_sql)
 INSERT INTO $TABLE (id, email, name, plan, score, updated_at)
 SELECT g,
        'user' || g || '@example.com',
