@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use tidemark::runtime::{engine::EngineOptions, limits, Batch, ModuleConfig, Outcome, Runtime};
-use tidemark::runtime::{Limits, Processor};
+use tidemark::runtime::{HttpOptions, Limits, Processor};
 
 const WARMUP_CALLS: usize = 100;
 const EMPTY_CALLS: usize = 2_000;
@@ -60,7 +60,13 @@ fn run() -> anyhow::Result<()> {
         cache_dir: None,
     })?;
     let loading = Instant::now();
-    let processor = runtime.load(&path, "bench", ModuleConfig::default(), Limits::default())?;
+    let processor = runtime.load(
+        &path,
+        "bench",
+        ModuleConfig::default(),
+        Limits::default(),
+        &HttpOptions::default(),
+    )?;
     let load_time = loading.elapsed();
 
     // Like the host: a multi-threaded tokio runtime, the calls awaited one after the other.

@@ -26,6 +26,10 @@ pub enum Command {
     Check(CheckArgs),
     /// Run processors over rows from a JSON file, without a database, and print the result.
     Test(Box<TestArgs>),
+    /// List the rows a pipeline's destination rejected.
+    Deadletters(DeadLettersArgs),
+    /// Send a pipeline's rejected rows to its destination again; drop those it takes.
+    Retry(Box<RetryArgs>),
 }
 
 /// Processors and their sandbox, shared by `run` and `test`.
@@ -61,6 +65,49 @@ pub struct ProcessorArgs {
     /// Where compiled modules are cached [default: $TIDEMARK_CACHE_DIR, else ~/.cache/tidemark].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// What a destination module may do on the network.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Outbound HTTP (destination modules)")]
+pub struct HttpArgs {
+    /// An origin the destination may send requests to, as scheme://host[:port]; repeatable.
+    /// Loopback and private addresses must be listed by IP address (http://127.0.0.1:8080).
+    #[arg(long = "allow-host", value_name = "ORIGIN")]
+    pub allow_hosts: Vec<String>,
+
+    /// Time one request may take, from sending it to the end of the response.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub http_timeout: Duration,
+
+    /// Largest response body a destination may receive.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB")]
+    pub max_response_size: String,
+
+    /// Requests one pipeline may have in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub max_in_flight: usize,
+
+    /// Requests one pipeline may start per second (e.g. 10, or 0.5) [default: no cap].
+    #[arg(long, value_name = "RATE")]
+    pub max_requests_per_second: Option<f64>,
+}
+
+/// How often a batch is offered again to a destination that asks to retry later.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Retries")]
+pub struct RetryPolicyArgs {
+    /// Retries of one batch before the pipeline stops (its watermark unmoved).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_retries: u32,
+
+    /// First wait before a retry; doubled each time, with jitter, up to 5 minutes. A
+    /// destination's Retry-After takes precedence.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub retry_backoff: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +208,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub processors: ProcessorArgs,
 
+    #[command(flatten)]
+    pub retry: RetryPolicyArgs,
+
     /// Time zone in which the application writes cursor values that carry no zone
     /// (PostgreSQL `timestamp`, MySQL DATETIME), e.g. `+02:00` or `Europe/Berlin`.
     #[arg(long, value_name = "ZONE", default_value = "UTC")]
@@ -184,6 +234,42 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeadLettersArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+
+    /// Pipeline whose rejected rows to list.
+    #[arg(long, value_name = "NAME")]
+    pub pipeline: String,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+
+    /// Pipeline whose rejected rows to send again.
+    #[arg(long, value_name = "NAME")]
+    pub pipeline: String,
+
+    /// Rows sent together.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    pub batch_size: usize,
+
+    /// The pipeline's processors, as for `run`: rows were stored as the destination (the last
+    /// --module) received them, so only the destination sees them again.
+    #[command(flatten)]
+    pub processors: ProcessorArgs,
+
+    #[command(flatten)]
+    pub retry: RetryPolicyArgs,
 }
 
 #[derive(Debug, Args)]

@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{ProcessorArgs, RunArgs};
+use crate::cli::{HttpArgs, ProcessorArgs, RetryPolicyArgs, RunArgs};
 use crate::error::{Error, Result};
+use crate::retry::RetryPolicy;
 use crate::runtime::limits::{parse_size, Limits};
-use crate::runtime::ModuleConfig;
+use crate::runtime::{HttpOptions, ModuleConfig, Origin};
 use crate::source::{Driver, TableRef, TableSpec};
 use crate::sync::SyncOptions;
 
@@ -31,6 +32,7 @@ pub struct ProcessorConfig {
     pub config: ModuleConfig,
     pub limits: Limits,
     pub cache_dir: Option<PathBuf>,
+    pub http: HttpOptions,
 }
 
 impl ProcessorConfig {
@@ -71,6 +73,7 @@ impl ProcessorConfig {
             );
         }
         Ok(ProcessorConfig {
+            http: http_options(&args.http)?,
             modules: args.modules,
             config,
             limits: Limits {
@@ -83,6 +86,55 @@ impl ProcessorConfig {
                 .or_else(crate::runtime::engine::default_cache_dir),
         })
     }
+}
+
+fn http_options(args: &HttpArgs) -> Result<HttpOptions> {
+    let allow = args
+        .allow_hosts
+        .iter()
+        .map(|entry| Origin::parse(entry))
+        .collect::<Result<Vec<_>>>()?;
+    let max_response_bytes = parse_size(&args.max_response_size).map_err(|err| {
+        Error::invalid(format!("--max-response-size: {err}"))
+            .with_hint("pass --max-response-size such as 1MiB or 64MiB")
+    })?;
+    if args.http_timeout.is_zero() {
+        return Err(
+            Error::invalid("--http-timeout is zero").with_hint("pass --http-timeout such as 30s")
+        );
+    }
+    if args.max_in_flight == 0 {
+        return Err(
+            Error::invalid("--max-in-flight is zero").with_hint("pass --max-in-flight 1 or more")
+        );
+    }
+    if let Some(rate) = args.max_requests_per_second {
+        if !(rate.is_finite() && rate > 0.0 && rate <= 1e6) {
+            return Err(Error::invalid(format!(
+                "--max-requests-per-second {rate} is out of range"
+            ))
+            .with_hint("pass --max-requests-per-second above 0, such as 10 or 0.5"));
+        }
+    }
+    Ok(HttpOptions {
+        allow,
+        timeout: args.http_timeout,
+        max_response_bytes,
+        max_in_flight: args.max_in_flight,
+        requests_per_second: args.max_requests_per_second,
+    })
+}
+
+/// The retry policy from its flags.
+pub fn retry_policy(args: &RetryPolicyArgs) -> Result<RetryPolicy> {
+    if args.retry_backoff.is_zero() {
+        return Err(Error::invalid("--retry-backoff is zero")
+            .with_hint("pass --retry-backoff such as 1s or 100ms"));
+    }
+    Ok(RetryPolicy {
+        max_retries: args.max_retries,
+        backoff: args.retry_backoff,
+    })
 }
 
 fn split_pair<'a>(pair: &'a str, flag: &str, form: &str) -> Result<(&'a str, &'a str)> {
@@ -151,6 +203,7 @@ impl RunConfig {
                 settle: args.settle,
                 once: args.once,
                 null_cursor: args.null_cursor,
+                retry: retry_policy(&args.retry)?,
             },
         })
     }

@@ -1,7 +1,10 @@
 //! The engine's typed error. Callers branch on [`ErrorKind`], never on message text:
-//! the sync loop retries [`ErrorKind::Transient`] errors when it polls, and stops on the rest.
+//! the sync loop retries [`ErrorKind::RetryLater`] deliveries at once (same batch, same id),
+//! [`ErrorKind::Transient`] and [`ErrorKind::Processor`] errors on its next pass when it polls,
+//! and stops on the rest.
 
 use std::fmt;
+use std::time::Duration;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -15,6 +18,8 @@ pub enum ErrorKind {
     /// A processor failed the batch (trap, limit, error): the watermark stays, and a later
     /// attempt runs the batch in a fresh instance.
     Processor,
+    /// The destination asked for the same batch again later (it is down, or rate limited).
+    RetryLater,
     /// Anything else: stop, keep the watermark where it is.
     Fatal,
 }
@@ -26,6 +31,8 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     hint: Option<String>,
+    /// For [`ErrorKind::RetryLater`]: how long the destination asked to wait.
+    retry_after: Option<Duration>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -35,7 +42,16 @@ impl Error {
             kind,
             message: message.into(),
             hint: None,
+            retry_after: None,
             source: None,
+        }
+    }
+
+    /// The destination will take the batch later, after `after` if it said when.
+    pub fn retry_later(message: impl Into<String>, after: Option<Duration>) -> Self {
+        Error {
+            retry_after: after,
+            ..Self::new(ErrorKind::RetryLater, message)
         }
     }
 
@@ -67,6 +83,7 @@ impl Error {
             kind,
             message: context.into(),
             hint: None,
+            retry_after: None,
             source: Some(Box::new(err)),
         }
     }
@@ -76,6 +93,7 @@ impl Error {
             kind: ErrorKind::Fatal,
             message: context.into(),
             hint: None,
+            retry_after: None,
             source: Some(Box::new(err)),
         }
     }
@@ -92,6 +110,10 @@ impl Error {
 
     pub fn hint(&self) -> Option<&str> {
         self.hint.as_deref()
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
     }
 }
 

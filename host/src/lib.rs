@@ -12,6 +12,7 @@ pub mod failpoint;
 pub mod json;
 pub mod output;
 pub mod progress;
+pub mod retry;
 pub mod runtime;
 pub mod source;
 pub mod state;

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use tidemark::cli::{
-    CheckArgs, Cli, Command, NullCursor, ResetArgs, RunArgs, StatusArgs, TestArgs,
+    CheckArgs, Cli, Command, DeadLettersArgs, NullCursor, ResetArgs, RetryArgs, RunArgs,
+    StatusArgs, TestArgs,
 };
-use tidemark::config::{ProcessorConfig, RunConfig};
+use tidemark::config::{retry_policy, ProcessorConfig, RunConfig, MAX_BATCH_SIZE};
+use tidemark::output;
 use tidemark::output::{Destination, JsonLines};
 use tidemark::runtime::chain::Chain;
 use tidemark::runtime::engine::EngineOptions;
@@ -16,8 +18,8 @@ use tidemark::runtime::{self, Outcome, Processor, Runtime};
 use tidemark::source::mysql::MySqlSource;
 use tidemark::source::postgres::PgSource;
 use tidemark::source::sqlite::SqliteSource;
-use tidemark::source::{redact_url, Driver, Position, Source};
-use tidemark::state::{Identity, PipelineState, StateStore};
+use tidemark::source::{redact_url, Driver, Position, Rows, Source};
+use tidemark::state::{DeadLetter, Identity, PipelineState, StateStore};
 use tidemark::sync::{self, Shutdown};
 use tidemark::{Error, ErrorKind};
 
@@ -42,6 +44,8 @@ fn main() -> ExitCode {
             Command::Reset(args) => reset(args).await,
             Command::Check(args) => check(args),
             Command::Test(args) => test(*args).await,
+            Command::Deadletters(args) => dead_letters(args).await,
+            Command::Retry(args) => retry(*args).await,
         }
     });
     match result {
@@ -86,6 +90,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => JsonLines::stdout(),
     };
     let mut destination = Chain::new(processors, output)?;
+    if !config.processors.http.allow.is_empty() && !destination.has_destination() {
+        tracing::warn!("--allow-host has no effect: no destination module is loaded");
+    }
     let shutdown = Shutdown::default();
     watch_signals(shutdown.clone());
     let table = &config.table;
@@ -199,8 +206,18 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         .await
         .context("opening the state store")?;
     let pipelines = store.list().await?;
+    let dead_letters = store.dead_letter_counts().await?;
+    let dead_letters_of = |name: &str| {
+        dead_letters
+            .iter()
+            .find(|(pipeline, _)| pipeline == name)
+            .map_or(0, |(_, count)| *count)
+    };
     if args.json {
-        let list: Vec<serde_json::Value> = pipelines.iter().map(status_json).collect();
+        let list: Vec<serde_json::Value> = pipelines
+            .iter()
+            .map(|state| status_json(state, dead_letters_of(&state.name)))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
@@ -209,16 +226,17 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<20} {:<24} {:>12} {:>9} {:<21} {:>9}  WATERMARK",
-        "PIPELINE", "TABLE", "ROWS", "BATCHES", "LAST RUN", "LAG"
+        "{:<20} {:<24} {:>12} {:>9} {:>8} {:<21} {:>9}  WATERMARK",
+        "PIPELINE", "TABLE", "ROWS", "BATCHES", "REJECTED", "LAST RUN", "LAG"
     );
     for state in &pipelines {
         println!(
-            "{:<20} {:<24} {:>12} {:>9} {:<21} {:>9}  {}",
+            "{:<20} {:<24} {:>12} {:>9} {:>8} {:<21} {:>9}  {}",
             state.name,
             state.identity.table,
             state.rows_synced,
             state.batches_synced,
+            dead_letters_of(&state.name),
             state.last_run_at.as_deref().unwrap_or("never"),
             state
                 .lag_seconds
@@ -230,7 +248,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn status_json(state: &PipelineState) -> serde_json::Value {
+fn status_json(state: &PipelineState, dead_letters: i64) -> serde_json::Value {
     let shown = |value: &str| state.shown_value(value).to_owned();
     let watermark = match &state.position {
         Position::After(mark) => {
@@ -254,7 +272,143 @@ fn status_json(state: &PipelineState) -> serde_json::Value {
         "last_batch": state.last_batch,
         "last_run_at": state.last_run_at,
         "lag_seconds": state.lag_seconds,
+        "dead_letters": dead_letters,
     })
+}
+
+async fn dead_letters(args: DeadLettersArgs) -> anyhow::Result<()> {
+    let store = StateStore::open(&args.state.state)
+        .await
+        .context("opening the state store")?;
+    let mut letters: Vec<DeadLetter> = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.dead_letters(&args.pipeline, after, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        letters.extend(page);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&letters)?);
+        return Ok(());
+    }
+    if letters.is_empty() {
+        println!("no rejected rows for pipeline {:?}", args.pipeline);
+        return Ok(());
+    }
+    println!(
+        "{:>8} {:<32} {:>6} {:>8} {:<21} REASON / ROW",
+        "ID", "BATCH", "INDEX", "ATTEMPTS", "LAST FAILED"
+    );
+    for letter in &letters {
+        println!(
+            "{:>8} {:<32} {:>6} {:>8} {:<21} {}",
+            letter.id,
+            letter.batch_id,
+            letter.index,
+            letter.attempts,
+            letter.last_failed_at,
+            letter.reason
+        );
+        println!("{:>79}{}", "", letter.row.get());
+    }
+    println!(
+        "{} rejected rows; `host retry --pipeline {} --module …` sends them again",
+        letters.len(),
+        args.pipeline
+    );
+    Ok(())
+}
+
+/// Sends a pipeline's dead letters to its destination again, a batch at a time, with the
+/// same retry policy as a run. Each batch's id is derived from its dead letters' ids, so a
+/// retry that is itself retried carries the same id.
+async fn retry(args: RetryArgs) -> anyhow::Result<()> {
+    if args.batch_size == 0 || args.batch_size > MAX_BATCH_SIZE {
+        return Err(
+            Error::invalid(format!("batch size {} is out of range", args.batch_size))
+                .with_hint(format!("pass --batch-size between 1 and {MAX_BATCH_SIZE}"))
+                .into(),
+        );
+    }
+    let policy = retry_policy(&args.retry)?;
+    let config = ProcessorConfig::from_args(args.processors)?;
+    let store = StateStore::open(&args.state.state)
+        .await
+        .context("opening the state store")?;
+    // Only the destination: the rows were stored as it received them.
+    let mut config = config;
+    config.modules = config
+        .modules
+        .split_off(config.modules.len().saturating_sub(1));
+    let processors = load_processors(&config, &args.pipeline)?;
+    if processors.first().map(Processor::world) != Some(runtime::World::Destination) {
+        return Err(Error::invalid("host retry needs the pipeline's destination module")
+            .with_hint("pass the destination module as the last --module, with its --config, --secret and --allow-host")
+            .into());
+    }
+    let mut chain = Chain::new(processors, JsonLines::stdout())?;
+    let shutdown = Shutdown::default();
+    watch_signals(shutdown.clone());
+    let (mut retried, mut delivered, mut rejected) = (0usize, 0usize, 0usize);
+    let mut after = 0;
+    while !shutdown.is_requested() {
+        let letters = store
+            .dead_letters(&args.pipeline, after, args.batch_size as i64)
+            .await?;
+        let Some(last) = letters.last() else { break };
+        after = last.id;
+        let text = format!(
+            "[{}]",
+            letters
+                .iter()
+                .map(|letter| letter.row.get())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let rows = Rows::from_json_array(&text).map_err(|detail| {
+            Error::fatal(format!(
+                "dead letters {}..{} of pipeline {:?} hold damaged rows: {detail}",
+                letters[0].id, after, args.pipeline
+            ))
+        })?;
+        let ids: Vec<i64> = letters.iter().map(|letter| letter.id).collect();
+        let batch_id = sync::retry_batch_id(&args.pipeline, &ids);
+        let outcome = sync::deliver_with_retries(
+            &mut chain,
+            output::Batch {
+                id: &batch_id,
+                pipeline: &args.pipeline,
+                rows: &rows,
+            },
+            &policy,
+            &shutdown,
+        )
+        .await
+        .with_context(|| format!("retrying dead letters of pipeline {:?}", args.pipeline))?;
+        for (index, letter) in letters.iter().enumerate() {
+            match outcome
+                .rejected
+                .iter()
+                .find(|row| row.index as usize == index)
+            {
+                Some(again) => {
+                    store.reject_again(letter.id, &again.reason).await?;
+                    rejected += 1;
+                }
+                None => {
+                    store.remove_dead_letter(letter.id).await?;
+                    delivered += 1;
+                }
+            }
+        }
+        retried += letters.len();
+    }
+    tracing::info!(
+        "{}: retried {retried} rows: {delivered} delivered, {rejected} rejected again",
+        args.pipeline
+    );
+    Ok(())
 }
 
 async fn reset(args: ResetArgs) -> anyhow::Result<()> {
@@ -291,7 +445,13 @@ fn load_processors(config: &ProcessorConfig, pipeline: &str) -> anyhow::Result<V
         .iter()
         .map(|path| {
             runtime
-                .load(path, pipeline, config.config.clone(), config.limits)
+                .load(
+                    path,
+                    pipeline,
+                    config.config.clone(),
+                    config.limits,
+                    &config.http,
+                )
                 .with_context(|| format!("loading module {}", path.display()))
         })
         .collect()

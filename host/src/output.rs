@@ -22,8 +22,24 @@ pub struct Batch<'a> {
     pub rows: &'a Rows,
 }
 
+/// What became of a batch that was handed on: every row not listed here was delivered.
+#[derive(Debug, Default)]
+pub struct Delivered {
+    pub rejected: Vec<RejectedRow>,
+}
+
+/// A row the destination did not take, as it received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedRow {
+    /// Position in the batch the destination received.
+    pub index: u32,
+    /// The `{"op", "row"}` element, as JSON text; `null` if the index was out of range.
+    pub row: String,
+    pub reason: String,
+}
+
 pub trait Destination: Send {
-    fn deliver(&mut self, batch: Batch<'_>) -> impl Future<Output = Result<()>> + Send;
+    fn deliver(&mut self, batch: Batch<'_>) -> impl Future<Output = Result<Delivered>> + Send;
 }
 
 /// Writes each row as one line: `{"batch":"…","op":"upsert","row":{…}}`.
@@ -90,12 +106,13 @@ impl JsonLines {
 }
 
 impl Destination for JsonLines {
-    async fn deliver(&mut self, batch: Batch<'_>) -> Result<()> {
+    async fn deliver(&mut self, batch: Batch<'_>) -> Result<Delivered> {
         self.write_batch(batch).map_err(|err| {
             Error::io(
                 format!("cannot write batch {} to {}", batch.id, self.target),
                 err,
             )
-        })
+        })?;
+        Ok(Delivered::default())
     }
 }

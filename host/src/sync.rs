@@ -7,7 +7,9 @@
 //! 4. Page by keyset on (cursor, key): record the batch as pending, deliver it, checkpoint.
 //!
 //! The watermark only moves after delivery, so a crash at any instant loses nothing and
-//! repeats at most the one batch in flight.
+//! repeats at most the one batch in flight. A destination that asks for a batch again later
+//! gets the same batch, under the same id, after a backoff; rows it rejects are kept as dead
+//! letters and the watermark moves past them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,8 +21,9 @@ use tokio::sync::Notify;
 use crate::cli::NullCursor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::failpoint;
-use crate::output::{Batch, Destination};
+use crate::output::{Batch, Delivered, Destination};
 use crate::progress::Progress;
+use crate::retry::RetryPolicy;
 use crate::source::{Page, Position, Source, Until};
 use crate::state::{PipelineState, StateStore};
 
@@ -32,6 +35,7 @@ pub struct SyncOptions {
     pub settle: Duration,
     pub once: bool,
     pub null_cursor: NullCursor,
+    pub retry: RetryPolicy,
 }
 
 /// What a run did.
@@ -39,6 +43,8 @@ pub struct SyncOptions {
 pub struct Totals {
     pub rows: u64,
     pub batches: u64,
+    /// Rows the destination rejected, kept as dead letters.
+    pub rejected: u64,
 }
 
 /// A stop request: the first SIGINT or SIGTERM lets the batch in hand finish.
@@ -59,7 +65,7 @@ impl Shutdown {
     }
 
     /// Sleeps for `duration`, or less if a stop is requested meanwhile.
-    async fn sleep(&self, duration: Duration) {
+    pub async fn sleep(&self, duration: Duration) {
         let notified = self.notify.notified();
         if self.is_requested() {
             return;
@@ -96,6 +102,12 @@ pub async fn run<S: Source, D: Destination>(
         .await
         {
             Ok(()) => backoff = Duration::from_millis(500),
+            // A stop that interrupted a retry: the batch was not checkpointed, and comes again
+            // under the same id next run.
+            Err(err) if shutdown.is_requested() && err.kind() != ErrorKind::Fatal => {
+                tracing::info!("{}: stopped: {err}", state.name);
+                return Ok(totals);
+            }
             Err(err)
                 if matches!(err.kind(), ErrorKind::Transient | ErrorKind::Processor)
                     && !options.once =>
@@ -153,7 +165,17 @@ async fn run_pass<S: Source, D: Destination>(
         );
         match page.last.clone() {
             Some(end) => {
-                deliver(destination, store, state, page, &pending.id, &end, totals).await?
+                deliver(
+                    destination,
+                    store,
+                    state,
+                    page,
+                    (&pending.id, &end),
+                    options,
+                    shutdown,
+                    totals,
+                )
+                .await?
             }
             None => {
                 let position = state.position.clone();
@@ -194,7 +216,16 @@ async fn run_pass<S: Source, D: Destination>(
             }
         };
         let (delivered, next) = tokio::join!(
-            deliver(destination, store, state, page, &id, &end, totals),
+            deliver(
+                destination,
+                store,
+                state,
+                page,
+                (&id, &end),
+                options,
+                shutdown,
+                totals
+            ),
             read_ahead
         );
         delivered?;
@@ -231,27 +262,42 @@ async fn run_pass<S: Source, D: Destination>(
     Ok(())
 }
 
-/// Hands a page on and checkpoints it. The batch was recorded as pending before this.
+/// Hands a page on and checkpoints it: batch `id` ends at `end`, and was recorded as pending
+/// before this. Rejected rows become dead letters in the same step as the checkpoint.
+#[allow(clippy::too_many_arguments)]
 async fn deliver<D: Destination>(
     destination: &mut D,
     store: &StateStore,
     state: &mut PipelineState,
     page: Page,
-    id: &str,
-    end: &Position,
+    (id, end): (&str, &Position),
+    options: &SyncOptions,
+    shutdown: &Shutdown,
     totals: &mut Totals,
 ) -> Result<()> {
-    destination
-        .deliver(Batch {
-            id,
-            pipeline: &state.name,
-            rows: &page.rows,
-        })
-        .await?;
+    let batch = Batch {
+        id,
+        pipeline: &state.name,
+        rows: &page.rows,
+    };
+    let delivered = deliver_with_retries(destination, batch, &options.retry, shutdown).await?;
     failpoint::hit("after_deliver").await;
+    if !delivered.rejected.is_empty() {
+        store
+            .record_rejections(&state.name, id, &delivered.rejected)
+            .await?;
+        tracing::warn!(
+            "{}: the destination rejected {} of {} rows of batch {id}; see `host deadletters --pipeline {}`",
+            state.name,
+            delivered.rejected.len(),
+            page.rows.len(),
+            state.name
+        );
+    }
     store.commit_batch(state, end, page.rows.len()).await?;
     totals.rows += page.rows.len() as u64;
     totals.batches += 1;
+    totals.rejected += delivered.rejected.len() as u64;
     tracing::debug!(
         "{}: batch {id}: {} rows ({} deletes), watermark {end}",
         state.name,
@@ -261,11 +307,54 @@ async fn deliver<D: Destination>(
     Ok(())
 }
 
+/// Delivers `batch`, again and again while the destination asks to retry later, waiting as
+/// `policy` says; gives up after `policy.max_retries` retries. A stop request ends the wait
+/// and returns the destination's last answer.
+pub async fn deliver_with_retries<D: Destination>(
+    destination: &mut D,
+    batch: Batch<'_>,
+    policy: &RetryPolicy,
+    shutdown: &Shutdown,
+) -> Result<Delivered> {
+    let mut retry = 0;
+    loop {
+        match destination.deliver(batch).await {
+            Err(err) if err.kind() == ErrorKind::RetryLater => {
+                if retry >= policy.max_retries {
+                    return Err(policy.gave_up(&err));
+                }
+                retry += 1;
+                let wait = policy.wait(retry, err.retry_after());
+                tracing::warn!(
+                    "{}: {err}; retry {retry} of {} in {wait:.1?}",
+                    batch.pipeline,
+                    policy.max_retries
+                );
+                shutdown.sleep(wait).await;
+                if shutdown.is_requested() {
+                    return Err(err);
+                }
+            }
+            result => return result,
+        }
+    }
+}
+
 /// The id of the batch of `pipeline` that starts after `start` and ends at `end`: the same
 /// range always gets the same id, so a destination can drop a batch it has seen.
 pub fn batch_id(pipeline: &str, start: &Position, end: &Position) -> String {
+    digest([pipeline, &describe(start), &describe(end)])
+}
+
+/// The id of a batch of dead letters sent again: the same letters always get the same id.
+pub fn retry_batch_id(pipeline: &str, dead_letters: &[i64]) -> String {
+    let ids: Vec<String> = dead_letters.iter().map(i64::to_string).collect();
+    digest([pipeline, "retry", &ids.join(",")])
+}
+
+fn digest<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
     let mut hasher = Sha256::new();
-    for part in [pipeline, &describe(start), &describe(end)] {
+    for part in parts {
         hasher.update(part.as_bytes());
         hasher.update([0]);
     }

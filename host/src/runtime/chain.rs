@@ -2,9 +2,13 @@
 //! order given, then to a destination module or to the output. The sync loop checkpoints only
 //! after the whole chain succeeded.
 
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+
 use super::{Batch, DeliveryError, Outcome, Processor, World};
 use crate::error::{Error, ErrorKind, Result};
-use crate::output::{self, Destination};
+use crate::output::{self, Delivered, Destination, RejectedRow};
 use crate::source::Rows;
 
 pub struct Chain<D> {
@@ -39,10 +43,75 @@ impl<D: Destination> Chain<D> {
     pub fn is_empty(&self) -> bool {
         self.transforms.is_empty() && self.destination.is_none()
     }
+
+    pub fn has_destination(&self) -> bool {
+        self.destination.is_some()
+    }
+}
+
+/// Hands rows, as the transforms left them, to the destination module, and turns its answer
+/// into rejected rows or an error of the kind the sync loop acts on.
+async fn send_to_destination(destination: &Processor, call: &Batch) -> Result<Delivered> {
+    let (outcome, _) = destination.call(call).await?;
+    match outcome {
+        Outcome::Delivered(Ok(rejections)) if rejections.is_empty() => Ok(Delivered::default()),
+        Outcome::Delivered(Ok(rejections)) => {
+            let rows = split_rows(&call.rows);
+            let rejected = rejections
+                .into_iter()
+                .map(|rejection| {
+                    let row = rows
+                        .as_ref()
+                        .and_then(|rows| rows.get(rejection.index as usize))
+                        .map(|row| row.get().to_owned());
+                    if row.is_none() {
+                        tracing::error!(
+                            "{}: {} rejected row {} of batch {}, which has no such row",
+                            call.pipeline,
+                            destination.name(),
+                            rejection.index,
+                            call.id
+                        );
+                    }
+                    RejectedRow {
+                        index: rejection.index,
+                        row: row.unwrap_or_else(|| "null".to_owned()),
+                        reason: destination.redact(&rejection.reason),
+                    }
+                })
+                .collect();
+            Ok(Delivered { rejected })
+        }
+        Outcome::Delivered(Err(DeliveryError::RetryLater(retry))) => Err(Error::retry_later(
+            format!(
+                "destination {} asked to retry batch {} later: {}",
+                destination.name(),
+                call.id,
+                destination.redact(&retry.message)
+            ),
+            retry.after_ms.map(Duration::from_millis),
+        )),
+        Outcome::Delivered(Err(DeliveryError::Fatal(message))) => Err(Error::fatal(format!(
+            "destination {} stopped pipeline {:?} at batch {}: {}",
+            destination.name(),
+            call.pipeline,
+            call.id,
+            destination.redact(&message)
+        ))),
+        Outcome::Rows(_) => Err(Error::fatal(format!(
+            "module {} returned rows where a delivery result was expected",
+            destination.name()
+        ))),
+    }
+}
+
+/// The elements of a JSON array, unparsed.
+fn split_rows(rows: &str) -> Option<Vec<&RawValue>> {
+    serde_json::from_str(rows).ok()
 }
 
 impl<D: Destination> Destination for Chain<D> {
-    async fn deliver(&mut self, batch: output::Batch<'_>) -> Result<()> {
+    async fn deliver(&mut self, batch: output::Batch<'_>) -> Result<Delivered> {
         if self.is_empty() {
             return self.output.deliver(batch).await;
         }
@@ -68,39 +137,7 @@ impl<D: Destination> Destination for Chain<D> {
             }
         }
         if let Some(destination) = &self.destination {
-            let (outcome, _) = destination.call(&call).await?;
-            return match outcome {
-                Outcome::Delivered(Ok(rejections)) => {
-                    for rejection in rejections {
-                        tracing::warn!(
-                            "{}: {} rejected row {} of batch {}: {}",
-                            batch.pipeline,
-                            destination.name(),
-                            rejection.index,
-                            batch.id,
-                            rejection.reason
-                        );
-                    }
-                    Ok(())
-                }
-                Outcome::Delivered(Err(DeliveryError::RetryLater(retry))) => Err(Error::new(
-                    ErrorKind::Transient,
-                    format!(
-                        "destination {} asked to retry batch {} later: {}",
-                        destination.name(),
-                        batch.id,
-                        retry.message
-                    ),
-                )),
-                Outcome::Delivered(Err(DeliveryError::Fatal(message))) => {
-                    Err(Error::fatal(format!(
-                        "destination {} stopped pipeline {:?}: {message}",
-                        destination.name(),
-                        batch.pipeline
-                    )))
-                }
-                Outcome::Rows(_) => Ok(()),
-            };
+            return send_to_destination(destination, &call).await;
         }
         if unchanged {
             return self.output.deliver(batch).await;

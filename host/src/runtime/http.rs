@@ -1,30 +1,218 @@
-//! Outbound HTTP for destinations. The policy here refuses every request: a destination reaches
-//! the network only through origins the pipeline allows, and no origins can be allowed yet.
+//! Outbound HTTP for destinations. A destination reaches the network only through wasi:http,
+//! and every request it makes passes here:
+//!
+//! 1. its origin must be on the pipeline's allow-list (`--allow-host`);
+//! 2. a host name must resolve to public addresses only; loopback, link-local and private
+//!    addresses are reachable only when the allow-list names them as IP literals, so neither
+//!    DNS rebinding nor a `localhost` alias reaches inside the network. The address that was
+//!    checked is the one connected to: the check runs inside the client's resolver;
+//! 3. the pipeline's caps on requests in flight and per second are waited for;
+//! 4. the request is sent with a timeout that covers the whole response, whose body is cut
+//!    off at `--max-response-size`. Redirects are returned to the guest, never followed, so a
+//!    redirect to another origin is a new request that meets the allow-list again.
+//!
+//! One client per destination and pipeline keeps connections alive from batch to batch.
 
+use std::error::Error as StdError;
+use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-/// The outbound HTTP policy of one module in one pipeline.
+use super::origin::{private_kind, Origin};
+use crate::error::{Error, Result};
+
+/// What a pipeline's destination may do on the network.
 #[derive(Debug, Clone)]
-pub struct HttpPolicy {
-    module: Arc<str>,
-    pipeline: Arc<str>,
+pub struct HttpOptions {
+    /// Origins requests may go to; empty: none.
+    pub allow: Vec<Origin>,
+    /// From sending a request to the end of its response body.
+    pub timeout: Duration,
+    pub max_response_bytes: u64,
+    pub max_in_flight: usize,
+    pub requests_per_second: Option<f64>,
 }
 
-impl HttpPolicy {
-    pub fn new(module: Arc<str>, pipeline: Arc<str>) -> Self {
-        HttpPolicy { module, pipeline }
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            allow: Vec::new(),
+            timeout: Duration::from_secs(30),
+            max_response_bytes: 16 << 20,
+            max_in_flight: 4,
+            requests_per_second: None,
+        }
     }
 }
 
-type SendResult = Result<
+/// The network side of one destination module in one pipeline, shared by the instances
+/// that deliver its batches.
+pub struct Outbound {
+    module: Arc<str>,
+    pipeline: Arc<str>,
+    options: HttpOptions,
+    client: reqwest::Client,
+    in_flight: Arc<Semaphore>,
+    pacer: Option<Pacer>,
+}
+
+impl Outbound {
+    pub fn new(module: Arc<str>, pipeline: Arc<str>, options: &HttpOptions) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            // A proxy would connect to addresses the resolver never checked.
+            .no_proxy()
+            .dns_resolver(Arc::new(PublicResolver))
+            .connect_timeout(options.timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|err| Error::fatal(format!("cannot create the HTTP client: {err}")))?;
+        Ok(Outbound {
+            module,
+            pipeline,
+            client,
+            in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+            pacer: options.requests_per_second.map(Pacer::new),
+            options: options.clone(),
+        })
+    }
+
+    async fn send(
+        self: Arc<Self>,
+        request: http::Request<WasiBody>,
+    ) -> std::result::Result<http::Response<WasiBody>, HttpError> {
+        let uri = request.uri().clone();
+        let origin = Origin::of(&uri);
+        let Some(origin) = origin.filter(|origin| self.options.allow.contains(origin)) else {
+            let fix = match Origin::of(&uri) {
+                Some(origin) => format!("allow it with --allow-host {origin}"),
+                None => "give the request an http:// or https:// URL".to_owned(),
+            };
+            self.refuse(&uri, &format!("its origin is not on the allow-list; {fix}"));
+            return Err(HttpError::HttpRequestDenied);
+        };
+        let permit = self
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| HttpError::InternalError(Some("the request queue closed".into())))?;
+        if let Some(pacer) = &self.pacer {
+            pacer.wait().await;
+        }
+        let (parts, body) = request.into_parts();
+        let body = body.collect().await?.to_bytes();
+        let response = self
+            .client
+            .request(parts.method, uri.to_string())
+            .headers(parts.headers)
+            .body(body)
+            .timeout(self.options.timeout)
+            .send()
+            .await
+            .map_err(|err| self.request_error(&uri, &origin, &err))?;
+        let max = self.options.max_response_bytes;
+        if let Some(length) = response.content_length().filter(|&length| length > max) {
+            tracing::warn!(
+                module = &*self.module,
+                pipeline = &*self.pipeline,
+                "response from {uri} has {length} bytes, over the cap of {max}; raise --max-response-size to accept it"
+            );
+            return Err(HttpError::HttpResponseBodySize(Some(length)));
+        }
+        let response: http::Response<reqwest::Body> = response.into();
+        Ok(response.map(|body| {
+            CappedBody {
+                body,
+                remaining: max,
+                max,
+                _permit: permit,
+            }
+            .boxed_unsync()
+        }))
+    }
+
+    fn refuse(&self, uri: &http::Uri, why: &str) {
+        tracing::warn!(
+            module = &*self.module,
+            pipeline = &*self.pipeline,
+            "refused outbound request to {uri}: {why}"
+        );
+    }
+
+    fn request_error(&self, uri: &http::Uri, origin: &Origin, err: &reqwest::Error) -> HttpError {
+        if let Some(refusal) = find_cause::<ResolveError>(err) {
+            return match refusal {
+                ResolveError::NotPublic {
+                    host,
+                    address,
+                    kind,
+                } => {
+                    let literal = Origin {
+                        host: address.to_string(),
+                        ..origin.clone()
+                    };
+                    self.refuse(
+                        uri,
+                        &format!("{host} resolves to the {kind} address {address}; to reach it, list it by address: --allow-host {literal}"),
+                    );
+                    HttpError::DestinationIpProhibited
+                }
+                ResolveError::Lookup { host, source } => HttpError::DnsError {
+                    rcode: Some(format!("cannot resolve {host}: {source}")),
+                    info_code: None,
+                },
+            };
+        }
+        tracing::debug!(
+            module = &*self.module,
+            pipeline = &*self.pipeline,
+            "request to {uri} failed: {}",
+            chain(err)
+        );
+        if err.is_timeout() {
+            if err.is_connect() {
+                HttpError::ConnectionTimeout
+            } else {
+                HttpError::HttpResponseTimeout
+            }
+        } else if err.is_connect() {
+            HttpError::ConnectionRefused
+        } else {
+            HttpError::InternalError(Some(chain(err)))
+        }
+    }
+}
+
+/// The hooks one instance's wasi:http calls go through. Transforms have no outbound side:
+/// they do not even link wasi:http, and a destination without one is refused everything.
+pub struct HttpPolicy {
+    outbound: Option<Arc<Outbound>>,
+}
+
+impl HttpPolicy {
+    pub fn new(outbound: Option<Arc<Outbound>>) -> Self {
+        HttpPolicy { outbound }
+    }
+}
+
+type SendResult = std::result::Result<
     (
         http::Response<WasiBody>,
-        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+        Box<dyn Future<Output = std::result::Result<(), HttpError>> + Send>,
     ),
-    wasmtime_wasi_http::Error,
+    HttpError,
 >;
 
 impl WasiHttpHooks for HttpPolicy {
@@ -32,15 +220,226 @@ impl WasiHttpHooks for HttpPolicy {
         &mut self,
         request: http::Request<WasiBody>,
         _options: Option<RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+        _fut: Box<dyn Future<Output = std::result::Result<(), HttpError>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        let (module, pipeline) = (&*self.module, &*self.pipeline);
-        tracing::warn!(
-            module,
-            pipeline,
-            "refused outbound request to {}: no origin is allowed",
-            request.uri()
+        let outbound = self.outbound.clone();
+        Box::new(async move {
+            let Some(outbound) = outbound else {
+                tracing::warn!(
+                    "refused outbound request to {}: this module has no network access",
+                    request.uri()
+                );
+                return Err(HttpError::HttpRequestDenied);
+            };
+            let response = outbound.send(request).await?;
+            let done: Box<dyn Future<Output = std::result::Result<(), HttpError>> + Send> =
+                Box::new(async { Ok(()) });
+            Ok((response, done))
+        })
+    }
+}
+
+/// Spaces requests `1 / rate` seconds apart: a destination's rate limit is met by waiting
+/// here, not by a storm of 429s.
+struct Pacer {
+    interval: Duration,
+    next: Mutex<Option<Instant>>,
+}
+
+impl Pacer {
+    fn new(rate: f64) -> Self {
+        Pacer {
+            interval: Duration::from_secs_f64(1.0 / rate),
+            next: Mutex::new(None),
+        }
+    }
+
+    async fn wait(&self) {
+        let slot = {
+            let mut next = self
+                .next
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            let now = Instant::now();
+            let slot = next.map_or(now, |next| next.max(now));
+            *next = Some(slot + self.interval);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+/// A response body that fails once it passes the cap, and releases the in-flight slot when
+/// the guest is done with it.
+struct CappedBody {
+    body: reqwest::Body,
+    remaining: u64,
+    max: u64,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Body for CappedBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, HttpError>>> {
+        let frame = match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(err))) => {
+                return Poll::Ready(Some(Err(if err.is_timeout() {
+                    HttpError::HttpResponseTimeout
+                } else {
+                    HttpError::HttpResponseIncomplete
+                })))
+            }
+            Poll::Ready(Some(Ok(frame))) => frame,
+        };
+        if let Some(data) = frame.data_ref() {
+            let length = data.len() as u64;
+            if length > self.remaining {
+                let max = self.max;
+                return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(max)))));
+            }
+            self.remaining -= length;
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Resolves host names, refusing any that resolves to a non-public address.
+struct PublicResolver;
+
+#[derive(Debug)]
+enum ResolveError {
+    NotPublic {
+        host: String,
+        address: IpAddr,
+        kind: &'static str,
+    },
+    Lookup {
+        host: String,
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResolveError::NotPublic {
+                host,
+                address,
+                kind,
+            } => write!(f, "{host} resolves to the {kind} address {address}"),
+            ResolveError::Lookup { host, source } => write!(f, "cannot resolve {host}: {source}"),
+        }
+    }
+}
+
+impl StdError for ResolveError {}
+
+impl reqwest::dns::Resolve for PublicResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let looked_up = tokio::net::lookup_host((host.clone(), 0)).await;
+            let addresses: Vec<SocketAddr> = match looked_up {
+                Ok(addresses) => addresses.collect(),
+                Err(source) => return Err(boxed(ResolveError::Lookup { host, source })),
+            };
+            if let Some((address, kind)) = addresses
+                .iter()
+                .find_map(|address| Some((address.ip(), private_kind(address.ip())?)))
+            {
+                return Err(boxed(ResolveError::NotPublic {
+                    host,
+                    address,
+                    kind,
+                }));
+            }
+            let addresses: reqwest::dns::Addrs = Box::new(addresses.into_iter());
+            Ok(addresses)
+        })
+    }
+}
+
+/// Boxed as itself, so that [`find_cause`] finds it (`.into()` would box the box).
+fn boxed(err: ResolveError) -> Box<dyn StdError + Send + Sync> {
+    Box::new(err)
+}
+
+fn find_cause<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut cause = Some(err);
+    while let Some(current) = cause {
+        if let Some(found) = current.downcast_ref::<T>() {
+            return Some(found);
+        }
+        cause = current.source();
+    }
+    None
+}
+
+/// An error and its causes on one line: reqwest's own message is often just "error sending
+/// request".
+fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(current) = cause {
+        text.push_str(": ");
+        text.push_str(&current.to_string());
+        cause = current.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_pacer_spaces_requests_by_the_rate() {
+        let pacer = Pacer::new(50.0);
+        let start = Instant::now();
+        for _ in 0..5 {
+            pacer.wait().await;
+        }
+        // The first request goes at once, the next four 20 ms apart.
+        assert!(
+            start.elapsed() >= Duration::from_millis(80),
+            "{:?}",
+            start.elapsed()
         );
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+
+    #[tokio::test]
+    async fn names_that_resolve_to_loopback_are_refused() {
+        use reqwest::dns::Resolve;
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let err = match PublicResolver.resolve(name).await {
+            Ok(_) => panic!("localhost resolved"),
+            Err(err) => err,
+        };
+        let refusal = find_cause::<ResolveError>(err.as_ref()).expect("a resolve error");
+        assert!(
+            matches!(
+                refusal,
+                ResolveError::NotPublic {
+                    kind: "loopback",
+                    ..
+                }
+            ),
+            "{refusal}"
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod engine;
 mod host;
 mod http;
 pub mod limits;
+mod origin;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,7 +25,10 @@ use crate::error::{Error, ErrorKind, Result};
 pub use bindings::{Batch, DeliveryError, Rejection};
 pub use host::ModuleConfig;
 use host::{ProcessorState, Tag};
+pub use http::HttpOptions;
+use http::{HttpPolicy, Outbound};
 pub use limits::Limits;
+pub use origin::Origin;
 
 /// The WIT package every processor implements, and the versions this host runs.
 pub const PACKAGE: &str = "tidemark:processor";
@@ -95,13 +99,15 @@ impl Runtime {
         self.prepare(path).map(|(_, inspection)| inspection)
     }
 
-    /// Loads a module as a processor of `pipeline` with its configuration and limits.
+    /// Loads a module as a processor of `pipeline` with its configuration and limits; a
+    /// destination reaches the network as `http` allows.
     pub fn load(
         &self,
         path: &Path,
         pipeline: &str,
         config: ModuleConfig,
         limits: Limits,
+        http: &HttpOptions,
     ) -> Result<Processor> {
         if limits.fuel.is_some() && !self.fuel {
             return Err(Error::fatal(
@@ -125,12 +131,22 @@ impl Runtime {
                 ", compiled"
             }
         );
+        let pipeline: Arc<str> = pipeline.into();
+        let outbound = match inspection.world {
+            World::Destination => Some(Arc::new(Outbound::new(
+                name.clone(),
+                pipeline.clone(),
+                http,
+            )?)),
+            World::Transform => None,
+        };
         Ok(Processor {
             tag: Tag {
                 module: name,
-                pipeline: pipeline.into(),
+                pipeline,
                 config: Arc::new(config),
             },
+            outbound,
             world: inspection.world,
             pre,
             limits,
@@ -264,6 +280,7 @@ enum Pre {
 /// A loaded module, bound to one pipeline's configuration and limits.
 pub struct Processor {
     tag: Tag,
+    outbound: Option<Arc<Outbound>>,
     world: World,
     pre: Pre,
     limits: Limits,
@@ -293,6 +310,11 @@ impl Processor {
         &self.tag.module
     }
 
+    /// `text` with this module's secrets masked.
+    pub fn redact(&self, text: &str) -> String {
+        self.tag.config.redact(text)
+    }
+
     pub fn world(&self) -> World {
         self.world
     }
@@ -311,7 +333,7 @@ impl Processor {
         let state = ProcessorState::new(
             self.tag.clone(),
             self.limits.memory,
-            http::HttpPolicy::new(self.tag.module.clone(), self.tag.pipeline.clone()),
+            HttpPolicy::new(self.outbound.clone()),
         );
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);
