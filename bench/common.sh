@@ -79,3 +79,18 @@ CREATE TABLE $TABLE (
 );
 SQL
 }
+
+# require_tools TOOL...: each must be on PATH; bash 5 is needed for EPOCHREALTIME.
+require_tools() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || die "'$tool' is not on PATH"
+    done
+    [[ -n "${EPOCHREALTIME:-}" ]] || die "bash 5 or later is needed (EPOCHREALTIME)"
+}
+
+# build_guests: the example processors and test guests, as scripts/test builds them.
+build_guests() {
+    note "building the processors (bash scripts/build-guests)"
+    bash scripts/build-guests >&2 || die "bash scripts/build-guests failed"
+}

@@ -49,10 +49,7 @@ esac
 RUNS="${1:-10}"
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "RUNS '$RUNS' is not a positive integer (usage: $0 [RUNS])"
 
-for tool in psql cargo python3; do
-    command -v "$tool" >/dev/null || die "'$tool' is not on PATH"
-done
-[[ -n "${EPOCHREALTIME:-}" ]] || die "bash 5 or later is needed (EPOCHREALTIME)"
+require_tools psql cargo python3
 
 # --- database reachable? ---------------------------------------------------------------
 require_postgres "$@"
@@ -62,8 +59,7 @@ make_tmp tidemark-bench-start
 
 # --- build -----------------------------------------------------------------------------
 build_host
-note "building the example processors (bash scripts/build-guests)"
-bash scripts/build-guests >&2 || die "bash scripts/build-guests failed"
+build_guests
 module="$target_dir/wasm32-wasip2/release/passthrough.wasm"
 [[ -f "$module" ]] || die "built module not found at $module"
 note "host binary: $host"

@@ -10,9 +10,13 @@
 //! - [`cli`]: exit codes, error messages, `status` and `reset`.
 //! - [`processors`]: WebAssembly processors in the pipeline: chains, config and secrets,
 //!   failing guests, the compile cache, `check` and `test`.
+//! - [`destinations`]: the webhook and Mailchimp destinations against a fake receiver:
+//!   the allow-list, timeouts, retries, dead letters, crashes.
 
 mod cli;
+mod destinations;
 mod mariadb_time_zones;
+mod polyglot;
 mod processors;
 mod support;
 mod sync_scenarios;

@@ -24,42 +24,14 @@ use sha2::{Digest, Sha256};
 
 use crate::support::db::USERS_COLUMNS;
 use crate::support::guests::{guest, test_guest_names};
-use crate::support::host::Outcome;
+use crate::support::host::{assert_mentions, error_report, Outcome};
 use crate::support::lines::{assert_each_once, batches, ids};
 use crate::support::{at, Backend, Host, TestDb, Val};
 
-/// Generates one `#[tokio::test]` per database for each scenario:
-/// `processors::{postgres,mariadb,sqlite}::NAME`.
-macro_rules! on_each_database {
-    ($($scenario:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(crate::support::Backend::Postgres).await;
-                }
-            )*
-        }
-        mod mariadb {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(crate::support::Backend::MariaDb).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(crate::support::Backend::Sqlite).await;
-                }
-            )*
-        }
-    };
-}
-
-on_each_database![chain_of_transforms_masks_every_row_once];
+crate::support::on_databases!(
+    [postgres => Postgres, mariadb => MariaDb, sqlite => Sqlite],
+    [chain_of_transforms_masks_every_row_once]
+);
 
 /// `--module PATH` for each of `names` in order, this test's `--cache-dir`, then `extra`.
 fn with_modules(host: &Host, names: &[&str], extra: &[&str]) -> Vec<String> {
@@ -92,30 +64,6 @@ async fn sqlite_users(count: i64) -> (TestDb, Host) {
         .await;
     let host = Host::new(&db, &table);
     (db, host)
-}
-
-/// The host's report of what stopped it: stderr from its first `error:` line on (the error
-/// and its hint), without the log lines before it, which carry the guests' own output.
-fn error_report(outcome: &Outcome) -> &str {
-    let stderr = outcome.stderr.as_str();
-    let start = if stderr.starts_with("error:") {
-        Some(0)
-    } else {
-        stderr.find("\nerror:").map(|at| at + 1)
-    };
-    match start {
-        Some(start) => &stderr[start..],
-        None => panic!("no `error:` line in the host's stderr: {outcome}"),
-    }
-}
-
-fn assert_mentions(text: &str, what: &str, mentions: &[&str]) {
-    for mention in mentions {
-        assert!(
-            text.contains(mention),
-            "{what} should mention {mention:?}:\n{text}"
-        );
-    }
 }
 
 /// Pipeline `name` of `host status --json`, if the state has it.

@@ -2,6 +2,36 @@
 //!
 //! The host lets a destination reach only the origins allowed for its pipeline; any other
 //! request fails with [`HttpError::denied`] set.
+//!
+//! Most destinations answer the host the same way whatever system they deliver to:
+//! [`Response::delivery_error`] and [`HttpError::delivery_error`] turn a failed request into
+//! the [`DeliveryError`] the host expects (retry later for network errors, 408, 429 and 5xx,
+//! honouring `Retry-After`; fatal for a denied origin or address, 3xx and other 4xx).
+//!
+//! ```no_run
+//! use tidemark_sdk::http::Request;
+//! use tidemark_sdk::{Batch, DeliveryError, Rejection};
+//!
+//! fn deliver(batch: Batch) -> Result<Vec<Rejection>, DeliveryError> {
+//!     let url = "https://api.example.com/rows";
+//!     let response = Request::post(url)
+//!         .header("idempotency-key", &batch.id)
+//!         .json(&batch.changes)
+//!         .and_then(Request::send)
+//!         .map_err(|err| err.delivery_error(url))?;
+//!     if !response.is_success() {
+//!         return Err(response.delivery_error(url, &response.body_excerpt(200)));
+//!     }
+//!     Ok(Vec::new())
+//! }
+//! # tidemark_sdk::destination!(deliver);
+//! ```
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+
+use crate::DeliveryError;
 
 use crate::destination::wasi::http::outgoing_handler;
 use crate::destination::wasi::http::types::{
@@ -31,8 +61,13 @@ pub struct Response {
 #[derive(Debug, Clone)]
 pub struct HttpError {
     pub message: String,
-    /// The host refused the request: its origin is not on the pipeline's allow-list.
+    /// The host refused the request: its origin is not on the pipeline's allow-list, or its
+    /// host name resolved to an address the allow-list does not name (see
+    /// [`HttpError::address_prohibited`]). Sending it again cannot succeed.
     pub denied: bool,
+    /// The host name resolved to a loopback, private or link-local address, which only an
+    /// `--allow-host` origin naming that IP address may reach (`denied` is set too).
+    pub address_prohibited: bool,
 }
 
 impl std::fmt::Display for HttpError {
@@ -57,6 +92,30 @@ impl Request {
 
     pub fn get(url: impl Into<String>) -> Self {
         Self::new(Method::Get, url)
+    }
+
+    pub fn put(url: impl Into<String>) -> Self {
+        Self::new(Method::Put, url)
+    }
+
+    pub fn delete(url: impl Into<String>) -> Self {
+        Self::new(Method::Delete, url)
+    }
+
+    /// The URL the request goes to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Sets `Authorization: Basic …` from a user name and password (RFC 7617).
+    pub fn basic_auth(self, user: &str, password: &str) -> Self {
+        let value = basic_auth_value(user, password);
+        self.header("authorization", value)
+    }
+
+    /// Sets `Authorization: Bearer <token>` (RFC 6750).
+    pub fn bearer_auth(self, token: &str) -> Self {
+        self.header("authorization", format!("Bearer {token}"))
     }
 
     pub fn header(mut self, name: impl Into<String>, value: impl AsRef<[u8]>) -> Self {
@@ -159,18 +218,157 @@ impl Response {
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
+
+    /// What the status means for the batch: see [`Disposition::of`].
+    pub fn disposition(&self) -> Disposition {
+        Disposition::of(self.status)
+    }
+
+    /// How long the server asked to wait (`Retry-After`, in seconds or as an HTTP date), in
+    /// milliseconds.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        parse_retry_after(self.header("retry-after")?, SystemTime::now())
+    }
+
+    /// The start of the body as text, for error messages: at most `max_chars` characters,
+    /// whitespace runs collapsed, `…` when cut.
+    pub fn body_excerpt(&self, max_chars: usize) -> String {
+        excerpt(&String::from_utf8_lossy(&self.body), max_chars)
+    }
+
+    /// The [`DeliveryError`] a response that is not a success means: retry later for 408,
+    /// 429 and 5xx (after `Retry-After` when the server sent one), fatal for anything else.
+    /// The message names `what` was requested, the status and `detail` (e.g. a
+    /// [`Response::body_excerpt`]).
+    pub fn delivery_error(&self, what: &str, detail: &str) -> DeliveryError {
+        let message = if detail.is_empty() {
+            format!("{what}: HTTP {}", self.status)
+        } else {
+            format!("{what}: HTTP {}: {detail}", self.status)
+        };
+        match self.disposition() {
+            Disposition::RetryLater => DeliveryError::RetryLater {
+                message,
+                after_ms: self.retry_after_ms(),
+            },
+            Disposition::Delivered | Disposition::Fatal => DeliveryError::Fatal(message),
+        }
+    }
+}
+
+impl HttpError {
+    /// The [`DeliveryError`] a request to `url` that got no response means: fatal when the
+    /// host refused it (naming the `--allow-host` flag that would allow it), retry later for
+    /// anything else (connection refused, timeouts, a response over the host's size limit).
+    pub fn delivery_error(&self, url: &str) -> DeliveryError {
+        let origin = origin(url).unwrap_or(url);
+        if self.address_prohibited {
+            DeliveryError::Fatal(format!(
+                "the host refused the request to {url}: its host name resolves to a loopback \
+                 or private address, which must be allowed by IP address: \
+                 --allow-host <scheme>://<IP address>[:port]"
+            ))
+        } else if self.denied {
+            DeliveryError::Fatal(format!(
+                "the host refused the request to {url}: its origin must be allowed with \
+                 --allow-host {origin}"
+            ))
+        } else {
+            DeliveryError::RetryLater {
+                message: format!("request to {url} failed: {}", self.message),
+                after_ms: None,
+            }
+        }
+    }
+}
+
+/// What an HTTP status means for a batch sent to a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// 2xx: the batch arrived.
+    Delivered,
+    /// 408, 429 and 5xx: a temporary failure, worth sending the same batch again.
+    RetryLater,
+    /// Anything else (1xx, 3xx, other 4xx): sending the same request again would fail again.
+    /// Redirects are never followed by the host, so they land here too.
+    Fatal,
+}
+
+impl Disposition {
+    pub fn of(status: u16) -> Disposition {
+        match status {
+            200..=299 => Disposition::Delivered,
+            408 | 429 | 500..=599 => Disposition::RetryLater,
+            _ => Disposition::Fatal,
+        }
+    }
+}
+
+/// A `Retry-After` value (RFC 9110: delay in seconds, or an HTTP date) as milliseconds from
+/// `now`; a date in the past is 0, an unreadable value `None`.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(seconds.saturating_mul(1000));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let wait = at.duration_since(now).unwrap_or(Duration::ZERO);
+    Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The value of an `Authorization` header for basic authentication.
+pub fn basic_auth_value(user: &str, password: &str) -> String {
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {credentials}")
+}
+
+/// `scheme://host[:port]` of a URL, as `--allow-host` takes it.
+pub fn origin(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    (end > 0).then(|| &url[..url.len() - rest.len() + end])
+}
+
+fn excerpt(text: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    let mut words = text.split_whitespace();
+    let mut count = 0;
+    for word in words.by_ref() {
+        let sep = usize::from(!out.is_empty());
+        if count + sep + word.chars().count() > max_chars {
+            let room = max_chars.saturating_sub(count + sep);
+            if room > 0 {
+                if sep == 1 {
+                    out.push(' ');
+                }
+                out.extend(word.chars().take(room));
+            }
+            out.push('…');
+            return out;
+        }
+        if sep == 1 {
+            out.push(' ');
+        }
+        out.push_str(word);
+        count += sep + word.chars().count();
+    }
+    out
 }
 
 fn failure(message: impl Into<String>) -> HttpError {
     HttpError {
         message: message.into(),
         denied: false,
+        address_prohibited: false,
     }
 }
 
 fn from_error_code(code: ErrorCode) -> HttpError {
+    let address_prohibited = matches!(code, ErrorCode::DestinationIpProhibited);
     HttpError {
-        denied: matches!(code, ErrorCode::HttpRequestDenied),
+        denied: address_prohibited || matches!(code, ErrorCode::HttpRequestDenied),
+        address_prohibited,
         message: format!("{code:?}"),
     }
 }
@@ -191,4 +389,127 @@ fn split_url(url: &str) -> Result<(Scheme, &str, &str), HttpError> {
         return Err(failure(format!("URL {url:?} has no host")));
     }
     Ok((scheme, authority, if path.is_empty() { "/" } else { path }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_delivered_retried_or_fatal() {
+        for status in [200, 201, 202, 204, 299] {
+            assert_eq!(Disposition::of(status), Disposition::Delivered, "{status}");
+        }
+        for status in [408, 429, 500, 502, 503, 504, 599] {
+            assert_eq!(Disposition::of(status), Disposition::RetryLater, "{status}");
+        }
+        for status in [100, 301, 302, 307, 400, 401, 403, 404, 409, 422] {
+            assert_eq!(Disposition::of(status), Disposition::Fatal, "{status}");
+        }
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+        assert_eq!(parse_retry_after("120", now), Some(120_000));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(0));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:05 GMT", now),
+            Some(5_000)
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(0)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-3", now), None);
+    }
+
+    #[test]
+    fn basic_auth_is_base64_of_user_and_password() {
+        assert_eq!(
+            basic_auth_value("Aladdin", "open sesame"),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+    }
+
+    #[test]
+    fn origin_of_a_url() {
+        assert_eq!(
+            origin("https://us6.api.mailchimp.com/3.0/lists/x"),
+            Some("https://us6.api.mailchimp.com")
+        );
+        assert_eq!(
+            origin("http://127.0.0.1:8080?x=1"),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(origin("http://host"), Some("http://host"));
+        assert_eq!(origin("no-scheme/path"), None);
+        assert_eq!(origin("http:///path"), None);
+    }
+
+    #[test]
+    fn excerpts_collapse_whitespace_and_cut() {
+        assert_eq!(excerpt("  a\n  b\tc ", 10), "a b c");
+        assert_eq!(excerpt("hello world", 8), "hello wo…");
+        assert_eq!(excerpt("hello world", 5), "hello…");
+        assert_eq!(excerpt("", 5), "");
+    }
+
+    #[test]
+    fn failed_responses_become_delivery_errors() {
+        let response = |status, headers: &[(&str, &str)]| Response {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            body: b"busy".to_vec(),
+        };
+        assert_eq!(
+            response(503, &[("Retry-After", "2")]).delivery_error("POST u", "busy"),
+            DeliveryError::RetryLater {
+                message: "POST u: HTTP 503: busy".into(),
+                after_ms: Some(2000)
+            }
+        );
+        assert_eq!(
+            response(400, &[]).delivery_error("POST u", ""),
+            DeliveryError::Fatal("POST u: HTTP 400".into())
+        );
+        let denied = HttpError {
+            message: "HttpRequestDenied".into(),
+            denied: true,
+            address_prohibited: false,
+        };
+        match denied.delivery_error("https://a.example:8443/x") {
+            DeliveryError::Fatal(message) => {
+                assert!(
+                    message.contains("--allow-host https://a.example:8443"),
+                    "{message}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let loopback = HttpError {
+            message: "DestinationIpProhibited".into(),
+            denied: true,
+            address_prohibited: true,
+        };
+        match loopback.delivery_error("http://localhost:8080/x") {
+            DeliveryError::Fatal(message) => {
+                assert!(message.contains("by IP address"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let refused = HttpError {
+            message: "ConnectionRefused".into(),
+            denied: false,
+            address_prohibited: false,
+        };
+        assert!(matches!(
+            refused.delivery_error("http://x/"),
+            DeliveryError::RetryLater { after_ms: None, .. }
+        ));
+    }
 }

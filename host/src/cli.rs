@@ -40,7 +40,8 @@ pub struct ProcessorArgs {
     #[arg(long = "module", value_name = "PATH")]
     pub modules: Vec<PathBuf>,
 
-    /// A configuration value for the modules; repeatable.
+    /// A configuration value for the modules; repeatable. For `run`, a path instead (no `=`)
+    /// names a pipelines file (tidemark.toml) that lists many pipelines to run together.
     #[arg(long = "config", value_name = "KEY=VALUE")]
     pub config: Vec<String>,
 
@@ -158,7 +159,7 @@ pub struct RunArgs {
 
     /// Table to watch, optionally schema-qualified (app.users).
     #[arg(long, value_name = "NAME")]
-    pub table: String,
+    pub table: Option<String>,
 
     /// Column that increases whenever a row changes: a timestamp, or an integer for
     /// append-only tables.
@@ -210,6 +211,10 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub retry: RetryPolicyArgs,
+
+    /// Serve the pipelines' counters as Prometheus metrics on this address (GET /metrics).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 
     /// Time zone in which the application writes cursor values that carry no zone
     /// (PostgreSQL `timestamp`, MySQL DATETIME), e.g. `+02:00` or `Europe/Berlin`.

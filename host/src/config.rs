@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use crate::cli::{HttpArgs, ProcessorArgs, RetryPolicyArgs, RunArgs};
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
+use crate::runtime::engine::EngineOptions;
 use crate::runtime::limits::{parse_size, Limits};
 use crate::runtime::{HttpOptions, ModuleConfig, Origin};
 use crate::source::{Driver, TableRef, TableSpec};
@@ -33,6 +34,30 @@ pub struct ProcessorConfig {
     pub limits: Limits,
     pub cache_dir: Option<PathBuf>,
     pub http: HttpOptions,
+    /// Configuration and secrets of single modules, by position in `modules`, on top of
+    /// `config` (from a pipelines file).
+    pub module_overrides: Vec<ModuleConfig>,
+}
+
+impl ProcessorConfig {
+    /// What module `index` sees: the pipeline's configuration, then its own on top.
+    pub fn module_config(&self, index: usize) -> ModuleConfig {
+        let mut config = self.config.clone();
+        if let Some(own) = self.module_overrides.get(index) {
+            config.values.extend(own.values.clone());
+            config.secrets.extend(own.secrets.clone());
+        }
+        config
+    }
+
+    /// The engine settings these modules need.
+    pub fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            fuel: self.limits.fuel.is_some(),
+            max_memory: self.limits.memory,
+            cache_dir: self.cache_dir.clone(),
+        }
+    }
 }
 
 impl ProcessorConfig {
@@ -74,6 +99,7 @@ impl ProcessorConfig {
         }
         Ok(ProcessorConfig {
             http: http_options(&args.http)?,
+            module_overrides: Vec::new(),
             modules: args.modules,
             config,
             limits: Limits {
@@ -153,7 +179,12 @@ impl RunConfig {
             )
         })?;
         let driver = Driver::from_url(&source_url)?;
-        let table = TableRef::parse(&args.table)?;
+        let table = args.table.as_deref().ok_or_else(|| {
+            Error::invalid("no table given").with_hint(
+                "pass --table NAME, or --config tidemark.toml to run the pipelines it lists",
+            )
+        })?;
+        let table = TableRef::parse(table)?;
         if args.batch_size == 0 || args.batch_size > MAX_BATCH_SIZE {
             return Err(
                 Error::invalid(format!("batch size {} is out of range", args.batch_size))

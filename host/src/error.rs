@@ -98,6 +98,12 @@ impl Error {
         }
     }
 
+    /// Prefixes the message with what was being done.
+    pub fn context(mut self, context: impl std::fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
     /// Adds the line that tells the user how to fix the problem.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());

@@ -10,12 +10,16 @@ pub mod cursor;
 pub mod error;
 pub mod failpoint;
 pub mod json;
+pub mod metrics;
 pub mod output;
+pub mod pipeline;
+pub mod pipelines_file;
 pub mod progress;
 pub mod retry;
 pub mod runtime;
 pub mod source;
 pub mod state;
+pub mod supervisor;
 pub mod sync;
 
 pub use error::{Error, ErrorKind, Result};

@@ -1,30 +1,43 @@
 //! The `host` binary: parse flags, build the configuration, run, map errors to exit codes
 //! (2 for input the user must fix, 1 for everything else).
 
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 use tidemark::cli::{
-    CheckArgs, Cli, Command, DeadLettersArgs, NullCursor, ResetArgs, RetryArgs, RunArgs,
-    StatusArgs, TestArgs,
+    CheckArgs, Cli, Command, DeadLettersArgs, ResetArgs, RetryArgs, RunArgs, StatusArgs, TestArgs,
 };
 use tidemark::config::{retry_policy, ProcessorConfig, RunConfig, MAX_BATCH_SIZE};
 use tidemark::output;
-use tidemark::output::{Destination, JsonLines};
+use tidemark::output::JsonLines;
+use tidemark::pipelines_file::PipelinesFile;
 use tidemark::runtime::chain::Chain;
 use tidemark::runtime::engine::EngineOptions;
 use tidemark::runtime::{self, Outcome, Processor, Runtime};
-use tidemark::source::mysql::MySqlSource;
-use tidemark::source::postgres::PgSource;
-use tidemark::source::sqlite::SqliteSource;
-use tidemark::source::{redact_url, Driver, Position, Rows, Source};
-use tidemark::state::{DeadLetter, Identity, PipelineState, StateStore};
+use tidemark::source::{Position, Rows};
+use tidemark::state::{DeadLetter, PipelineState, StateStore};
+use tidemark::supervisor::Supervisor;
 use tidemark::sync::{self, Shutdown};
+use tidemark::{metrics, pipeline};
 use tidemark::{Error, ErrorKind};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    // Flags given on the command line (not defaults): a pipelines file takes the place of most.
+    let explicit: Vec<String> = matches
+        .subcommand_matches("run")
+        .map(|run| {
+            run.ids()
+                .filter(|id| run.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+                .map(|id| id.as_str().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -39,7 +52,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(*args).await,
+            Command::Run(args) => run(*args, &explicit).await,
             Command::Status(args) => status(args).await,
             Command::Reset(args) => reset(args).await,
             Command::Check(args) => check(args),
@@ -78,100 +91,67 @@ fn report(err: &anyhow::Error) -> ExitCode {
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
+async fn run(args: RunArgs, explicit: &[String]) -> anyhow::Result<()> {
+    if args
+        .processors
+        .config
+        .iter()
+        .any(|entry| !entry.contains('='))
+    {
+        return run_pipelines_file(args, explicit).await;
+    }
+    let metrics = args.metrics;
     let config = RunConfig::from_args(args)?;
-    let store = StateStore::open(&config.state_url)
-        .await
-        .context("opening the state store")?;
-    // Modules are loaded and checked before the first row is read.
-    let processors = load_processors(&config.processors, &config.pipeline)?;
-    let output = match &config.output {
-        Some(path) => JsonLines::append(path)?,
-        None => JsonLines::stdout(),
+    let store = Arc::new(
+        StateStore::open(&config.state_url)
+            .await
+            .context("opening the state store")?,
+    );
+    if let Some(address) = metrics {
+        metrics::serve(address, store.clone()).await?;
+    }
+    let runtime = new_runtime(&config.processors)?;
+    let shutdown = Shutdown::default();
+    watch_signals(shutdown.clone());
+    pipeline::run(&config, runtime.as_ref(), &store, &shutdown, None).await?;
+    Ok(())
+}
+
+/// `host run --config tidemark.toml`: every pipeline of the file, in this process.
+async fn run_pipelines_file(args: RunArgs, explicit: &[String]) -> anyhow::Result<()> {
+    let [path] = &args.processors.config[..] else {
+        return Err(Error::invalid(
+            "--config names a pipelines file, and then it must be the only --config",
+        )
+        .with_hint("put module configuration in the file: config = { key = \"value\" }")
+        .into());
     };
-    let mut destination = Chain::new(processors, output)?;
-    if !config.processors.http.allow.is_empty() && !destination.has_destination() {
-        tracing::warn!("--allow-host has no effect: no destination module is loaded");
+    const ALLOWED: [&str; 3] = ["config", "once", "metrics"];
+    if let Some(flag) = explicit.iter().find(|id| !ALLOWED.contains(&id.as_str())) {
+        return Err(Error::invalid(format!(
+            "the flag for {flag:?} cannot be combined with a pipelines file"
+        ))
+        .with_hint("set it in the file, in a pipeline or under [defaults]; only --once and --metrics go with --config FILE")
+        .into());
+    }
+    let file = PipelinesFile::load(Path::new(path))?;
+    let metrics = args.metrics.or(file.metrics);
+    let supervisor = Supervisor::new(file, args.once).await?;
+    if let Some(address) = metrics {
+        metrics::serve(address, supervisor.store()).await?;
     }
     let shutdown = Shutdown::default();
     watch_signals(shutdown.clone());
-    let table = &config.table;
-    let context = || {
-        format!(
-            "syncing {} from {}",
-            table.table,
-            redact_url(&config.source_url)
-        )
-    };
-    match config.driver {
-        Driver::Postgres => {
-            let mut source = PgSource::connect(&config.source_url, table)
-                .await
-                .with_context(context)?;
-            sync_with(&mut source, &mut destination, &store, &config, &shutdown)
-                .await
-                .with_context(context)
-        }
-        Driver::MySql => {
-            let mut source = MySqlSource::connect(&config.source_url, table)
-                .await
-                .with_context(context)?;
-            sync_with(&mut source, &mut destination, &store, &config, &shutdown)
-                .await
-                .with_context(context)
-        }
-        Driver::Sqlite => {
-            let mut source = SqliteSource::connect(&config.source_url, table)
-                .await
-                .with_context(context)?;
-            sync_with(&mut source, &mut destination, &store, &config, &shutdown)
-                .await
-                .with_context(context)
-        }
-    }
+    supervisor.run(&shutdown).await?.into_result()?;
+    Ok(())
 }
 
-async fn sync_with<S: Source, D: Destination>(
-    source: &mut S,
-    destination: &mut D,
-    store: &StateStore,
-    config: &RunConfig,
-    shutdown: &Shutdown,
-) -> anyhow::Result<()> {
-    let identity = Identity {
-        source: redact_url(&config.source_url),
-        table: config.table.table.to_string(),
-        cursor: config.table.cursor.clone(),
-        key: source.key_column().to_owned(),
-    };
-    let initial = match config.sync.null_cursor {
-        NullCursor::Oldest => Position::Nulls { after_key: None },
-        NullCursor::Refuse => Position::Start,
-    };
-    let mut state: PipelineState = store
-        .load_or_create(&config.pipeline, &identity, initial.clone())
-        .await?;
-    // A pipeline that has delivered nothing yet (say, its first run refused NULL cursors)
-    // starts where the policy it runs with now says.
-    if state.batches_synced == 0 && state.pending.is_none() && state.position != initial {
-        store.advance(&mut state, &initial).await?;
+/// An engine for these modules; none when there are no modules.
+fn new_runtime(config: &ProcessorConfig) -> anyhow::Result<Option<Runtime>> {
+    if config.modules.is_empty() {
+        return Ok(None);
     }
-    let totals = sync::run(
-        source,
-        destination,
-        store,
-        &mut state,
-        &config.sync,
-        shutdown,
-    )
-    .await?;
-    tracing::debug!(
-        "{}: {} rows in {} batches",
-        state.name,
-        totals.rows,
-        totals.batches
-    );
-    Ok(())
+    Ok(Some(Runtime::new(&config.engine_options())?))
 }
 
 /// The first SIGINT or SIGTERM finishes the batch in hand; a second one exits at once
@@ -226,24 +206,49 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<20} {:<24} {:>12} {:>9} {:>8} {:<21} {:>9}  WATERMARK",
-        "PIPELINE", "TABLE", "ROWS", "BATCHES", "REJECTED", "LAST RUN", "LAG"
+        "{:<20} {:<20} {:>10} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8} {:>8}  {:<20}  WATERMARK",
+        "PIPELINE",
+        "TABLE",
+        "ROWS",
+        "BATCHES",
+        "REJECTED",
+        "RETRIES",
+        "ERRORS",
+        "GUEST",
+        "PEAK MEM",
+        "LAG",
+        "LAST RUN"
     );
     for state in &pipelines {
+        let accounting = &state.accounting;
         println!(
-            "{:<20} {:<24} {:>12} {:>9} {:>8} {:<21} {:>9}  {}",
+            "{:<20} {:<20} {:>10} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8} {:>8}  {:<20}  {}",
             state.name,
             state.identity.table,
             state.rows_synced,
             state.batches_synced,
             dead_letters_of(&state.name),
-            state.last_run_at.as_deref().unwrap_or("never"),
+            accounting.retries,
+            accounting.errors,
+            format!("{:.1}s", accounting.guest_seconds),
+            format!(
+                "{:.1}M",
+                accounting.peak_guest_memory as f64 / (1 << 20) as f64
+            ),
             state
                 .lag_seconds
                 .map(|lag| format!("{lag:.1}s"))
                 .unwrap_or_else(|| "-".into()),
+            state.last_run_at.as_deref().unwrap_or("never"),
             state.shown_position()
         );
+        if let Some(error) = &accounting.last_error {
+            println!(
+                "{:<20} last error at {}: {error}",
+                "",
+                accounting.last_error_at.as_deref().unwrap_or("?")
+            );
+        }
     }
     Ok(())
 }
@@ -273,6 +278,14 @@ fn status_json(state: &PipelineState, dead_letters: i64) -> serde_json::Value {
         "last_run_at": state.last_run_at,
         "lag_seconds": state.lag_seconds,
         "dead_letters": dead_letters,
+        "rows_rejected": state.accounting.rows_rejected,
+        "retries": state.accounting.retries,
+        "errors": state.accounting.errors,
+        "guest_seconds": state.accounting.guest_seconds,
+        "fuel_used": state.accounting.fuel_used,
+        "peak_guest_memory_bytes": state.accounting.peak_guest_memory,
+        "last_error": state.accounting.last_error,
+        "last_error_at": state.accounting.last_error_at,
     })
 }
 
@@ -432,29 +445,10 @@ async fn reset(args: ResetArgs) -> anyhow::Result<()> {
 
 /// Loads the modules of a pipeline, in order, under one engine.
 fn load_processors(config: &ProcessorConfig, pipeline: &str) -> anyhow::Result<Vec<Processor>> {
-    if config.modules.is_empty() {
-        return Ok(Vec::new());
+    match new_runtime(config)? {
+        Some(runtime) => Ok(pipeline::load_processors(&runtime, config, pipeline)?),
+        None => Ok(Vec::new()),
     }
-    let runtime = Runtime::new(&EngineOptions {
-        fuel: config.limits.fuel.is_some(),
-        max_memory: config.limits.memory,
-        cache_dir: config.cache_dir.clone(),
-    })?;
-    config
-        .modules
-        .iter()
-        .map(|path| {
-            runtime
-                .load(
-                    path,
-                    pipeline,
-                    config.config.clone(),
-                    config.limits,
-                    &config.http,
-                )
-                .with_context(|| format!("loading module {}", path.display()))
-        })
-        .collect()
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@ use std::fs::File;
 use std::future::Future;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::source::Rows;
@@ -26,6 +27,28 @@ pub struct Batch<'a> {
 #[derive(Debug, Default)]
 pub struct Delivered {
     pub rejected: Vec<RejectedRow>,
+    /// What the processors used on the attempt that delivered.
+    pub usage: GuestUsage,
+    /// Times the destination asked for the batch again before it took it.
+    pub retries: u32,
+}
+
+/// What processor calls used, summed over a chain.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GuestUsage {
+    pub time: Duration,
+    /// Fuel burned; 0 when fuel is not metered.
+    pub fuel: u64,
+    /// The largest linear memory any one instance reached.
+    pub peak_memory: u64,
+}
+
+impl GuestUsage {
+    pub fn add(&mut self, time: Duration, fuel: Option<u64>, peak_memory: u64) {
+        self.time += time;
+        self.fuel += fuel.unwrap_or(0);
+        self.peak_memory = self.peak_memory.max(peak_memory);
+    }
 }
 
 /// A row the destination did not take, as it received it.

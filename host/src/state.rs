@@ -16,7 +16,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::error::{Error, Result};
-use crate::output::RejectedRow;
+use crate::output::{Delivered, RejectedRow};
 use crate::source::{redact_url, Position, Watermark};
 
 /// The schema version this build writes; older stores are migrated on open.
@@ -55,8 +55,39 @@ pub struct PipelineState {
     pub last_batch: Option<String>,
     pub last_run_at: Option<String>,
     pub lag_seconds: Option<f64>,
+    pub accounting: Accounting,
     revision: i64,
 }
+
+/// What a pipeline has cost and suffered, over its life.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Accounting {
+    pub rows_rejected: i64,
+    /// Times a destination asked for a batch again.
+    pub retries: i64,
+    /// Failed passes and runs (each retried or restarted later).
+    pub errors: i64,
+    /// Wall-clock time spent inside processor calls that delivered.
+    pub guest_seconds: f64,
+    /// Fuel burned, when metered.
+    pub fuel_used: i64,
+    /// The largest linear memory one of its module instances reached.
+    pub peak_guest_memory: i64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+}
+
+/// Accounting columns, added to stores created before they existed.
+const ACCOUNTING_COLUMNS: &[(&str, &str)] = &[
+    ("rows_rejected", "BIGINT NOT NULL DEFAULT 0"),
+    ("retries", "BIGINT NOT NULL DEFAULT 0"),
+    ("errors", "BIGINT NOT NULL DEFAULT 0"),
+    ("guest_micros", "BIGINT NOT NULL DEFAULT 0"),
+    ("fuel_used", "BIGINT NOT NULL DEFAULT 0"),
+    ("peak_guest_memory", "BIGINT NOT NULL DEFAULT 0"),
+    ("last_error", "TEXT"),
+    ("last_error_at", "TEXT"),
+];
 
 impl PipelineState {
     /// A cursor or key value as a person reads it: without the storage-class tag that
@@ -195,8 +226,12 @@ impl StateStore {
                 last_batch TEXT,
                 last_run_at TEXT,
                 lag_seconds DOUBLE PRECISION,
-                revision BIGINT NOT NULL DEFAULT 0
-            )"
+                revision BIGINT NOT NULL DEFAULT 0{}
+            )",
+            ACCOUNTING_COLUMNS
+                .iter()
+                .map(|(name, ty)| format!(",\n                {name} {ty}"))
+                .collect::<String>()
         ));
         let id_column = if p.is_empty() {
             "id INTEGER PRIMARY KEY"
@@ -239,7 +274,13 @@ impl StateStore {
                 .map_err(|err| Error::database("cannot write the state store's version", err))?;
             }
             Some(version) if version < SCHEMA_VERSION => {
-                // Older versions lack only tables created above.
+                // Version 1 lacks the accounting columns and the dead letters (created above).
+                for (name, ty) in ACCOUNTING_COLUMNS {
+                    sqlx::query(&format!("ALTER TABLE {p}pipelines ADD COLUMN {name} {ty}"))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(|err| Error::database("cannot upgrade the state store", err))?;
+                }
                 sqlx::query(&format!("UPDATE {p}schema_version SET version = $1"))
                     .bind(SCHEMA_VERSION)
                     .execute(&self.pool)
@@ -482,30 +523,80 @@ impl StateStore {
         Ok(())
     }
 
-    /// Moves the watermark to `end` after a batch of `rows` rows was handed on.
+    /// Moves the watermark to `end` after a batch of `rows` rows was handed on, and counts
+    /// what delivering it took.
     pub async fn commit_batch(
         &self,
         state: &mut PipelineState,
         end: &Position,
         rows: usize,
+        delivered: &Delivered,
     ) -> Result<()> {
         let (phase, cursor, key) = encode(end);
         let batch = state.pending.as_ref().map(|pending| pending.id.clone());
-        let rows = (rows as i64).to_string();
+        let usage = &delivered.usage;
+        let counts = [
+            rows as i64,
+            delivered.rejected.len() as i64,
+            i64::from(delivered.retries),
+            usage.time.as_micros() as i64,
+            usage.fuel as i64,
+            usage.peak_memory as i64,
+        ]
+        .map(|count| count.to_string());
         self.update(
             state,
             "phase = $3, cursor_value = $4, key_value = $5, pending_batch = NULL, \
              pending_phase = NULL, pending_cursor = NULL, pending_key = NULL, \
              rows_synced = rows_synced + CAST($6 AS BIGINT), batches_synced = batches_synced + 1, \
-             last_batch = $7",
-            &[Some(phase), cursor, key, Some(&rows), batch.as_deref()],
+             last_batch = $7, rows_rejected = rows_rejected + CAST($8 AS BIGINT), \
+             retries = retries + CAST($9 AS BIGINT), \
+             guest_micros = guest_micros + CAST($10 AS BIGINT), \
+             fuel_used = fuel_used + CAST($11 AS BIGINT), \
+             peak_guest_memory = CASE WHEN peak_guest_memory < CAST($12 AS BIGINT) \
+             THEN CAST($12 AS BIGINT) ELSE peak_guest_memory END",
+            &[
+                Some(phase),
+                cursor,
+                key,
+                Some(&counts[0]),
+                batch.as_deref(),
+                Some(&counts[1]),
+                Some(&counts[2]),
+                Some(&counts[3]),
+                Some(&counts[4]),
+                Some(&counts[5]),
+            ],
         )
         .await?;
         state.position = end.clone();
         state.pending = None;
-        state.rows_synced += rows.parse::<i64>().unwrap_or(0);
+        state.rows_synced += rows as i64;
         state.batches_synced += 1;
         state.last_batch = batch;
+        let accounting = &mut state.accounting;
+        accounting.rows_rejected += delivered.rejected.len() as i64;
+        accounting.retries += i64::from(delivered.retries);
+        accounting.guest_seconds += usage.time.as_secs_f64();
+        accounting.fuel_used += usage.fuel as i64;
+        accounting.peak_guest_memory = accounting.peak_guest_memory.max(usage.peak_memory as i64);
+        Ok(())
+    }
+
+    /// Counts a failed pass or run of `pipeline`, keeping its message. Touches no watermark,
+    /// so it needs no compare-and-set.
+    pub async fn record_error(&self, pipeline: &str, message: &str) -> Result<()> {
+        sqlx::query(&format!(
+            "UPDATE {}pipelines SET errors = errors + 1, last_error = $2, last_error_at = $3 \
+             WHERE pipeline = $1",
+            self.prefix
+        ))
+        .bind(pipeline)
+        .bind(message)
+        .bind(now_rfc3339())
+        .execute(&self.pool)
+        .await
+        .map_err(|err| Error::database(format!("cannot record an error of {pipeline:?}"), err))?;
         Ok(())
     }
 
@@ -578,7 +669,9 @@ impl StateStore {
         format!(
             "SELECT pipeline, source, table_name, cursor_column, key_column, phase, cursor_value, \
              key_value, pending_batch, pending_phase, pending_cursor, pending_key, rows_synced, \
-             batches_synced, last_batch, last_run_at, lag_seconds, revision FROM {}pipelines",
+             batches_synced, last_batch, last_run_at, lag_seconds, revision, rows_rejected, \
+             retries, errors, guest_micros, fuel_used, peak_guest_memory, last_error, \
+             last_error_at FROM {}pipelines",
             self.prefix
         )
     }
@@ -664,5 +757,15 @@ fn decode_state(row: &AnyRow) -> Result<PipelineState> {
             .try_get(16)
             .map_err(|err| Error::fatal(format!("cannot read the state store: {err}")))?,
         revision: number(17)?,
+        accounting: Accounting {
+            rows_rejected: number(18)?,
+            retries: number(19)?,
+            errors: number(20)?,
+            guest_seconds: number(21)? as f64 / 1e6,
+            fuel_used: number(22)?,
+            peak_guest_memory: number(23)?,
+            last_error: get(24)?,
+            last_error_at: get(25)?,
+        },
     })
 }

@@ -64,6 +64,17 @@ impl Shutdown {
         self.requested.load(Ordering::SeqCst)
     }
 
+    /// Returns once a stop is requested.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_requested() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Sleeps for `duration`, or less if a stop is requested meanwhile.
     pub async fn sleep(&self, duration: Duration) {
         let notified = self.notify.notified();
@@ -113,6 +124,9 @@ pub async fn run<S: Source, D: Destination>(
                     && !options.once =>
             {
                 tracing::warn!("{}: {err}; retrying in {backoff:?}", state.name);
+                if let Err(unrecorded) = store.record_error(&state.name, &err.to_string()).await {
+                    tracing::warn!("{}: {unrecorded}", state.name);
+                }
                 shutdown.sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(60));
             }
@@ -294,7 +308,9 @@ async fn deliver<D: Destination>(
             state.name
         );
     }
-    store.commit_batch(state, end, page.rows.len()).await?;
+    store
+        .commit_batch(state, end, page.rows.len(), &delivered)
+        .await?;
     totals.rows += page.rows.len() as u64;
     totals.batches += 1;
     totals.rejected += delivered.rejected.len() as u64;
@@ -335,7 +351,11 @@ pub async fn deliver_with_retries<D: Destination>(
                     return Err(err);
                 }
             }
-            result => return result,
+            Ok(mut delivered) => {
+                delivered.retries = retry;
+                return Ok(delivered);
+            }
+            Err(err) => return Err(err),
         }
     }
 }

@@ -7,8 +7,11 @@
 //! build that runs them); a missing or stale component fails the test with the command that
 //! builds it, so that no test runs against an old guest.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use super::host::HOST;
@@ -53,8 +56,11 @@ pub fn repo_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The source directories a guest is built from: its own crate (when it can be told from the
-/// name), and the guest SDK and the WIT contract if it uses the SDK.
+/// The source directories a guest is built from: for a Rust crate, its `src` (when the crate
+/// can be told from the name), and the guest SDK and the WIT contract if it uses the SDK; for
+/// an example in another language (a directory without `Cargo.toml`, built by
+/// `scripts/build-polyglot`), the whole directory (its code and pinned tool versions) and the
+/// WIT contract.
 fn sources_of(name: &str) -> Vec<PathBuf> {
     let repo = repo_dir();
     let crate_dir = name.replace('_', "-");
@@ -62,15 +68,22 @@ fn sources_of(name: &str) -> Vec<PathBuf> {
         Some(rest) => repo.join("tests").join("guests").join(rest),
         None => repo.join("examples").join(&crate_dir),
     };
-    let uses_sdk = fs::read_to_string(own.join("Cargo.toml"))
-        .is_ok_and(|manifest| manifest.contains("tidemark-sdk"));
-    let mut sources = vec![own.join("src")];
-    if uses_sdk {
-        sources.extend([repo.join("guest-sdk").join("src"), repo.join("wit")]);
-    }
+    let mut sources = match fs::read_to_string(own.join("Cargo.toml")) {
+        Ok(manifest) if manifest.contains("tidemark-sdk") => vec![
+            own.join("src"),
+            repo.join("guest-sdk").join("src"),
+            repo.join("wit"),
+        ],
+        Ok(_) => vec![own.join("src")],
+        Err(_) => vec![own, repo.join("wit")],
+    };
     sources.retain(|dir| dir.is_dir());
     sources
 }
+
+/// Directories that hold installed tools or caches, not sources: `npm ci` and Python write
+/// them after (or while) a component is built.
+const NOT_SOURCES: &[&str] = &["node_modules", "__pycache__"];
 
 /// Whether any file under `dir` was modified after `time`.
 fn newer_than(dir: &Path, time: SystemTime) -> bool {
@@ -80,12 +93,18 @@ fn newer_than(dir: &Path, time: SystemTime) -> bool {
     entries.flatten().any(|entry| {
         let path = entry.path();
         if path.is_dir() {
-            return newer_than(&path, time);
+            let skipped = NOT_SOURCES.iter().any(|name| entry.file_name() == **name);
+            return !skipped && newer_than(&path, time);
         }
-        entry
-            .metadata()
-            .and_then(|meta| meta.modified())
-            .is_ok_and(|modified| modified > time)
+        // Neither documentation nor a component built there by hand is a source.
+        let not_source = path
+            .extension()
+            .is_some_and(|ext| ext == "md" || ext == "wasm");
+        !not_source
+            && entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .is_ok_and(|modified| modified > time)
     })
 }
 
@@ -113,4 +132,53 @@ pub fn test_guest_names() -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The compile cache that tests loading the big components (JavaScript and Python, 12–18 MB,
+/// ~11 s to compile) share: `<target>/tidemark-test-cache`, so that each component compiles
+/// once per build of it, not once per test. Sharing is safe: entries are keyed by the
+/// component's content and the engine's settings, and written atomically.
+pub fn shared_cache_dir() -> PathBuf {
+    target_dir().join("tidemark-test-cache")
+}
+
+/// Components already in the shared cache in this test process.
+static WARMED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// Compiles component `name` into [`shared_cache_dir`] with `host check`, once per test
+/// process: tests that start together then wait for one compilation instead of each running
+/// their own on the same two cores. Returns the component's path.
+pub async fn warmed(name: &str) -> PathBuf {
+    let path = guest(name);
+    let module = path.clone();
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || {
+        // Held while compiling: a second test waits here, then finds the component warmed.
+        let mut warmed = WARMED.lock().unwrap_or_else(|poison| poison.into_inner());
+        if warmed.contains(&name) {
+            return;
+        }
+        let cache = shared_cache_dir();
+        let output = Command::new(HOST)
+            .args(["check", "--module"])
+            .arg(&module)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .env_remove("TIDEMARK_CACHE_DIR")
+            .output()
+            .unwrap_or_else(|err| panic!("running {HOST} check: {err}"));
+        assert!(
+            output.status.success(),
+            "host check --module {} --cache-dir {} failed ({}):\n{}{}",
+            module.display(),
+            cache.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        warmed.insert(name);
+    })
+    .await
+    .unwrap_or_else(|err| panic!("warming the compile cache: {err}"));
+    path
 }

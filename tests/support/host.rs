@@ -404,3 +404,28 @@ impl Drop for Running {
 fn unique() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
 }
+
+/// The host's report of what stopped it: stderr from its first `error:` line on (the error
+/// and its hint), without the log lines before it, which carry the guests' own output.
+pub fn error_report(outcome: &Outcome) -> &str {
+    let stderr = outcome.stderr.as_str();
+    let start = if stderr.starts_with("error:") {
+        Some(0)
+    } else {
+        stderr.find("\nerror:").map(|at| at + 1)
+    };
+    match start {
+        Some(start) => &stderr[start..],
+        None => panic!("no `error:` line in the host's stderr: {outcome}"),
+    }
+}
+
+/// Asserts that `text` (described as `what`) contains each of `mentions`.
+pub fn assert_mentions(text: &str, what: &str, mentions: &[&str]) {
+    for mention in mentions {
+        assert!(
+            text.contains(mention),
+            "{what} should mention {mention:?}:\n{text}"
+        );
+    }
+}

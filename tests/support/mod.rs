@@ -1,9 +1,11 @@
 //! The harness: databases ([`db`]), the host binary ([`host`]), its output ([`lines`]),
-//! temporary directories ([`temp`]) and the processor components under test ([`guests`]).
+//! temporary directories ([`temp`]), the processor components under test ([`guests`]) and a
+//! fake HTTP receiver for destinations ([`http_server`]).
 
 pub mod db;
 pub mod guests;
 pub mod host;
+pub mod http_server;
 pub mod lines;
 pub mod temp;
 
@@ -11,6 +13,31 @@ pub use db::{Backend, Col, TestDb, Val};
 pub use host::Host;
 
 use chrono::{NaiveDate, NaiveDateTime};
+
+/// One `#[tokio::test]` per database for each scenario (an `async fn(Backend)`):
+/// `on_databases!([postgres => Postgres, sqlite => Sqlite], [a, b])` makes `postgres::a`,
+/// `postgres::b`, `sqlite::a` and `sqlite::b`.
+macro_rules! on_databases {
+    ([$($module:ident => $backend:ident),+ $(,)?], $scenarios:tt $(,)?) => {
+        $(crate::support::tests_on!($module, $backend, $scenarios);)+
+    };
+}
+
+/// Module `module` with one test per scenario of the lists, run on `backend`.
+macro_rules! tests_on {
+    ($module:ident, $backend:ident, $([$($scenario:ident),* $(,)?]),+ $(,)?) => {
+        mod $module {
+            $($(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(crate::support::Backend::$backend).await;
+                }
+            )*)+
+        }
+    };
+}
+
+pub(crate) use {on_databases, tests_on};
 
 /// A fixed past instant: 2024-01-01 00:00:00 plus `micros` microseconds.
 pub fn at(micros: i64) -> NaiveDateTime {

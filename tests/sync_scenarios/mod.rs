@@ -30,43 +30,10 @@ use writers::*;
 /// `mariadb::NAME`, `sqlite::NAME`. Scenarios under `servers` need a server that shows its
 /// open transactions, so SQLite does not get them.
 macro_rules! on_each_database {
-    (all: [$($all:ident),* $(,)?], servers: [$($servers:ident),* $(,)?] $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $all() {
-                    super::$all(crate::support::Backend::Postgres).await;
-                }
-            )*
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $servers() {
-                    super::$servers(crate::support::Backend::Postgres).await;
-                }
-            )*
-        }
-        mod mariadb {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $all() {
-                    super::$all(crate::support::Backend::MariaDb).await;
-                }
-            )*
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $servers() {
-                    super::$servers(crate::support::Backend::MariaDb).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $all() {
-                    super::$all(crate::support::Backend::Sqlite).await;
-                }
-            )*
-        }
+    (all: $all:tt, servers: $servers:tt $(,)?) => {
+        crate::support::tests_on!(postgres, Postgres, $all, $servers);
+        crate::support::tests_on!(mariadb, MariaDb, $all, $servers);
+        crate::support::tests_on!(sqlite, Sqlite, $all);
     };
 }
 

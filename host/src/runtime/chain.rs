@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use super::{Batch, DeliveryError, Outcome, Processor, World};
 use crate::error::{Error, ErrorKind, Result};
-use crate::output::{self, Delivered, Destination, RejectedRow};
+use crate::output::{self, Delivered, Destination, GuestUsage, RejectedRow};
 use crate::source::Rows;
 
 pub struct Chain<D> {
@@ -52,9 +52,14 @@ impl<D: Destination> Chain<D> {
 /// Hands rows, as the transforms left them, to the destination module, and turns its answer
 /// into rejected rows or an error of the kind the sync loop acts on.
 async fn send_to_destination(destination: &Processor, call: &Batch) -> Result<Delivered> {
-    let (outcome, _) = destination.call(call).await?;
+    let (outcome, usage) = destination.call(call).await?;
+    let mut used = GuestUsage::default();
+    used.add(usage.time, usage.fuel, usage.peak_memory);
     match outcome {
-        Outcome::Delivered(Ok(rejections)) if rejections.is_empty() => Ok(Delivered::default()),
+        Outcome::Delivered(Ok(rejections)) if rejections.is_empty() => Ok(Delivered {
+            usage: used,
+            ..Delivered::default()
+        }),
         Outcome::Delivered(Ok(rejections)) => {
             let rows = split_rows(&call.rows);
             let rejected = rejections
@@ -80,7 +85,11 @@ async fn send_to_destination(destination: &Processor, call: &Batch) -> Result<De
                     }
                 })
                 .collect();
-            Ok(Delivered { rejected })
+            Ok(Delivered {
+                rejected,
+                usage: used,
+                ..Delivered::default()
+            })
         }
         Outcome::Delivered(Err(DeliveryError::RetryLater(retry))) => Err(Error::retry_later(
             format!(
@@ -122,8 +131,10 @@ impl<D: Destination> Destination for Chain<D> {
         };
         // Rows that come back byte for byte as they went in need no second parse.
         let mut unchanged = true;
+        let mut used = GuestUsage::default();
         for transform in &self.transforms {
             let (outcome, usage) = transform.call(&call).await?;
+            used.add(usage.time, usage.fuel, usage.peak_memory);
             tracing::debug!(
                 "{}: batch {} through {} in {:?}",
                 batch.pipeline,
@@ -136,11 +147,21 @@ impl<D: Destination> Destination for Chain<D> {
                 call.rows = rows;
             }
         }
+        let with_usage = |mut delivered: Delivered| {
+            let own = delivered.usage;
+            delivered.usage = used;
+            delivered
+                .usage
+                .add(own.time, Some(own.fuel), own.peak_memory);
+            delivered
+        };
         if let Some(destination) = &self.destination {
-            return send_to_destination(destination, &call).await;
+            return send_to_destination(destination, &call)
+                .await
+                .map(with_usage);
         }
         if unchanged {
-            return self.output.deliver(batch).await;
+            return self.output.deliver(batch).await.map(with_usage);
         }
         let last = self
             .transforms
@@ -161,5 +182,6 @@ impl<D: Destination> Destination for Chain<D> {
                 rows: &rows,
             })
             .await
+            .map(with_usage)
     }
 }

@@ -112,6 +112,15 @@ pub fn compile(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Result
         }
     }
     let component = Component::new(engine, &wasm).map_err(|err| {
+        // The pooling allocator's memory slots are as large as the memory limit; a module that
+        // starts with more memory than that is refused at compile time.
+        if format!("{err:#}").contains("memory does not fit") {
+            return Error::invalid(format!(
+                "module {} starts with more linear memory than the memory limit allows ({err})",
+                path.display()
+            ))
+            .with_hint("raise --memory-limit (memory_limit in a pipelines file); JavaScript and Python components need 32MiB or more");
+        }
         let plain_module = wasm.get(4..8) == Some(&[1, 0, 0, 0]);
         let error = Error::invalid(format!(
             "{} is not a WebAssembly component: {err}",

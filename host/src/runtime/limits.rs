@@ -32,13 +32,6 @@ impl Default for Limits {
     }
 }
 
-impl Limits {
-    /// The deadline in epoch ticks, at least one.
-    pub fn deadline_ticks(&self) -> u64 {
-        (self.deadline.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64
-    }
-}
-
 /// Caps memory growth, remembers the peak, and records that the cap was hit, so that the
 /// error a guest sees as a failed allocation can be reported as the limit it is.
 #[derive(Debug)]

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::Linker;
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use crate::error::{Error, ErrorKind, Result};
 pub use bindings::{Batch, DeliveryError, Rejection};
@@ -337,8 +337,19 @@ impl Processor {
         );
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);
-        // Instantiation runs guest code too, so the deadline and fuel cover it.
-        store.set_epoch_deadline(self.limits.deadline_ticks());
+        // Instantiation runs guest code too, so the deadline and fuel cover it. The guest
+        // yields to the executor at every epoch tick, so a module that computes for long (or
+        // forever, until its deadline) shares the worker threads with the other pipelines
+        // instead of holding one.
+        let deadline = started + self.limits.deadline;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            })
+        });
         let budget = self.limits.fuel.unwrap_or(u64::MAX);
         if self.fuel_metered {
             store

@@ -1,0 +1,172 @@
+//! One pipeline, wired: its source driver, its processor chain and output, its state, then the
+//! sync loop. Used the same way by a single `host run` and by each pipeline of a pipelines
+//! file.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::cli::NullCursor;
+use crate::config::{ProcessorConfig, RunConfig};
+use crate::error::{Error, ErrorKind, Result};
+use crate::output::{Batch, Delivered, Destination, JsonLines};
+use crate::runtime::chain::Chain;
+use crate::runtime::{Processor, Runtime};
+use crate::source::mysql::MySqlSource;
+use crate::source::postgres::PgSource;
+use crate::source::sqlite::SqliteSource;
+use crate::source::{redact_url, Driver, Position, Source};
+use crate::state::{Identity, StateStore};
+use crate::sync::{self, Shutdown, Totals};
+
+/// Loads the modules of a pipeline, in order, and checks them before any row is read.
+pub fn load_processors(
+    runtime: &Runtime,
+    config: &ProcessorConfig,
+    pipeline: &str,
+) -> Result<Vec<Processor>> {
+    config
+        .modules
+        .iter()
+        .enumerate()
+        .map(|(index, path)| {
+            runtime.load(
+                path,
+                pipeline,
+                config.module_config(index),
+                config.limits,
+                &config.http,
+            )
+        })
+        .collect()
+}
+
+/// Runs one pipeline until `--once` is done, a stop is requested, or an error the sync loop
+/// does not retry by itself. `permits`, when given, bounds the batches in flight across
+/// pipelines: each delivery attempt waits its turn, first come first served.
+pub async fn run(
+    config: &RunConfig,
+    runtime: Option<&Runtime>,
+    store: &StateStore,
+    shutdown: &Shutdown,
+    permits: Option<Arc<Semaphore>>,
+) -> Result<Totals> {
+    let processors = match runtime {
+        Some(runtime) => load_processors(runtime, &config.processors, &config.pipeline)?,
+        None => Vec::new(),
+    };
+    let output = match &config.output {
+        Some(path) => JsonLines::append(path)?,
+        None => JsonLines::stdout(),
+    };
+    let chain = Chain::new(processors, output)?;
+    if !config.processors.http.allow.is_empty() && !chain.has_destination() {
+        tracing::warn!(
+            "{}: allowed hosts have no effect: no destination module is loaded",
+            config.pipeline
+        );
+    }
+    let mut destination = Throttled {
+        inner: chain,
+        permits,
+    };
+    let result = connect_and_sync(config, &mut destination, store, shutdown).await;
+    let Err(err) = result else { return result };
+    if let Err(unrecorded) = store.record_error(&config.pipeline, &err.to_string()).await {
+        tracing::warn!("{}: {unrecorded}", config.pipeline);
+    }
+    Err(err.context(format!(
+        "pipeline {:?}: syncing {} from {}",
+        config.pipeline,
+        config.table.table,
+        redact_url(&config.source_url)
+    )))
+}
+
+async fn connect_and_sync<D: Destination>(
+    config: &RunConfig,
+    destination: &mut D,
+    store: &StateStore,
+    shutdown: &Shutdown,
+) -> Result<Totals> {
+    let table = &config.table;
+    match config.driver {
+        Driver::Postgres => {
+            let mut source = PgSource::connect(&config.source_url, table).await?;
+            sync_with(&mut source, destination, store, config, shutdown).await
+        }
+        Driver::MySql => {
+            let mut source = MySqlSource::connect(&config.source_url, table).await?;
+            sync_with(&mut source, destination, store, config, shutdown).await
+        }
+        Driver::Sqlite => {
+            let mut source = SqliteSource::connect(&config.source_url, table).await?;
+            sync_with(&mut source, destination, store, config, shutdown).await
+        }
+    }
+}
+
+async fn sync_with<S: Source, D: Destination>(
+    source: &mut S,
+    destination: &mut D,
+    store: &StateStore,
+    config: &RunConfig,
+    shutdown: &Shutdown,
+) -> Result<Totals> {
+    let identity = Identity {
+        source: redact_url(&config.source_url),
+        table: config.table.table.to_string(),
+        cursor: config.table.cursor.clone(),
+        key: source.key_column().to_owned(),
+    };
+    let initial = match config.sync.null_cursor {
+        NullCursor::Oldest => Position::Nulls { after_key: None },
+        NullCursor::Refuse => Position::Start,
+    };
+    let mut state = store
+        .load_or_create(&config.pipeline, &identity, initial.clone())
+        .await?;
+    // A pipeline that has delivered nothing yet (say, its first run refused NULL cursors)
+    // starts where the policy it runs with now says.
+    if state.batches_synced == 0 && state.pending.is_none() && state.position != initial {
+        store.advance(&mut state, &initial).await?;
+    }
+    let totals = sync::run(
+        source,
+        destination,
+        store,
+        &mut state,
+        &config.sync,
+        shutdown,
+    )
+    .await?;
+    tracing::debug!(
+        "{}: {} rows in {} batches",
+        state.name,
+        totals.rows,
+        totals.batches
+    );
+    Ok(totals)
+}
+
+/// A destination that waits for a process-wide permit before each delivery attempt. Tokio's
+/// semaphore queues waiters in order, so every pipeline gets its turn: none starves.
+struct Throttled<D> {
+    inner: D,
+    permits: Option<Arc<Semaphore>>,
+}
+
+impl<D: Destination> Destination for Throttled<D> {
+    async fn deliver(&mut self, batch: Batch<'_>) -> Result<Delivered> {
+        let _permit = match &self.permits {
+            Some(permits) => Some(
+                permits
+                    .acquire()
+                    .await
+                    .map_err(|_| Error::new(ErrorKind::Fatal, "the host is stopping"))?,
+            ),
+            None => None,
+        };
+        self.inner.deliver(batch).await
+    }
+}

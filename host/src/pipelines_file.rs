@@ -1,0 +1,491 @@
+//! The pipelines file: many pipelines in one process (`host run --config tidemark.toml`).
+//!
+//! ```toml
+//! state = "sqlite://.tidemark/state.db"   # process-wide keys first
+//! max_batches_in_flight = 8
+//!
+//! [defaults]                  # any pipeline key; a pipeline's own value replaces it
+//! batch_size = 1000
+//!
+//! [[pipeline]]
+//! name = "acme-users"
+//! source_env = "ACME_DATABASE_URL"     # or source = "sqlite://acme.db" (no password in clear)
+//! table = "users"
+//! modules = ["mask_pii.wasm", { path = "webhook.wasm", config = { url = "https://…" } }]
+//! secrets = { token = "ACME_WEBHOOK_TOKEN" }   # key = environment variable
+//! allow_hosts = ["https://hooks.acme.example"]
+//! ```
+//!
+//! A pipeline's keys are the long flags of `host run` without the dashes, `-` written `_`
+//! (`batch_size`, `memory_limit`, `max_retries`, …), plus `name`, `modules`, `config`,
+//! `secrets`, `allow_hosts` and `source_env`. They go through the same parser and checks as
+//! the command line, so the file and the flags cannot drift apart. Paths are relative to the
+//! working directory, as on the command line.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, FromArgMatches};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::cli::RunArgs;
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+use crate::runtime::ModuleConfig;
+use crate::source::redact_url;
+
+/// Everything a multi-pipeline process runs with.
+#[derive(Debug, Clone)]
+pub struct PipelinesFile {
+    pub path: PathBuf,
+    pub state_url: String,
+    pub metrics: Option<SocketAddr>,
+    /// Batches being delivered at once, across all pipelines.
+    pub max_batches_in_flight: usize,
+    /// How long a stop waits for batches in flight before abandoning them.
+    pub stop_timeout: Duration,
+    pub pipelines: Vec<RunConfig>,
+}
+
+pub const DEFAULT_STATE: &str = "sqlite://.tidemark/state.db";
+
+type Table = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    state: Option<String>,
+    metrics: Option<String>,
+    max_batches_in_flight: Option<usize>,
+    stop_timeout: Option<String>,
+    #[serde(default)]
+    defaults: Table,
+    #[serde(default)]
+    pipeline: Vec<Spanned<Table>>,
+}
+
+/// Keys that name a flag of `host run` but belong to the whole process, or to the command
+/// line of one invocation.
+const NOT_PER_PIPELINE: &[(&str, &str)] = &[
+    ("state", "write it once at the top of the file"),
+    ("once", "pass --once on the command line"),
+    ("pipeline", "write name = \"…\""),
+    ("module", "write modules = [\"…\"]"),
+    ("secret", "write secrets = { key = \"ENV_VAR\" }"),
+    ("allow_host", "write allow_hosts = [\"https://…\"]"),
+];
+
+impl PipelinesFile {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            Error::io(
+                format!("cannot read the pipelines file {}", path.display()),
+                err,
+            )
+            .with_hint("pass --config with the path of a tidemark.toml")
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let file = path.display().to_string();
+        let document: Document = toml::from_str(text).map_err(|err| {
+            let line = err.span().map(|span| line_of(text, span.start));
+            Error::invalid(format!(
+                "{file}{}: {}",
+                line.map(|line| format!(":{line}")).unwrap_or_default(),
+                err.message()
+            ))
+            .with_hint("top-level keys: state, metrics, max_batches_in_flight, stop_timeout, [defaults] and [[pipeline]] tables")
+        })?;
+        if document.pipeline.is_empty() {
+            return Err(Error::invalid(format!("{file} lists no pipelines"))
+                .with_hint("add a [[pipeline]] table with at least name, source and table"));
+        }
+        let metrics = document
+            .metrics
+            .as_deref()
+            .map(|address| {
+                address.parse::<SocketAddr>().map_err(|_| {
+                    Error::invalid(format!("{file}: metrics = {address:?} is not an address"))
+                        .with_hint("write metrics = \"127.0.0.1:9464\"")
+                })
+            })
+            .transpose()?;
+        let stop_timeout = match &document.stop_timeout {
+            Some(text) => humantime::parse_duration(text).map_err(|err| {
+                Error::invalid(format!("{file}: stop_timeout = {text:?}: {err}"))
+                    .with_hint("write a duration such as 30s")
+            })?,
+            None => Duration::from_secs(30),
+        };
+        let max_batches_in_flight = document.max_batches_in_flight.unwrap_or(8);
+        if max_batches_in_flight == 0 {
+            return Err(
+                Error::invalid(format!("{file}: max_batches_in_flight is 0"))
+                    .with_hint("write max_batches_in_flight = 1 or more"),
+            );
+        }
+        let state_url = document.state.unwrap_or_else(|| DEFAULT_STATE.to_owned());
+        let mut pipelines: Vec<RunConfig> = Vec::new();
+        for table in &document.pipeline {
+            let line = line_of(text, table.span().start);
+            let mut merged = document.defaults.clone();
+            for (key, value) in table.get_ref() {
+                merged.insert(key.clone(), value.clone());
+            }
+            let config = pipeline_config(text, &merged, &state_url).map_err(|err| {
+                let name = merged
+                    .get("name")
+                    .and_then(|name| name.get_ref().as_str())
+                    .map(|name| format!(" {name:?}"))
+                    .unwrap_or_default();
+                err.context(format!("{file}:{line}: pipeline{name}"))
+            })?;
+            if let Some(twin) = pipelines.iter().find(|p| p.pipeline == config.pipeline) {
+                return Err(Error::invalid(format!(
+                    "{file}:{line}: two pipelines are named {:?}",
+                    twin.pipeline
+                ))
+                .with_hint("give each pipeline its own name: its watermark is kept under it"));
+            }
+            pipelines.push(config);
+        }
+        Ok(PipelinesFile {
+            path: path.to_owned(),
+            state_url,
+            metrics,
+            max_batches_in_flight,
+            stop_timeout,
+            pipelines,
+        })
+    }
+}
+
+/// One pipeline's table, turned into the flags of `host run` and checked like them.
+fn pipeline_config(text: &str, table: &Table, state_url: &str) -> Result<RunConfig> {
+    let command = RunArgs::augment_args(clap::Command::new("pipeline").no_binary_name(true));
+    let mut argv: Vec<String> = vec!["--state".into(), state_url.into()];
+    let mut overrides: Vec<ModuleConfig> = Vec::new();
+    let mut where_is: BTreeMap<String, usize> = BTreeMap::new();
+    if !table.contains_key("name") {
+        return Err(Error::invalid("has no name")
+            .with_hint("write name = \"…\": the pipeline's watermark is kept under it"));
+    }
+    for (key, value) in table {
+        let line = line_of(text, key.span().start);
+        let at = |err: Error| err.context(format!("line {line}, key {}", key.get_ref()));
+        let name = key.get_ref().as_str();
+        let value = value.get_ref();
+        match name {
+            "name" => push_flag(&mut argv, "--pipeline", value).map_err(at)?,
+            "modules" => {
+                for module in as_array(value).map_err(at)? {
+                    let (path, own) = module_entry(module).map_err(at)?;
+                    argv.extend(["--module".into(), path]);
+                    overrides.push(own);
+                }
+            }
+            "config" => {
+                for (key, value) in as_table(value).map_err(at)? {
+                    argv.extend([
+                        "--config".into(),
+                        format!("{key}={}", scalar(value).map_err(at)?),
+                    ]);
+                }
+            }
+            "secrets" => {
+                for (key, variable) in as_table(value).map_err(at)? {
+                    argv.extend([
+                        "--secret".into(),
+                        format!("{key}={}", scalar(variable).map_err(at)?),
+                    ]);
+                }
+            }
+            "allow_hosts" => {
+                for origin in as_array(value).map_err(at)? {
+                    push_flag(&mut argv, "--allow-host", origin).map_err(at)?;
+                }
+            }
+            "source_env" => {
+                let variable = scalar(value).map_err(at)?;
+                let url = std::env::var(&variable).map_err(|_| {
+                    at(
+                        Error::invalid(format!("environment variable {variable} is not set"))
+                            .with_hint(format!(
+                                "export {variable}=postgres://… before starting host"
+                            )),
+                    )
+                })?;
+                argv.extend(["--source".into(), url]);
+            }
+            "source" => {
+                let url = scalar(value).map_err(at)?;
+                if has_password(&url) {
+                    return Err(at(Error::invalid(format!(
+                        "the source URL {} carries a password in clear",
+                        redact_url(&url)
+                    ))
+                    .with_hint("put the URL in an environment variable and write source_env = \"VARIABLE\"")));
+                }
+                argv.extend(["--source".into(), url]);
+            }
+            _ => {
+                if let Some((_, fix)) = NOT_PER_PIPELINE.iter().find(|(key, _)| *key == name) {
+                    return Err(at(
+                        Error::invalid("cannot be set per pipeline").with_hint(*fix)
+                    ));
+                }
+                let flag = name.replace('_', "-");
+                let known = command
+                    .get_arguments()
+                    .any(|arg| arg.get_long() == Some(flag.as_str()));
+                if !known || name.contains('-') {
+                    return Err(at(Error::invalid("is not a pipeline key")).with_hint(
+                        "pipeline keys are the long flags of `host run --help` with _ for -, and name, modules, config, secrets, allow_hosts, source_env",
+                    ));
+                }
+                where_is.insert(format!("--{flag}"), line);
+                let flag = format!("--{flag}");
+                match value {
+                    toml::Value::Boolean(true) => argv.push(flag),
+                    toml::Value::Boolean(false) => {}
+                    toml::Value::Array(items) => {
+                        for item in items {
+                            push_flag(&mut argv, &flag, item).map_err(at)?;
+                        }
+                    }
+                    value => push_flag(&mut argv, &flag, value).map_err(at)?,
+                }
+            }
+        }
+    }
+    let matches = command.try_get_matches_from(&argv).map_err(|err| {
+        let flag = err
+            .get(clap::error::ContextKind::InvalidArg)
+            .map(|arg| arg.to_string())
+            .unwrap_or_default();
+        let flag = flag.split_whitespace().next().unwrap_or_default();
+        let key = flag.trim_start_matches('-').replace('-', "_");
+        let place = where_is
+            .get(flag)
+            .map(|line| format!("line {line}, key {key}: "))
+            .unwrap_or_default();
+        let message = err.kind().as_str().unwrap_or("invalid value").to_owned();
+        let detail = err
+            .get(clap::error::ContextKind::InvalidValue)
+            .map(|value| format!(" {value}"))
+            .unwrap_or_default();
+        Error::invalid(format!("{place}{message}{detail} for {key}"))
+            .with_hint("pipeline keys take the values of the `host run` flags of the same name")
+    })?;
+    let args =
+        RunArgs::from_arg_matches(&matches).map_err(|err| Error::invalid(err.to_string()))?;
+    let mut config = RunConfig::from_args(args)?;
+    config.processors.module_overrides = overrides;
+    Ok(config)
+}
+
+/// A module entry: `"path.wasm"` or `{ path = "…", config = {…}, secrets = {…} }`.
+fn module_entry(value: &toml::Value) -> Result<(String, ModuleConfig)> {
+    match value {
+        toml::Value::String(path) => Ok((path.clone(), ModuleConfig::default())),
+        toml::Value::Table(table) => {
+            let mut own = ModuleConfig::default();
+            let mut path = None;
+            for (key, value) in table {
+                match key.as_str() {
+                    "path" => path = Some(scalar(value)?),
+                    "config" => {
+                        for (key, value) in as_table(value)? {
+                            own.values.insert(key.clone(), scalar(value)?);
+                        }
+                    }
+                    "secrets" => {
+                        for (key, variable) in as_table(value)? {
+                            let variable = scalar(variable)?;
+                            let secret = std::env::var(&variable).map_err(|_| {
+                                Error::invalid(format!(
+                                    "secret {key:?}: environment variable {variable} is not set"
+                                ))
+                                .with_hint(format!("export {variable}=… before starting host"))
+                            })?;
+                            own.secrets.insert(key.clone(), secret);
+                        }
+                    }
+                    other => {
+                        return Err(Error::invalid(format!("module key {other:?} is unknown"))
+                            .with_hint("a module is \"path.wasm\" or { path = \"…\", config = {…}, secrets = {…} }"))
+                    }
+                }
+            }
+            let path = path.ok_or_else(|| {
+                Error::invalid("a module table has no path")
+                    .with_hint("write { path = \"….wasm\" }")
+            })?;
+            Ok((path, own))
+        }
+        _ => Err(Error::invalid("a module is not a path or a table")
+            .with_hint("write modules = [\"a.wasm\", { path = \"b.wasm\", config = {…} }]")),
+    }
+}
+
+fn push_flag(argv: &mut Vec<String>, flag: &str, value: &toml::Value) -> Result<()> {
+    argv.push(flag.to_owned());
+    argv.push(scalar(value)?);
+    Ok(())
+}
+
+/// A string, number or boolean as the command line would write it.
+fn scalar(value: &toml::Value) -> Result<String> {
+    match value {
+        toml::Value::String(text) => Ok(text.clone()),
+        toml::Value::Integer(number) => Ok(number.to_string()),
+        toml::Value::Float(number) => Ok(number.to_string()),
+        toml::Value::Boolean(flag) => Ok(flag.to_string()),
+        other => Err(Error::invalid(format!(
+            "expected a string or a number, found {}",
+            other.type_str()
+        ))
+        .with_hint("write the value as on the command line, e.g. \"30s\" or 500")),
+    }
+}
+
+fn as_array(value: &toml::Value) -> Result<&Vec<toml::Value>> {
+    value.as_array().ok_or_else(|| {
+        Error::invalid(format!("expected an array, found {}", value.type_str()))
+            .with_hint("write [\"…\", \"…\"]")
+    })
+}
+
+fn as_table(value: &toml::Value) -> Result<&toml::Table> {
+    value.as_table().ok_or_else(|| {
+        Error::invalid(format!("expected a table, found {}", value.type_str()))
+            .with_hint("write { key = \"value\" }")
+    })
+}
+
+fn has_password(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(user_info, _)| user_info.contains(':'))
+}
+
+/// The 1-based line of byte `offset`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<PipelinesFile> {
+        PipelinesFile::parse(Path::new("tidemark.toml"), text)
+    }
+
+    #[test]
+    fn pipelines_take_the_flags_of_host_run() {
+        let file = parse(
+            r#"
+state = "sqlite://state.db"
+max_batches_in_flight = 3
+
+[defaults]
+batch_size = 250
+poll = "2s"
+
+[[pipeline]]
+name = "a"
+source = "sqlite://a.db"
+table = "users"
+modules = ["m1.wasm", { path = "m2.wasm", config = { url = "http://x" } }]
+config = { list = "abc", n = 5 }
+allow_hosts = ["https://api.example.com"]
+max_retries = 2
+
+[[pipeline]]
+name = "b"
+source = "postgres://postgres@127.0.0.1/test"
+table = "app.orders"
+batch_size = 10
+"#,
+        )
+        .unwrap();
+        assert_eq!(file.state_url, "sqlite://state.db");
+        assert_eq!(file.max_batches_in_flight, 3);
+        let [a, b] = &file.pipelines[..] else {
+            panic!("{:?}", file.pipelines)
+        };
+        assert_eq!(a.pipeline, "a");
+        assert_eq!(a.sync.batch_size, 250);
+        assert_eq!(a.sync.poll, Duration::from_secs(2));
+        assert_eq!(a.sync.retry.max_retries, 2);
+        assert_eq!(a.processors.modules.len(), 2);
+        assert_eq!(a.processors.module_config(0).values.get("url"), None);
+        assert_eq!(
+            a.processors
+                .module_config(1)
+                .values
+                .get("url")
+                .map(String::as_str),
+            Some("http://x")
+        );
+        assert_eq!(
+            a.processors
+                .module_config(1)
+                .values
+                .get("n")
+                .map(String::as_str),
+            Some("5")
+        );
+        assert_eq!(a.processors.http.allow.len(), 1);
+        assert_eq!(b.sync.batch_size, 10);
+        assert_eq!(b.state_url, "sqlite://state.db");
+    }
+
+    #[test]
+    fn mistakes_name_the_line_and_the_key() {
+        let base = "[[pipeline]]\nname = \"a\"\nsource = \"sqlite://a.db\"\ntable = \"t\"\n";
+        for (extra, says) in [
+            ("batchsize = 5\n", "line 5, key batchsize"),
+            ("batch_size = \"lots\"\n", "line 5, key batch_size"),
+            ("batch_size = 0\n", "batch size 0"),
+            ("state = \"x\"\n", "key state"),
+            ("modules = 5\n", "expected an array"),
+        ] {
+            let err = parse(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(err.contains(says), "{extra:?}: {err}");
+            assert!(err.contains("tidemark.toml:1: pipeline \"a\""), "{err}");
+        }
+        let err = parse("stat = 1\n").unwrap_err().to_string();
+        assert!(
+            err.contains("tidemark.toml:1") && err.contains("stat"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{base}[[pipeline]]\nname = \"a\"\nsource = \"sqlite://b.db\"\ntable = \"t\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("two pipelines are named \"a\""), "{err}");
+    }
+
+    #[test]
+    fn passwords_stay_out_of_the_file() {
+        let err = parse(
+            "[[pipeline]]\nname = \"a\"\ntable = \"t\"\nsource = \"postgres://u:hunter2@db/x\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("password"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.hint().unwrap_or_default().contains("source_env"));
+    }
+}

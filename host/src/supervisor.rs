@@ -1,0 +1,341 @@
+//! Many pipelines in one process, from a pipelines file.
+//!
+//! Each pipeline runs as its own task with its own source connection, processor instances,
+//! configuration, secrets and allow-list; they share the WebAssembly engine, the state store
+//! and a bound on the batches delivered at once (`max_batches_in_flight`, handed out first
+//! come first served, so no pipeline starves another).
+//!
+//! Fault isolation: a pipeline whose run fails (source unreachable, destination down past its
+//! retries, a module that traps on every batch, a bad configuration) is restarted after a
+//! backoff of its own, doubling up to five minutes; the others are not touched. Guests yield
+//! to the executor at every epoch tick, so a module that spins until its deadline does not
+//! hold a worker thread.
+//!
+//! SIGHUP reads the file again: pipelines that appeared start, those that went away stop,
+//! those whose settings or module files changed restart after the batch in hand (their
+//! watermarks stay in the state store). SIGTERM or SIGINT stops every pipeline after its batch
+//! in hand; batches still in flight after `stop_timeout` are abandoned unacknowledged, to be
+//! delivered again under the same id on the next start.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::config::RunConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pipeline;
+use crate::pipelines_file::PipelinesFile;
+use crate::runtime::engine::EngineOptions;
+use crate::runtime::Runtime;
+use crate::state::StateStore;
+use crate::sync::Shutdown;
+
+const FIRST_RESTART: Duration = Duration::from_secs(1);
+const LAST_RESTART: Duration = Duration::from_secs(300);
+
+/// How a multi-pipeline run ended.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Pipelines whose last run failed (with `--once`: their pass did not complete).
+    pub failed: Vec<String>,
+    /// Pipelines still delivering when the stop timeout ran out.
+    pub abandoned: Vec<String>,
+}
+
+struct Running {
+    fingerprint: String,
+    shutdown: Shutdown,
+    task: JoinHandle<bool>,
+}
+
+pub struct Supervisor {
+    file: PipelinesFile,
+    runtime: Arc<Runtime>,
+    engine: EngineOptions,
+    store: Arc<StateStore>,
+    permits: Arc<Semaphore>,
+    once: bool,
+    running: BTreeMap<String, Running>,
+}
+
+impl Supervisor {
+    /// Opens the state store and creates the engine every pipeline of `file` shares.
+    pub async fn new(file: PipelinesFile, once: bool) -> Result<Self> {
+        let store = Arc::new(StateStore::open(&file.state_url).await?);
+        let engine = engine_options(&file);
+        let runtime = Arc::new(Runtime::new(&engine)?);
+        Ok(Supervisor {
+            permits: Arc::new(Semaphore::new(file.max_batches_in_flight)),
+            file,
+            runtime,
+            engine,
+            store,
+            once,
+            running: BTreeMap::new(),
+        })
+    }
+
+    pub fn store(&self) -> Arc<StateStore> {
+        self.store.clone()
+    }
+
+    /// Runs until every pipeline is done (`--once`) or `shutdown` is requested; reloads the
+    /// file on SIGHUP.
+    pub async fn run(mut self, shutdown: &Shutdown) -> Result<Summary> {
+        let pipelines = self.file.pipelines.clone();
+        for config in pipelines {
+            self.start(config);
+        }
+        tracing::info!(
+            "running {} pipelines from {} ({} batches in flight at most)",
+            self.running.len(),
+            self.file.path.display(),
+            self.file.max_batches_in_flight
+        );
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            if self.once && self.running.values().all(|run| run.task.is_finished()) {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                Some(_) = async { hangup.as_mut()?.recv().await } => self.reload().await,
+                _ = tokio::time::sleep(Duration::from_millis(200)), if self.once => {}
+            }
+        }
+        Ok(self.stop().await)
+    }
+
+    fn start(&mut self, mut config: RunConfig) {
+        config.sync.once = self.once;
+        let shutdown = Shutdown::default();
+        let task = tokio::spawn(supervise(
+            config.clone(),
+            self.runtime.clone(),
+            self.store.clone(),
+            self.permits.clone(),
+            shutdown.clone(),
+            self.once,
+        ));
+        self.running.insert(
+            config.pipeline.clone(),
+            Running {
+                fingerprint: fingerprint(&config),
+                shutdown,
+                task,
+            },
+        );
+    }
+
+    /// Reads the file again and applies the differences. A file that no longer parses changes
+    /// nothing: the pipelines go on as they were.
+    async fn reload(&mut self) {
+        let file = match PipelinesFile::load(&self.file.path) {
+            Ok(file) => file,
+            Err(err) => {
+                let hint = err
+                    .hint()
+                    .map(|hint| format!(" ({hint})"))
+                    .unwrap_or_default();
+                tracing::error!("reload refused, pipelines unchanged: {err}{hint}");
+                return;
+            }
+        };
+        if file.state_url != self.file.state_url {
+            tracing::warn!(
+                "reload: a new state store takes a restart of host; keeping {}",
+                self.file.state_url
+            );
+        }
+        let engine = engine_options(&file);
+        if (engine.fuel && !self.engine.fuel) || engine.max_memory > self.engine.max_memory {
+            tracing::warn!(
+                "reload: fuel metering or a larger memory limit takes a restart of host; pipelines that need them will fail until then"
+            );
+        }
+        let wanted: BTreeMap<String, RunConfig> = file
+            .pipelines
+            .iter()
+            .map(|config| {
+                let mut config = config.clone();
+                config.sync.once = self.once;
+                (config.pipeline.clone(), config)
+            })
+            .collect();
+        let (mut added, mut changed, mut removed) = (0, 0, 0);
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        for name in names {
+            let keep = wanted.get(&name).is_some_and(|config| {
+                self.running
+                    .get(&name)
+                    .is_some_and(|run| run.fingerprint == fingerprint(config))
+            });
+            if keep {
+                continue;
+            }
+            if let Some(run) = self.running.remove(&name) {
+                run.shutdown.request();
+                // The batch in hand finishes; its watermark is kept for the new settings.
+                let _ = run.task.await;
+            }
+            match wanted.get(&name) {
+                Some(config) => {
+                    tracing::info!("reload: pipeline {name:?} changed; restarting it");
+                    self.start(config.clone());
+                    changed += 1;
+                }
+                None => {
+                    tracing::info!("reload: pipeline {name:?} removed; stopped");
+                    removed += 1;
+                }
+            }
+        }
+        for (name, config) in wanted {
+            if !self.running.contains_key(&name) {
+                tracing::info!("reload: pipeline {name:?} added");
+                self.start(config);
+                added += 1;
+            }
+        }
+        self.file.pipelines = file.pipelines;
+        tracing::info!(
+            "reloaded {}: {added} added, {changed} changed, {removed} removed, {} running",
+            self.file.path.display(),
+            self.running.len()
+        );
+    }
+
+    /// Asks every pipeline to stop after its batch in hand and waits up to the stop timeout.
+    async fn stop(self) -> Summary {
+        for run in self.running.values() {
+            run.shutdown.request();
+        }
+        let deadline = tokio::time::Instant::now() + self.file.stop_timeout;
+        let mut summary = Summary::default();
+        for (name, mut run) in self.running {
+            match tokio::time::timeout_at(deadline, &mut run.task).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => summary.failed.push(name),
+                Ok(Err(panicked)) => {
+                    tracing::error!("pipeline {name:?} crashed: {panicked}");
+                    summary.failed.push(name);
+                }
+                Err(_) => {
+                    run.task.abort();
+                    tracing::warn!(
+                        "pipeline {name:?} did not stop within {:?}; its batch in flight is abandoned and will be delivered again under the same id",
+                        self.file.stop_timeout
+                    );
+                    summary.abandoned.push(name);
+                }
+            }
+        }
+        summary
+    }
+}
+
+/// Runs one pipeline, restarting it after failures with a backoff of its own. Returns
+/// whether its last run succeeded.
+async fn supervise(
+    config: RunConfig,
+    runtime: Arc<Runtime>,
+    store: Arc<StateStore>,
+    permits: Arc<Semaphore>,
+    shutdown: Shutdown,
+    once: bool,
+) -> bool {
+    let mut backoff = FIRST_RESTART;
+    loop {
+        let runtime = (!config.processors.modules.is_empty()).then_some(&*runtime);
+        let started = tokio::time::Instant::now();
+        match pipeline::run(&config, runtime, &store, &shutdown, Some(permits.clone())).await {
+            Ok(_) => return true,
+            Err(err) => {
+                let hint = err
+                    .hint()
+                    .map(|hint| format!(" (hint: {hint})"))
+                    .unwrap_or_default();
+                if once || shutdown.is_requested() {
+                    tracing::error!("{err}{hint}");
+                    return false;
+                }
+                // A run that went well for a while starts its backoff over.
+                if started.elapsed() > LAST_RESTART {
+                    backoff = FIRST_RESTART;
+                }
+                let kind = if err.kind() == ErrorKind::Invalid {
+                    "configuration error"
+                } else {
+                    "error"
+                };
+                tracing::error!(
+                    "{err}{hint}; {kind}, restarting pipeline {:?} in {backoff:?}",
+                    config.pipeline
+                );
+                shutdown.sleep(backoff).await;
+                if shutdown.is_requested() {
+                    return false;
+                }
+                backoff = (backoff * 2).min(LAST_RESTART);
+            }
+        }
+    }
+}
+
+/// The engine every pipeline of the file fits in: fuel metering if any pipeline has a fuel
+/// budget, memory slots as large as the largest limit.
+fn engine_options(file: &PipelinesFile) -> EngineOptions {
+    let processors = file.pipelines.iter().map(|config| &config.processors);
+    EngineOptions {
+        fuel: processors.clone().any(|p| p.limits.fuel.is_some()),
+        max_memory: processors
+            .clone()
+            .map(|p| p.limits.memory)
+            .max()
+            .unwrap_or(crate::runtime::limits::DEFAULT_MEMORY),
+        cache_dir: processors.clone().find_map(|p| p.cache_dir.clone()),
+    }
+}
+
+/// What makes two versions of a pipeline the same: its settings and its module files.
+fn fingerprint(config: &RunConfig) -> String {
+    let modules: Vec<String> = config
+        .processors
+        .modules
+        .iter()
+        .map(|path| module_stamp(path))
+        .collect();
+    format!("{config:?}|{}", modules.join("|"))
+}
+
+fn module_stamp(path: &Path) -> String {
+    let stamp = std::fs::metadata(path).ok().map(|meta| {
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|time| time.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .unwrap_or_default();
+        (meta.len(), modified)
+    });
+    format!("{}:{stamp:?}", PathBuf::from(path).display())
+}
+
+impl Summary {
+    /// An error when a pipeline failed, naming them.
+    pub fn into_result(self) -> Result<()> {
+        if self.failed.is_empty() {
+            return Ok(());
+        }
+        Err(Error::fatal(format!(
+            "{} pipelines failed: {}",
+            self.failed.len(),
+            self.failed.join(", ")
+        ))
+        .with_hint("the log above has each pipeline's error; `host status` shows the last one"))
+    }
+}
