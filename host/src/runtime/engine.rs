@@ -92,11 +92,28 @@ pub struct Compiled {
 /// Compiles `path`, or loads it from the cache.
 pub fn compile(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Result<Compiled> {
     let started = std::time::Instant::now();
+    // A module seen before (same path, size and modification time) is loaded without being
+    // read or hashed: for a 20 MB Python component that is most of a cached load.
+    let stamp = cache_dir.and_then(|dir| Stamp::of(engine, dir, path));
+    if let Some(cached) = stamp.as_ref().and_then(Stamp::remembered) {
+        // SAFETY: as below; the key was computed from this module's bytes.
+        if let Ok(component) = unsafe { Component::deserialize_file(engine, &cached) } {
+            return Ok(Compiled {
+                component,
+                from_cache: true,
+                took: started.elapsed(),
+            });
+        }
+    }
     let wasm = std::fs::read(path).map_err(|err| {
         Error::io(format!("cannot read module {}", path.display()), err)
             .with_hint("pass --module with the path of a .wasm component")
     })?;
-    let cached = cache_dir.map(|dir| dir.join(format!("{}.cwasm", cache_key(engine, &wasm))));
+    let key = cache_key(engine, &wasm);
+    if let Some(stamp) = &stamp {
+        stamp.remember(&key);
+    }
+    let cached = cache_dir.map(|dir| dir.join(format!("{key}.cwasm")));
     if let Some(cached) = cached.as_deref().filter(|file| file.exists()) {
         // SAFETY: the file was written by `Component::serialize` of an engine with the same
         // compatibility hash (it is in the file name); wasmtime re-checks the header.
@@ -158,6 +175,63 @@ fn store_compiled(component: &Component, path: &Path) -> std::io::Result<()> {
     let partial = path.with_extension(format!("partial-{}", std::process::id()));
     std::fs::write(&partial, bytes)?;
     std::fs::rename(&partial, path)
+}
+
+/// Where the cache key of one module file is remembered: a small file in `<cache>/stamps`,
+/// named after the module's path, size, modification time and the engine's settings.
+struct Stamp {
+    dir: PathBuf,
+    file: PathBuf,
+}
+
+impl Stamp {
+    fn of(engine: &Engine, cache_dir: &Path, path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        let modified = meta
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        let canonical = std::fs::canonicalize(path).ok()?;
+        let mut hasher = Sha256Hasher(Sha256::new());
+        hasher.write(canonical.as_os_str().as_encoded_bytes());
+        meta.len().hash(&mut hasher);
+        modified.as_nanos().hash(&mut hasher);
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let name = hex::encode(&hasher.0.finalize()[..20]);
+        Some(Stamp {
+            dir: cache_dir.to_owned(),
+            file: cache_dir.join("stamps").join(name),
+        })
+    }
+
+    /// The compiled module, if this stamp was seen with a key whose file still exists.
+    fn remembered(&self) -> Option<PathBuf> {
+        let key = std::fs::read_to_string(&self.file).ok()?;
+        let key = key.trim();
+        let valid = key.len() == 40 && key.bytes().all(|b| b.is_ascii_hexdigit());
+        let cached = self.dir.join(format!("{key}.cwasm"));
+        (valid && cached.exists()).then_some(cached)
+    }
+
+    fn remember(&self, key: &str) {
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = self.file.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let partial = self
+                .file
+                .with_extension(format!("partial-{}", std::process::id()));
+            std::fs::write(&partial, key)?;
+            std::fs::rename(&partial, &self.file)
+        };
+        if let Err(err) = write() {
+            tracing::debug!(
+                "cannot remember the cache key in {}: {err}",
+                self.file.display()
+            );
+        }
+    }
 }
 
 struct Sha256Hasher(Sha256);
