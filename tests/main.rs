@@ -12,6 +12,8 @@
 //!   failing guests, the compile cache, `check` and `test`.
 //! - [`destinations`]: the webhook and Mailchimp destinations against a fake receiver:
 //!   the allow-list, timeouts, retries, dead letters, crashes.
+//! - [`tenants`]: many pipelines in one process (`host run --config tidemark.toml`): the
+//!   file, fault isolation, per-tenant secrets and hosts, accounting and metrics, reload, stop.
 
 mod cli;
 mod destinations;
@@ -20,3 +22,4 @@ mod polyglot;
 mod processors;
 mod support;
 mod sync_scenarios;
+mod tenants;

@@ -396,6 +396,7 @@ async fn retry(args: RetryArgs) -> anyhow::Result<()> {
             },
             &policy,
             &shutdown,
+            Some(&store),
         )
         .await
         .with_context(|| format!("retrying dead letters of pipeline {:?}", args.pipeline))?;

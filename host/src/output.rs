@@ -29,8 +29,6 @@ pub struct Delivered {
     pub rejected: Vec<RejectedRow>,
     /// What the processors used on the attempt that delivered.
     pub usage: GuestUsage,
-    /// Times the destination asked for the batch again before it took it.
-    pub retries: u32,
 }
 
 /// What processor calls used, summed over a chain.

@@ -72,7 +72,16 @@ pub async fn run(
     };
     let result = connect_and_sync(config, &mut destination, store, shutdown).await;
     let Err(err) = result else { return result };
-    if let Err(unrecorded) = store.record_error(&config.pipeline, &err.to_string()).await {
+    let identity = Identity {
+        source: redact_url(&config.source_url),
+        table: config.table.table.to_string(),
+        cursor: config.table.cursor.clone(),
+        key: String::new(),
+    };
+    let recorded = store
+        .record_error(&config.pipeline, &err.to_string(), Some(&identity))
+        .await;
+    if let Err(unrecorded) = recorded {
         tracing::warn!("{}: {unrecorded}", config.pipeline);
     }
     Err(err.context(format!(

@@ -135,6 +135,9 @@ impl PipelinesFile {
             let line = line_of(text, table.span().start);
             let mut merged = document.defaults.clone();
             for (key, value) in table.get_ref() {
+                // Removed first: `insert` would keep the default's key, and with it the line
+                // an error names.
+                merged.remove(key);
                 merged.insert(key.clone(), value.clone());
             }
             let config = pipeline_config(text, &merged, &state_url).map_err(|err| {
@@ -476,6 +479,13 @@ batch_size = 10
         .unwrap_err()
         .to_string();
         assert!(err.contains("two pipelines are named \"a\""), "{err}");
+        // A key the pipeline sets over a default: the pipeline's line, not the default's.
+        let err = parse(&format!(
+            "[defaults]\npoll = \"1s\"\n\n{base}poll = \"often\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 8, key poll"), "{err}");
     }
 
     #[test]

@@ -308,7 +308,30 @@ impl StateStore {
         identity: &Identity,
         initial: Position,
     ) -> Result<PipelineState> {
-        if let Some(state) = self.load(name).await? {
+        if let Some(mut state) = self.load(name).await? {
+            // A row left by `record_error` before the first connection: take this identity.
+            if state.identity.key.is_empty() && state.batches_synced == 0 && state.pending.is_none()
+            {
+                let (phase, cursor, key) = encode(&initial);
+                self.update(
+                    &mut state,
+                    "source = $3, table_name = $4, cursor_column = $5, key_column = $6, \
+                     phase = $7, cursor_value = $8, key_value = $9",
+                    &[
+                        Some(&identity.source),
+                        Some(&identity.table),
+                        Some(&identity.cursor),
+                        Some(&identity.key),
+                        Some(phase),
+                        cursor,
+                        key,
+                    ],
+                )
+                .await?;
+                state.identity = identity.clone();
+                state.position = initial;
+                return Ok(state);
+            }
             let stored = &state.identity;
             // The host may change (a replica, a failover); the kind of database may not.
             let scheme = |url: &str| url.split("://").next().unwrap_or_default().to_owned();
@@ -538,7 +561,6 @@ impl StateStore {
         let counts = [
             rows as i64,
             delivered.rejected.len() as i64,
-            i64::from(delivered.retries),
             usage.time.as_micros() as i64,
             usage.fuel as i64,
             usage.peak_memory as i64,
@@ -550,11 +572,10 @@ impl StateStore {
              pending_phase = NULL, pending_cursor = NULL, pending_key = NULL, \
              rows_synced = rows_synced + CAST($6 AS BIGINT), batches_synced = batches_synced + 1, \
              last_batch = $7, rows_rejected = rows_rejected + CAST($8 AS BIGINT), \
-             retries = retries + CAST($9 AS BIGINT), \
-             guest_micros = guest_micros + CAST($10 AS BIGINT), \
-             fuel_used = fuel_used + CAST($11 AS BIGINT), \
-             peak_guest_memory = CASE WHEN peak_guest_memory < CAST($12 AS BIGINT) \
-             THEN CAST($12 AS BIGINT) ELSE peak_guest_memory END",
+             guest_micros = guest_micros + CAST($9 AS BIGINT), \
+             fuel_used = fuel_used + CAST($10 AS BIGINT), \
+             peak_guest_memory = CASE WHEN peak_guest_memory < CAST($11 AS BIGINT) \
+             THEN CAST($11 AS BIGINT) ELSE peak_guest_memory END",
             &[
                 Some(phase),
                 cursor,
@@ -565,7 +586,6 @@ impl StateStore {
                 Some(&counts[2]),
                 Some(&counts[3]),
                 Some(&counts[4]),
-                Some(&counts[5]),
             ],
         )
         .await?;
@@ -576,7 +596,6 @@ impl StateStore {
         state.last_batch = batch;
         let accounting = &mut state.accounting;
         accounting.rows_rejected += delivered.rejected.len() as i64;
-        accounting.retries += i64::from(delivered.retries);
         accounting.guest_seconds += usage.time.as_secs_f64();
         accounting.fuel_used += usage.fuel as i64;
         accounting.peak_guest_memory = accounting.peak_guest_memory.max(usage.peak_memory as i64);
@@ -584,19 +603,58 @@ impl StateStore {
     }
 
     /// Counts a failed pass or run of `pipeline`, keeping its message. Touches no watermark,
-    /// so it needs no compare-and-set.
-    pub async fn record_error(&self, pipeline: &str, message: &str) -> Result<()> {
-        sqlx::query(&format!(
+    /// so it needs no compare-and-set. A pipeline that never got as far as its state (its
+    /// database was unreachable from the start) gets a row with its identity but no key yet,
+    /// so that `host status` and the metrics show it failing; its first run completes it.
+    pub async fn record_error(
+        &self,
+        pipeline: &str,
+        message: &str,
+        identity: Option<&Identity>,
+    ) -> Result<()> {
+        let failed = |err| Error::database(format!("cannot record an error of {pipeline:?}"), err);
+        let now = now_rfc3339();
+        let updated = sqlx::query(&format!(
             "UPDATE {}pipelines SET errors = errors + 1, last_error = $2, last_error_at = $3 \
              WHERE pipeline = $1",
             self.prefix
         ))
         .bind(pipeline)
         .bind(message)
-        .bind(now_rfc3339())
+        .bind(&now)
         .execute(&self.pool)
         .await
-        .map_err(|err| Error::database(format!("cannot record an error of {pipeline:?}"), err))?;
+        .map_err(failed)?;
+        if let (0, Some(identity)) = (updated.rows_affected(), identity) {
+            sqlx::query(&format!(
+                "INSERT INTO {}pipelines (pipeline, source, table_name, cursor_column, key_column, \
+                 phase, errors, last_error, last_error_at) \
+                 VALUES ($1, $2, $3, $4, '', 'start', 1, $5, $6)",
+                self.prefix
+            ))
+            .bind(pipeline)
+            .bind(&identity.source)
+            .bind(&identity.table)
+            .bind(&identity.cursor)
+            .bind(message)
+            .bind(&now)
+            .execute(&self.pool)
+            .await
+            .map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    /// Counts a time a destination asked for a batch of `pipeline` again.
+    pub async fn record_retry(&self, pipeline: &str) -> Result<()> {
+        sqlx::query(&format!(
+            "UPDATE {}pipelines SET retries = retries + 1 WHERE pipeline = $1",
+            self.prefix
+        ))
+        .bind(pipeline)
+        .execute(&self.pool)
+        .await
+        .map_err(|err| Error::database(format!("cannot count a retry of {pipeline:?}"), err))?;
         Ok(())
     }
 

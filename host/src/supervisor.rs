@@ -168,20 +168,36 @@ impl Supervisor {
             })
             .collect();
         let (mut added, mut changed, mut removed) = (0, 0, 0);
-        let names: Vec<String> = self.running.keys().cloned().collect();
-        for name in names {
-            let keep = wanted.get(&name).is_some_and(|config| {
-                self.running
-                    .get(&name)
-                    .is_some_and(|run| run.fingerprint == fingerprint(config))
-            });
-            if keep {
-                continue;
-            }
-            if let Some(run) = self.running.remove(&name) {
-                run.shutdown.request();
-                // The batch in hand finishes; its watermark is kept for the new settings.
-                let _ = run.task.await;
+        let outdated: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, run)| {
+                wanted
+                    .get(*name)
+                    .is_none_or(|config| run.fingerprint != fingerprint(config))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        // All stop at once, each after its batch in hand; their watermarks stay for the new
+        // settings. One that takes longer than the stop timeout is abandoned, to come again.
+        let stopping: Vec<(String, Running)> = outdated
+            .into_iter()
+            .filter_map(|name| self.running.remove(&name).map(|run| (name, run)))
+            .collect();
+        for (_, run) in &stopping {
+            run.shutdown.request();
+        }
+        let deadline = tokio::time::Instant::now() + self.file.stop_timeout;
+        for (name, mut run) in stopping {
+            if tokio::time::timeout_at(deadline, &mut run.task)
+                .await
+                .is_err()
+            {
+                run.task.abort();
+                tracing::warn!(
+                    "reload: pipeline {name:?} did not stop within {:?}; its batch in flight is abandoned and will be delivered again under the same id",
+                    self.file.stop_timeout
+                );
             }
             match wanted.get(&name) {
                 Some(config) => {
@@ -278,8 +294,11 @@ async fn supervise(
                     config.pipeline
                 );
                 shutdown.sleep(backoff).await;
+                // Stopped as asked while waiting to restart: a polling host's stop is clean
+                // (exit 0), as it is for a pipeline stopped between passes; the failure was
+                // logged and counted in the state store.
                 if shutdown.is_requested() {
-                    return false;
+                    return true;
                 }
                 backoff = (backoff * 2).min(LAST_RESTART);
             }

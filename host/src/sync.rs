@@ -124,7 +124,10 @@ pub async fn run<S: Source, D: Destination>(
                     && !options.once =>
             {
                 tracing::warn!("{}: {err}; retrying in {backoff:?}", state.name);
-                if let Err(unrecorded) = store.record_error(&state.name, &err.to_string()).await {
+                if let Err(unrecorded) = store
+                    .record_error(&state.name, &err.to_string(), None)
+                    .await
+                {
                     tracing::warn!("{}: {unrecorded}", state.name);
                 }
                 shutdown.sleep(backoff).await;
@@ -294,7 +297,8 @@ async fn deliver<D: Destination>(
         pipeline: &state.name,
         rows: &page.rows,
     };
-    let delivered = deliver_with_retries(destination, batch, &options.retry, shutdown).await?;
+    let delivered =
+        deliver_with_retries(destination, batch, &options.retry, shutdown, Some(store)).await?;
     failpoint::hit("after_deliver").await;
     if !delivered.rejected.is_empty() {
         store
@@ -325,12 +329,14 @@ async fn deliver<D: Destination>(
 
 /// Delivers `batch`, again and again while the destination asks to retry later, waiting as
 /// `policy` says; gives up after `policy.max_retries` retries. A stop request ends the wait
-/// and returns the destination's last answer.
+/// and returns the destination's last answer. Each retry is counted in `store` as it happens,
+/// so a destination that never recovers shows its retries too.
 pub async fn deliver_with_retries<D: Destination>(
     destination: &mut D,
     batch: Batch<'_>,
     policy: &RetryPolicy,
     shutdown: &Shutdown,
+    store: Option<&StateStore>,
 ) -> Result<Delivered> {
     let mut retry = 0;
     loop {
@@ -340,6 +346,11 @@ pub async fn deliver_with_retries<D: Destination>(
                     return Err(policy.gave_up(&err));
                 }
                 retry += 1;
+                if let Some(store) = store {
+                    if let Err(unrecorded) = store.record_retry(batch.pipeline).await {
+                        tracing::warn!("{}: {unrecorded}", batch.pipeline);
+                    }
+                }
                 let wait = policy.wait(retry, err.retry_after());
                 tracing::warn!(
                     "{}: {err}; retry {retry} of {} in {wait:.1?}",
@@ -351,11 +362,7 @@ pub async fn deliver_with_retries<D: Destination>(
                     return Err(err);
                 }
             }
-            Ok(mut delivered) => {
-                delivered.retries = retry;
-                return Ok(delivered);
-            }
-            Err(err) => return Err(err),
+            result => return result,
         }
     }
 }

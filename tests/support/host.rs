@@ -211,7 +211,11 @@ impl Host {
 
     /// `host run` in the background, with `failpoints` armed if given.
     pub fn spawn(&self, extra: &[&str], failpoints: Option<&str>) -> Running {
-        let args = self.run_args(extra);
+        self.spawn_exact(self.run_args(extra), failpoints)
+    }
+
+    /// The host in the background with exactly `args` (say, `run --config FILE`).
+    pub fn spawn_exact(&self, args: Vec<String>, failpoints: Option<&str>) -> Running {
         let stdout_path = self.dir().join(format!("host-{}.stdout", unique()));
         let stderr_path = self.dir().join(format!("host-{}.stderr", unique()));
         let mut command = self.command(&args);
@@ -357,12 +361,22 @@ impl Running {
 
     /// Sends SIGTERM and returns at once.
     pub fn sigterm(&mut self) {
+        self.signal("TERM");
+    }
+
+    /// Sends signal `name` (`HUP`, `TERM`, …) and returns at once.
+    pub fn signal(&mut self, name: &str) {
         let pid = self.child().id().expect("host pid").to_string();
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([format!("-{name}").as_str(), &pid])
             .status()
-            .expect("running kill -TERM");
-        assert!(status.success(), "kill -TERM {pid} failed");
+            .unwrap_or_else(|err| panic!("running kill -{name}: {err}"));
+        assert!(status.success(), "kill -{name} {pid} failed");
+    }
+
+    /// Waits at most `timeout` for the host to exit by itself.
+    pub async fn finish_within(mut self, timeout: Duration) -> Outcome {
+        self.wait(timeout).await
     }
 
     /// SIGTERM, then waits (at most 15 s) for the host to exit.

@@ -88,7 +88,6 @@ async fn send_to_destination(destination: &Processor, call: &Batch) -> Result<De
             Ok(Delivered {
                 rejected,
                 usage: used,
-                ..Delivered::default()
             })
         }
         Outcome::Delivered(Err(DeliveryError::RetryLater(retry))) => Err(Error::retry_later(
