@@ -9,9 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use sqlx::mysql::{
-    MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow, MySqlValueRef,
-};
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlRow, MySqlValueRef};
 use sqlx::{Decode, Row, ValueRef};
 
 use super::query;
@@ -88,18 +86,13 @@ impl MySqlSource {
                 .with_hint("use mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
             })?
             .timezone(Some("+00:00".to_owned()));
-        let pool = MySqlPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(15))
-            .connect_with(options)
-            .await
-            .map_err(|err| {
-                Error::database(
-                    format!("cannot connect to {}", super::redact_url(&url)),
-                    err,
-                )
-                .with_hint("check that the server is up and the URL (--source) is right")
-            })?;
+        let pool: MySqlPool = super::query::open_pool(options).await.map_err(|err| {
+            Error::database(
+                format!("cannot connect to {}", super::redact_url(&url)),
+                err,
+            )
+            .with_hint("check that the server is up and the URL (--source) is right")
+        })?;
         let table = spec.table.to_string();
         let schema: Option<String> = match &spec.table.schema {
             Some(schema) => Some(schema.clone()),

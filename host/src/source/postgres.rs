@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgValueRef};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgRow, PgValueRef};
 use sqlx::{Decode, Postgres, Row, ValueRef};
 
 use super::query;
@@ -86,15 +86,10 @@ impl PgSource {
             })?
             .application_name("tidemark")
             .options([("TimeZone", "UTC"), ("DateStyle", "ISO")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(15))
-            .connect_with(options)
-            .await
-            .map_err(|err| {
-                Error::database(format!("cannot connect to {}", super::redact_url(url)), err)
-                    .with_hint("check that the server is up and the URL (--source) is right")
-            })?;
+        let pool: PgPool = super::query::open_pool(options).await.map_err(|err| {
+            Error::database(format!("cannot connect to {}", super::redact_url(url)), err)
+                .with_hint("check that the server is up and the URL (--source) is right")
+        })?;
         let table = spec.table.to_string();
         let quoted_table = match &spec.table.schema {
             Some(schema) => format!(

@@ -7,6 +7,21 @@ use sqlx::{Database, Executor, Pool};
 use super::{Page, Position, Rows};
 use crate::error::{Error, Result};
 
+/// Opens a pool of at most two connections (one reads ahead while a batch is delivered) after
+/// one plain connection attempt, so that a refused or rejected connection reports its own
+/// cause at once ("connection refused", "too many clients") instead of a pool timeout.
+pub(crate) async fn open_pool<DB: Database>(
+    options: <DB::Connection as sqlx::Connection>::Options,
+) -> std::result::Result<Pool<DB>, sqlx::Error> {
+    use sqlx::{ConnectOptions, Connection};
+    options.connect().await?.close().await?;
+    sqlx::pool::PoolOptions::<DB>::new()
+        .max_connections(2)
+        .acquire_timeout(std::time::Duration::from_secs(15))
+        .connect_with(options)
+        .await
+}
+
 type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>;
 
 /// Runs a `SELECT COUNT(*) …`.
