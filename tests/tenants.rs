@@ -632,6 +632,17 @@ async fn bad_tenants_do_not_hold_up_a_healthy_one() {
     let error = |name: &str| status[name]["last_error"].as_str().unwrap().to_owned();
     assert_mentions(&error("spin"), "spin's last error", &["deadline"]);
     assert_mentions(&error("hog"), "hog's last error", &["memory"]);
+    // Failed calls are charged too: the spinning guest's time, the hog's memory.
+    assert!(
+        number(&status["spin"], "guest_seconds") >= 0.5,
+        "{}",
+        status["spin"]
+    );
+    assert!(
+        number(&status["hog"], "peak_guest_memory_bytes") >= (8 << 20) as f64,
+        "{}",
+        status["hog"]
+    );
     assert_mentions(&error("busy"), "busy's last error", &["429"]);
     // Each run of busy tried its batch 1 + max_retries times, each retry counted as it
     // happened, though the batch was never delivered.

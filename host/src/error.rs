@@ -6,6 +6,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::output::GuestUsage;
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What a caller should do about an error.
@@ -33,6 +35,8 @@ pub struct Error {
     hint: Option<String>,
     /// For [`ErrorKind::RetryLater`]: how long the destination asked to wait.
     retry_after: Option<Duration>,
+    /// What a failed processor call used, for the pipeline's accounting.
+    usage: Option<GuestUsage>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -43,6 +47,7 @@ impl Error {
             message: message.into(),
             hint: None,
             retry_after: None,
+            usage: None,
             source: None,
         }
     }
@@ -84,6 +89,7 @@ impl Error {
             message: context.into(),
             hint: None,
             retry_after: None,
+            usage: None,
             source: Some(Box::new(err)),
         }
     }
@@ -94,6 +100,7 @@ impl Error {
             message: context.into(),
             hint: None,
             retry_after: None,
+            usage: None,
             source: Some(Box::new(err)),
         }
     }
@@ -120,6 +127,16 @@ impl Error {
 
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
+    }
+
+    /// Records what the failed processor call used.
+    pub fn with_usage(mut self, usage: GuestUsage) -> Self {
+        self.usage = Some(usage);
+        self
+    }
+
+    pub fn usage(&self) -> Option<GuestUsage> {
+        self.usage
     }
 }
 

@@ -79,7 +79,7 @@ pub async fn run(
         key: String::new(),
     };
     let recorded = store
-        .record_error(&config.pipeline, &err.to_string(), Some(&identity))
+        .record_error(&config.pipeline, &err, Some(&identity))
         .await;
     if let Err(unrecorded) = recorded {
         tracing::warn!("{}: {unrecorded}", config.pipeline);

@@ -609,19 +609,27 @@ impl StateStore {
     pub async fn record_error(
         &self,
         pipeline: &str,
-        message: &str,
+        error: &Error,
         identity: Option<&Identity>,
     ) -> Result<()> {
         let failed = |err| Error::database(format!("cannot record an error of {pipeline:?}"), err);
         let now = now_rfc3339();
+        let message = error.to_string();
+        // What a failed module call used counts as much as a delivered one.
+        let usage = error.usage().unwrap_or_default();
         let updated = sqlx::query(&format!(
-            "UPDATE {}pipelines SET errors = errors + 1, last_error = $2, last_error_at = $3 \
-             WHERE pipeline = $1",
+            "UPDATE {}pipelines SET errors = errors + 1, last_error = $2, last_error_at = $3, \
+             guest_micros = guest_micros + $4, fuel_used = fuel_used + $5, \
+             peak_guest_memory = CASE WHEN peak_guest_memory < $6 THEN $6 \
+             ELSE peak_guest_memory END WHERE pipeline = $1",
             self.prefix
         ))
         .bind(pipeline)
-        .bind(message)
+        .bind(&message)
         .bind(&now)
+        .bind(usage.time.as_micros() as i64)
+        .bind(usage.fuel as i64)
+        .bind(usage.peak_memory as i64)
         .execute(&self.pool)
         .await
         .map_err(failed)?;
@@ -636,7 +644,7 @@ impl StateStore {
             .bind(&identity.source)
             .bind(&identity.table)
             .bind(&identity.cursor)
-            .bind(message)
+            .bind(&message)
             .bind(&now)
             .execute(&self.pool)
             .await

@@ -124,10 +124,7 @@ pub async fn run<S: Source, D: Destination>(
                     && !options.once =>
             {
                 tracing::warn!("{}: {err}; retrying in {backoff:?}", state.name);
-                if let Err(unrecorded) = store
-                    .record_error(&state.name, &err.to_string(), None)
-                    .await
-                {
+                if let Err(unrecorded) = store.record_error(&state.name, &err, None).await {
                     tracing::warn!("{}: {unrecorded}", state.name);
                 }
                 shutdown.sleep(backoff).await;

@@ -22,6 +22,7 @@ use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::output::GuestUsage;
 pub use bindings::{Batch, DeliveryError, Rejection};
 pub use host::ModuleConfig;
 use host::{ProcessorState, Tag};
@@ -390,6 +391,13 @@ impl Processor {
             )),
             Err(err) => Err(self.trap_error(batch, &err, store.data().limiter.hit)),
         }
+        // A failed call costs too: a module that spins to its deadline or runs out of memory
+        // on every batch is the one whose cost its pipeline's accounting must show.
+        .map_err(|err: Error| {
+            let mut spent = GuestUsage::default();
+            spent.add(usage.time, usage.fuel, usage.peak_memory);
+            err.with_usage(spent)
+        })
     }
 
     fn trap_error(&self, batch: &Batch, err: &wasmtime::Error, memory_hit: bool) -> Error {
