@@ -122,7 +122,7 @@ pub async fn render(store: &StateStore) -> Result<String> {
     let guest_seconds = Family::<PipelineLabel, Counter<f64, AtomicU64>>::default();
     registry.register(
         "guest_seconds",
-        "Time spent inside processor calls that delivered",
+        "Time spent inside processor calls, failed ones included",
         guest_seconds.clone(),
     );
     let gauge = |registry: &mut Registry, name: &str, help: &str| {

@@ -67,7 +67,7 @@ pub struct Accounting {
     pub retries: i64,
     /// Failed passes and runs (each retried or restarted later).
     pub errors: i64,
-    /// Wall-clock time spent inside processor calls that delivered.
+    /// Wall-clock time spent inside processor calls, failed ones included.
     pub guest_seconds: f64,
     /// Fuel burned, when metered.
     pub fuel_used: i64,
