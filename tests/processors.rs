@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use crate::support::db::USERS_COLUMNS;
 use crate::support::guests::{guest, test_guest_names};
 use crate::support::host::{assert_mentions, error_report, Outcome};
+use crate::support::http_server::{Reply, Server};
 use crate::support::lines::{assert_each_once, batches, ids};
 use crate::support::{at, Backend, Host, TestDb, Val};
 
@@ -920,6 +921,56 @@ async fn test_command_reports_a_panicking_module() {
 }
 
 /// Each component of `tests/guests/` is run by a test of this file.
+/// Scenario: a destination sends three requests at once (`http::send_all`) to a receiver that
+/// answers each after 300 ms. With `--max-in-flight 1` the host lets them out one after
+/// another; with `--max-in-flight 3`, together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_in_flight_caps_requests_sent_together() {
+    for in_flight in [1, 3] {
+        let (_db, host) = sqlite_users(2).await;
+        let server = Server::start(|_| Reply::ok().delayed(Duration::from_millis(300)));
+        let url = format!("url={}", server.url("/fanout"));
+        let origin = server.origin();
+        let in_flight_arg = in_flight.to_string();
+        let args = with_modules(
+            &host,
+            &["guest_concurrent_requests"],
+            &[
+                "--pipeline",
+                "fanout",
+                "--config",
+                &url,
+                "--allow-host",
+                &origin,
+                "--max-in-flight",
+                &in_flight_arg,
+            ],
+        );
+        let outcome = host.run_once(&refs(&args)).await;
+        assert_eq!(
+            outcome.code(),
+            Some(0),
+            "--max-in-flight {in_flight}: {outcome}"
+        );
+        let arrivals: Vec<Instant> = server.requests().iter().map(|r| r.at).collect();
+        assert_eq!(arrivals.len(), 3, "--max-in-flight {in_flight}: requests");
+        let first = arrivals.iter().min().copied().unwrap_or_else(Instant::now);
+        let last = arrivals.iter().max().copied().unwrap_or(first);
+        let spread = last - first;
+        if in_flight == 1 {
+            assert!(
+                spread >= Duration::from_millis(550),
+                "one in flight, yet the requests arrived within {spread:?}"
+            );
+        } else {
+            assert!(
+                spread < Duration::from_millis(250),
+                "three in flight, yet the requests arrived over {spread:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn every_test_guest_has_a_test() {
     let source = include_str!("processors.rs");

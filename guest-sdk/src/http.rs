@@ -35,7 +35,7 @@ use crate::DeliveryError;
 
 use crate::destination::wasi::http::outgoing_handler;
 use crate::destination::wasi::http::types::{
-    ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, Scheme,
+    ErrorCode, Fields, FutureIncomingResponse, Method, OutgoingBody, OutgoingRequest, Scheme,
 };
 use crate::destination::wasi::io::streams::StreamError;
 
@@ -135,7 +135,13 @@ impl Request {
         Ok(self.header("content-type", "application/json").body(body))
     }
 
+    /// Sends the request and waits for the whole response.
     pub fn send(self) -> Result<Response, HttpError> {
+        receive(self.start()?)
+    }
+
+    /// Sends the request and its body; the response is awaited by [`receive`].
+    fn start(self) -> Result<FutureIncomingResponse, HttpError> {
         let (scheme, authority, path) = split_url(&self.url)?;
         let headers = Fields::from_list(&self.headers)
             .map_err(|err| failure(format!("invalid header: {err:?}")))?;
@@ -169,37 +175,53 @@ impl Request {
             }
         }
         OutgoingBody::finish(body, None).map_err(from_error_code)?;
-        pending.subscribe().block();
-        let response = pending
-            .get()
-            .ok_or_else(|| failure("no response"))?
-            .map_err(|()| failure("response already taken"))?
-            .map_err(from_error_code)?;
-        let status = response.status();
-        let headers = response.headers().entries();
-        let incoming = response
-            .consume()
+        Ok(pending)
+    }
+}
+
+/// Sends every request before waiting for any response, so that they are in flight together
+/// (up to the pipeline's `--max-in-flight`; the host queues the rest). The results come in the
+/// order of `requests`.
+pub fn send_all(requests: Vec<Request>) -> Vec<Result<Response, HttpError>> {
+    let started: Vec<_> = requests.into_iter().map(Request::start).collect();
+    started
+        .into_iter()
+        .map(|pending| pending.and_then(receive))
+        .collect()
+}
+
+/// Waits for a response and reads its whole body.
+fn receive(pending: FutureIncomingResponse) -> Result<Response, HttpError> {
+    pending.subscribe().block();
+    let response = pending
+        .get()
+        .ok_or_else(|| failure("no response"))?
+        .map_err(|()| failure("response already taken"))?
+        .map_err(from_error_code)?;
+    let status = response.status();
+    let headers = response.headers().entries();
+    let incoming = response
+        .consume()
+        .map_err(|()| failure("response body unavailable"))?;
+    let mut body = Vec::new();
+    {
+        let stream = incoming
+            .stream()
             .map_err(|()| failure("response body unavailable"))?;
-        let mut body = Vec::new();
-        {
-            let stream = incoming
-                .stream()
-                .map_err(|()| failure("response body unavailable"))?;
-            loop {
-                match stream.blocking_read(64 * 1024) {
-                    Ok(chunk) => body.extend_from_slice(&chunk),
-                    Err(StreamError::Closed) => break,
-                    Err(err) => return Err(failure(format!("reading the body: {err:?}"))),
-                }
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => body.extend_from_slice(&chunk),
+                Err(StreamError::Closed) => break,
+                Err(err) => return Err(failure(format!("reading the body: {err:?}"))),
             }
         }
-        drop(incoming);
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
     }
+    drop(incoming);
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 impl Response {
