@@ -151,6 +151,17 @@ fn http_options(args: &HttpArgs) -> Result<HttpOptions> {
     })
 }
 
+/// Refuses a `--batch-size` of 0 or above [`MAX_BATCH_SIZE`].
+pub fn check_batch_size(batch_size: usize) -> Result<()> {
+    if batch_size == 0 || batch_size > MAX_BATCH_SIZE {
+        return Err(
+            Error::invalid(format!("batch size {batch_size} is out of range"))
+                .with_hint(format!("pass --batch-size between 1 and {MAX_BATCH_SIZE}")),
+        );
+    }
+    Ok(())
+}
+
 /// The retry policy from its flags.
 pub fn retry_policy(args: &RetryPolicyArgs) -> Result<RetryPolicy> {
     if args.retry_backoff.is_zero() {
@@ -185,12 +196,7 @@ impl RunConfig {
             )
         })?;
         let table = TableRef::parse(table)?;
-        if args.batch_size == 0 || args.batch_size > MAX_BATCH_SIZE {
-            return Err(
-                Error::invalid(format!("batch size {} is out of range", args.batch_size))
-                    .with_hint(format!("pass --batch-size between 1 and {MAX_BATCH_SIZE}")),
-            );
-        }
+        check_batch_size(args.batch_size)?;
         for (flag, column) in [
             ("--cursor", Some(&args.cursor)),
             ("--key", args.key.as_ref()),

@@ -11,7 +11,7 @@ use clap::{CommandFactory, FromArgMatches};
 use tidemark::cli::{
     CheckArgs, Cli, Command, DeadLettersArgs, ResetArgs, RetryArgs, RunArgs, StatusArgs, TestArgs,
 };
-use tidemark::config::{retry_policy, ProcessorConfig, RunConfig, MAX_BATCH_SIZE};
+use tidemark::config::{check_batch_size, retry_policy, ProcessorConfig, RunConfig};
 use tidemark::output;
 use tidemark::output::JsonLines;
 use tidemark::pipelines_file::PipelinesFile;
@@ -186,18 +186,8 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         .await
         .context("opening the state store")?;
     let pipelines = store.list().await?;
-    let dead_letters = store.dead_letter_counts().await?;
-    let dead_letters_of = |name: &str| {
-        dead_letters
-            .iter()
-            .find(|(pipeline, _)| pipeline == name)
-            .map_or(0, |(_, count)| *count)
-    };
     if args.json {
-        let list: Vec<serde_json::Value> = pipelines
-            .iter()
-            .map(|state| status_json(state, dead_letters_of(&state.name)))
-            .collect();
+        let list: Vec<serde_json::Value> = pipelines.iter().map(status_json).collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
@@ -227,7 +217,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
             state.identity.table,
             state.rows_synced,
             state.batches_synced,
-            dead_letters_of(&state.name),
+            accounting.dead_letters,
             accounting.retries,
             accounting.errors,
             format!("{:.1}s", accounting.guest_seconds),
@@ -253,7 +243,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn status_json(state: &PipelineState, dead_letters: i64) -> serde_json::Value {
+fn status_json(state: &PipelineState) -> serde_json::Value {
     let shown = |value: &str| state.shown_value(value).to_owned();
     let watermark = match &state.position {
         Position::After(mark) => {
@@ -277,7 +267,7 @@ fn status_json(state: &PipelineState, dead_letters: i64) -> serde_json::Value {
         "last_batch": state.last_batch,
         "last_run_at": state.last_run_at,
         "lag_seconds": state.lag_seconds,
-        "dead_letters": dead_letters,
+        "dead_letters": state.accounting.dead_letters,
         "rows_rejected": state.accounting.rows_rejected,
         "retries": state.accounting.retries,
         "errors": state.accounting.errors,
@@ -337,20 +327,13 @@ async fn dead_letters(args: DeadLettersArgs) -> anyhow::Result<()> {
 /// same retry policy as a run. Each batch's id is derived from its dead letters' ids, so a
 /// retry that is itself retried carries the same id.
 async fn retry(args: RetryArgs) -> anyhow::Result<()> {
-    if args.batch_size == 0 || args.batch_size > MAX_BATCH_SIZE {
-        return Err(
-            Error::invalid(format!("batch size {} is out of range", args.batch_size))
-                .with_hint(format!("pass --batch-size between 1 and {MAX_BATCH_SIZE}"))
-                .into(),
-        );
-    }
+    check_batch_size(args.batch_size)?;
     let policy = retry_policy(&args.retry)?;
-    let config = ProcessorConfig::from_args(args.processors)?;
+    let mut config = ProcessorConfig::from_args(args.processors)?;
     let store = StateStore::open(&args.state.state)
         .await
         .context("opening the state store")?;
     // Only the destination: the rows were stored as it received them.
-    let mut config = config;
     config.modules = config
         .modules
         .split_off(config.modules.len().saturating_sub(1));

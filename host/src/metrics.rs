@@ -98,7 +98,6 @@ async fn respond(
 /// The metrics text for every pipeline in the store.
 pub async fn render(store: &StateStore) -> Result<String> {
     let pipelines = store.list().await?;
-    let dead_letters = store.dead_letter_counts().await?;
     let mut registry = Registry::with_prefix("tidemark");
     let counter = |registry: &mut Registry, name: &str, help: &str| {
         let family = Family::<PipelineLabel, Counter>::default();
@@ -176,11 +175,9 @@ pub async fn render(store: &StateStore) -> Result<String> {
         if let Some(seconds) = state.lag_seconds {
             lag.get_or_create(&label).set(seconds);
         }
-        let kept = dead_letters
-            .iter()
-            .find(|(pipeline, _)| *pipeline == state.name)
-            .map_or(0, |(_, count)| *count);
-        letters.get_or_create(&label).set(kept as f64);
+        letters
+            .get_or_create(&label)
+            .set(accounting.dead_letters as f64);
         if let Some(at) = state
             .last_run_at
             .as_deref()

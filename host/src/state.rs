@@ -63,6 +63,8 @@ pub struct PipelineState {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Accounting {
     pub rows_rejected: i64,
+    /// Rejected rows still kept, waiting for `host retry`.
+    pub dead_letters: i64,
     /// Times a destination asked for a batch again.
     pub retries: i64,
     /// Failed passes and runs (each retried or restarted later).
@@ -464,25 +466,6 @@ impl StateStore {
         rows.iter().map(decode_dead_letter).collect()
     }
 
-    /// How many dead letters each pipeline has.
-    pub async fn dead_letter_counts(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query(&format!(
-            "SELECT pipeline, COUNT(*) FROM {}dead_letters GROUP BY pipeline",
-            self.prefix
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|err| Error::database("cannot count dead letters", err))?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    row.try_get(0).map_err(read_error)?,
-                    row.try_get(1).map_err(read_error)?,
-                ))
-            })
-            .collect()
-    }
-
     /// Drops a dead letter that was delivered.
     pub async fn remove_dead_letter(&self, id: i64) -> Result<()> {
         sqlx::query(&format!(
@@ -737,8 +720,9 @@ impl StateStore {
              key_value, pending_batch, pending_phase, pending_cursor, pending_key, rows_synced, \
              batches_synced, last_batch, last_run_at, lag_seconds, revision, rows_rejected, \
              retries, errors, guest_micros, fuel_used, peak_guest_memory, last_error, \
-             last_error_at FROM {}pipelines",
-            self.prefix
+             last_error_at, (SELECT COUNT(*) FROM {p}dead_letters d \
+             WHERE d.pipeline = pipelines.pipeline) FROM {p}pipelines AS pipelines",
+            p = self.prefix
         )
     }
 }
@@ -832,6 +816,7 @@ fn decode_state(row: &AnyRow) -> Result<PipelineState> {
             peak_guest_memory: number(23)?,
             last_error: get(24)?,
             last_error_at: get(25)?,
+            dead_letters: number(26)?,
         },
     })
 }

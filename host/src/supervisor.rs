@@ -38,12 +38,10 @@ const FIRST_RESTART: Duration = Duration::from_secs(1);
 const LAST_RESTART: Duration = Duration::from_secs(300);
 
 /// How a multi-pipeline run ended.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Summary {
     /// Pipelines whose last run failed (with `--once`: their pass did not complete).
     pub failed: Vec<String>,
-    /// Pipelines still delivering when the stop timeout ran out.
-    pub abandoned: Vec<String>,
 }
 
 struct Running {
@@ -64,7 +62,8 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Opens the state store and creates the engine every pipeline of `file` shares.
-    pub async fn new(file: PipelinesFile, once: bool) -> Result<Self> {
+    pub async fn new(mut file: PipelinesFile, once: bool) -> Result<Self> {
+        run_once(&mut file, once);
         let store = Arc::new(StateStore::open(&file.state_url).await?);
         let engine = engine_options(&file);
         let runtime = Arc::new(Runtime::new(&engine)?);
@@ -111,8 +110,7 @@ impl Supervisor {
         Ok(self.stop().await)
     }
 
-    fn start(&mut self, mut config: RunConfig) {
-        config.sync.once = self.once;
+    fn start(&mut self, config: RunConfig) {
         let shutdown = Shutdown::default();
         let task = tokio::spawn(supervise(
             config.clone(),
@@ -120,7 +118,6 @@ impl Supervisor {
             self.store.clone(),
             self.permits.clone(),
             shutdown.clone(),
-            self.once,
         ));
         self.running.insert(
             config.pipeline.clone(),
@@ -135,7 +132,7 @@ impl Supervisor {
     /// Reads the file again and applies the differences. A file that no longer parses changes
     /// nothing: the pipelines go on as they were.
     async fn reload(&mut self) {
-        let file = match PipelinesFile::load(&self.file.path) {
+        let mut file = match PipelinesFile::load(&self.file.path) {
             Ok(file) => file,
             Err(err) => {
                 let hint = err
@@ -158,14 +155,11 @@ impl Supervisor {
                 "reload: fuel metering or a larger memory limit takes a restart of host; pipelines that need them will fail until then"
             );
         }
+        run_once(&mut file, self.once);
         let wanted: BTreeMap<String, RunConfig> = file
             .pipelines
             .iter()
-            .map(|config| {
-                let mut config = config.clone();
-                config.sync.once = self.once;
-                (config.pipeline.clone(), config)
-            })
+            .map(|config| (config.pipeline.clone(), config.clone()))
             .collect();
         let (mut added, mut changed, mut removed) = (0, 0, 0);
         let outdated: Vec<String> = self
@@ -184,21 +178,7 @@ impl Supervisor {
             .into_iter()
             .filter_map(|name| self.running.remove(&name).map(|run| (name, run)))
             .collect();
-        for (_, run) in &stopping {
-            run.shutdown.request();
-        }
-        let deadline = tokio::time::Instant::now() + self.file.stop_timeout;
-        for (name, mut run) in stopping {
-            if tokio::time::timeout_at(deadline, &mut run.task)
-                .await
-                .is_err()
-            {
-                run.task.abort();
-                tracing::warn!(
-                    "reload: pipeline {name:?} did not stop within {:?}; its batch in flight is abandoned and will be delivered again under the same id",
-                    self.file.stop_timeout
-                );
-            }
+        for (name, _) in stop_all(stopping, self.file.stop_timeout).await {
             match wanted.get(&name) {
                 Some(config) => {
                     tracing::info!("reload: pipeline {name:?} changed; restarting it");
@@ -228,31 +208,45 @@ impl Supervisor {
 
     /// Asks every pipeline to stop after its batch in hand and waits up to the stop timeout.
     async fn stop(self) -> Summary {
-        for run in self.running.values() {
-            run.shutdown.request();
-        }
-        let deadline = tokio::time::Instant::now() + self.file.stop_timeout;
-        let mut summary = Summary::default();
-        for (name, mut run) in self.running {
-            match tokio::time::timeout_at(deadline, &mut run.task).await {
-                Ok(Ok(true)) => {}
-                Ok(Ok(false)) => summary.failed.push(name),
-                Ok(Err(panicked)) => {
-                    tracing::error!("pipeline {name:?} crashed: {panicked}");
-                    summary.failed.push(name);
-                }
-                Err(_) => {
-                    run.task.abort();
-                    tracing::warn!(
-                        "pipeline {name:?} did not stop within {:?}; its batch in flight is abandoned and will be delivered again under the same id",
-                        self.file.stop_timeout
-                    );
-                    summary.abandoned.push(name);
-                }
-            }
-        }
-        summary
+        let running = self.running.into_iter().collect();
+        let failed = stop_all(running, self.file.stop_timeout)
+            .await
+            .into_iter()
+            .filter(|(_, succeeded)| *succeeded == Some(false))
+            .map(|(name, _)| name)
+            .collect();
+        Summary { failed }
     }
+}
+
+/// Asks `runs` to stop after their batch in hand and waits for them all until `timeout`;
+/// those still delivering then are abandoned unacknowledged (their batches come again under
+/// the same id). Gives each pipeline's outcome: whether its last run succeeded, or `None` if
+/// it was abandoned.
+async fn stop_all(runs: Vec<(String, Running)>, timeout: Duration) -> Vec<(String, Option<bool>)> {
+    for (_, run) in &runs {
+        run.shutdown.request();
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut outcomes = Vec::with_capacity(runs.len());
+    for (name, mut run) in runs {
+        let outcome = match tokio::time::timeout_at(deadline, &mut run.task).await {
+            Ok(Ok(succeeded)) => Some(succeeded),
+            Ok(Err(panicked)) => {
+                tracing::error!("pipeline {name:?} crashed: {panicked}");
+                Some(false)
+            }
+            Err(_) => {
+                run.task.abort();
+                tracing::warn!(
+                    "pipeline {name:?} did not stop within {timeout:?}; its batch in flight is abandoned and will be delivered again under the same id"
+                );
+                None
+            }
+        };
+        outcomes.push((name, outcome));
+    }
+    outcomes
 }
 
 /// Runs one pipeline, restarting it after failures with a backoff of its own. Returns
@@ -263,7 +257,6 @@ async fn supervise(
     store: Arc<StateStore>,
     permits: Arc<Semaphore>,
     shutdown: Shutdown,
-    once: bool,
 ) -> bool {
     let mut backoff = FIRST_RESTART;
     loop {
@@ -276,7 +269,7 @@ async fn supervise(
                     .hint()
                     .map(|hint| format!(" (hint: {hint})"))
                     .unwrap_or_default();
-                if once || shutdown.is_requested() {
+                if config.sync.once || shutdown.is_requested() {
                     tracing::error!("{err}{hint}");
                     return false;
                 }
@@ -303,6 +296,13 @@ async fn supervise(
                 backoff = (backoff * 2).min(LAST_RESTART);
             }
         }
+    }
+}
+
+/// `--once` applies to every pipeline of the file.
+fn run_once(file: &mut PipelinesFile, once: bool) {
+    for config in &mut file.pipelines {
+        config.sync.once = once;
     }
 }
 

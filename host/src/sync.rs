@@ -43,8 +43,6 @@ pub struct SyncOptions {
 pub struct Totals {
     pub rows: u64,
     pub batches: u64,
-    /// Rows the destination rejected, kept as dead letters.
-    pub rejected: u64,
 }
 
 /// A stop request: the first SIGINT or SIGTERM lets the batch in hand finish.
@@ -184,7 +182,8 @@ async fn run_pass<S: Source, D: Destination>(
                     store,
                     state,
                     page,
-                    (&pending.id, &end),
+                    &pending.id,
+                    &end,
                     options,
                     shutdown,
                     totals,
@@ -235,7 +234,8 @@ async fn run_pass<S: Source, D: Destination>(
                 store,
                 state,
                 page,
-                (&id, &end),
+                &id,
+                &end,
                 options,
                 shutdown,
                 totals
@@ -284,7 +284,8 @@ async fn deliver<D: Destination>(
     store: &StateStore,
     state: &mut PipelineState,
     page: Page,
-    (id, end): (&str, &Position),
+    id: &str,
+    end: &Position,
     options: &SyncOptions,
     shutdown: &Shutdown,
     totals: &mut Totals,
@@ -314,7 +315,6 @@ async fn deliver<D: Destination>(
         .await?;
     totals.rows += page.rows.len() as u64;
     totals.batches += 1;
-    totals.rejected += delivered.rejected.len() as u64;
     tracing::debug!(
         "{}: batch {id}: {} rows ({} deletes), watermark {end}",
         state.name,

@@ -93,14 +93,16 @@ impl Outbound {
         request: http::Request<WasiBody>,
     ) -> std::result::Result<http::Response<WasiBody>, HttpError> {
         let uri = request.uri().clone();
-        let origin = Origin::of(&uri);
-        let Some(origin) = origin.filter(|origin| self.options.allow.contains(origin)) else {
-            let fix = match Origin::of(&uri) {
-                Some(origin) => format!("allow it with --allow-host {origin}"),
-                None => "give the request an http:// or https:// URL".to_owned(),
-            };
-            self.refuse(&uri, &format!("its origin is not on the allow-list; {fix}"));
-            return Err(HttpError::HttpRequestDenied);
+        let origin = match Origin::of(&uri) {
+            Some(origin) if self.options.allow.contains(&origin) => origin,
+            other => {
+                let fix = match other {
+                    Some(origin) => format!("allow it with --allow-host {origin}"),
+                    None => "give the request an http:// or https:// URL".to_owned(),
+                };
+                self.refuse(&uri, &format!("its origin is not on the allow-list; {fix}"));
+                return Err(HttpError::HttpRequestDenied);
+            }
         };
         let permit = self
             .in_flight
