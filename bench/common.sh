@@ -94,3 +94,23 @@ build_guests() {
     note "building the processors (bash scripts/build-guests)"
     bash scripts/build-guests >&2 || die "bash scripts/build-guests failed"
 }
+
+# print_usage SCRIPT: the comment block at the top of SCRIPT, which is its usage.
+print_usage() {
+    sed -n '2,/^set -euo/p' "$1" | sed -e '$d' -e 's/^# \{0,1\}//'
+}
+
+# warm_cache MODULE DIR: compiles MODULE into the compile cache DIR, then checks that a second
+# load comes from it, as the timed runs will (same engine settings: no fuel, default memory).
+warm_cache() {
+    local module="$1" dir="$2"
+    note "warming the compile cache: host check --module $module --cache-dir $dir"
+    for _ in 1 2; do
+        "$host" check --module "$module" --cache-dir "$dir" >"$tmp/check.out" 2>&1 || {
+            cat "$tmp/check.out" >&2
+            die "host check --module $module failed"
+        }
+    done
+    grep -q 'loaded from the compile cache' "$tmp/check.out" ||
+        die "the compile cache in $dir is not used by host check: $(cat "$tmp/check.out")"
+}

@@ -49,7 +49,7 @@ if [[ "${1:-}" == "--fault-isolation" ]]; then
     shift
 fi
 case "${1:-}" in -h | --help)
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+    print_usage "${BASH_SOURCE[0]}"
     exit 0
     ;;
 esac

@@ -44,7 +44,7 @@ source "$repo/bench/common.sh"
 
 case "${1:-}" in
     -h | --help)
-        sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+        print_usage "${BASH_SOURCE[0]}"
         exit 0
         ;;
 esac

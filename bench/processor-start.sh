@@ -41,7 +41,7 @@ source "$repo/bench/common.sh"
 # --- arguments -------------------------------------------------------------------------
 case "${1:-}" in
     -h | --help)
-        sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+        print_usage "${BASH_SOURCE[0]}"
         exit 0
         ;;
 esac
@@ -77,15 +77,7 @@ SQL
 
 # --- the compile cache -----------------------------------------------------------------
 cache_dir="$tmp/cache"
-note "warming the compile cache: host check --module $module --cache-dir $cache_dir"
-for _ in 1 2; do
-    "$host" check --module "$module" --cache-dir "$cache_dir" >"$tmp/check.out" 2>&1 || {
-        cat "$tmp/check.out" >&2
-        die "host check --module $module failed"
-    }
-done
-grep -q 'loaded from the compile cache' "$tmp/check.out" ||
-    die "the compile cache in $cache_dir is not used by host check: $(cat "$tmp/check.out")"
+warm_cache "$module" "$cache_dir"
 
 # --- timing ----------------------------------------------------------------------------
 elapsed_us=0

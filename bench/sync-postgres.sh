@@ -58,7 +58,7 @@ fi
 for n in "$@"; do
     case "$n" in
         -h | --help)
-            sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+            print_usage "${BASH_SOURCE[0]}"
             exit 0
             ;;
     esac
@@ -88,17 +88,7 @@ note "host binary: $host"
 
 if [[ -n "$MODULE" ]]; then
     cache_dir="$tmp/cache"
-    note "warming the compile cache: host check --module $MODULE --cache-dir $cache_dir"
-    # The first check compiles and stores; the second must load from the cache, as the timed
-    # runs will (same engine settings: no fuel, default memory limit).
-    for _ in 1 2; do
-        "$host" check --module "$MODULE" --cache-dir "$cache_dir" >"$tmp/check.out" 2>&1 || {
-            cat "$tmp/check.out" >&2
-            die "host check --module $MODULE failed"
-        }
-    done
-    grep -q 'loaded from the compile cache' "$tmp/check.out" ||
-        die "the compile cache in $cache_dir is not used by host check: $(cat "$tmp/check.out")"
+    warm_cache "$MODULE" "$cache_dir"
 fi
 
 now() { date +%s.%N; }
