@@ -291,6 +291,9 @@ async fn dead_letters(args: DeadLettersArgs) -> anyhow::Result<()> {
         after = last.id;
         letters.extend(page);
     }
+    if letters.is_empty() && store.load(&args.pipeline).await?.is_none() {
+        return Err(unknown_pipeline(&args.pipeline).into());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&letters)?);
         return Ok(());
@@ -344,6 +347,10 @@ async fn retry(args: RetryArgs) -> anyhow::Result<()> {
             .into());
     }
     let mut chain = Chain::new(processors, JsonLines::stdout())?;
+    let known = store.load(&args.pipeline).await?.is_some();
+    if !known && store.dead_letters(&args.pipeline, 0, 1).await?.is_empty() {
+        return Err(unknown_pipeline(&args.pipeline).into());
+    }
     let shutdown = Shutdown::default();
     watch_signals(shutdown.clone());
     let (mut retried, mut delivered, mut rejected) = (0usize, 0usize, 0usize);
@@ -419,11 +426,7 @@ async fn reset(args: ResetArgs) -> anyhow::Result<()> {
         );
         Ok(())
     } else {
-        Err(
-            Error::invalid(format!("no pipeline named {:?}", args.pipeline))
-                .with_hint("run `host status` to list pipelines")
-                .into(),
-        )
+        Err(unknown_pipeline(&args.pipeline).into())
     }
 }
 
@@ -557,4 +560,10 @@ fn input_rows(text: &str) -> Result<String, String> {
         });
     }
     serde_json::to_string(&envelopes).map_err(|err| err.to_string())
+}
+
+/// A pipeline name the state store has never seen (a reset pipeline keeps its dead letters).
+fn unknown_pipeline(name: &str) -> Error {
+    Error::invalid(format!("no pipeline named {name:?}"))
+        .with_hint("run `host status` to list pipelines")
 }

@@ -171,7 +171,7 @@ impl PipelinesFile {
 /// One pipeline's table, turned into the flags of `host run` and checked like them.
 fn pipeline_config(text: &str, table: &Table, state_url: &str) -> Result<RunConfig> {
     let command = RunArgs::augment_args(clap::Command::new("pipeline").no_binary_name(true));
-    let mut argv: Vec<String> = vec!["--state".into(), state_url.into()];
+    let mut argv: Vec<String> = vec![arg("--state", state_url)];
     let mut overrides: Vec<ModuleConfig> = Vec::new();
     let mut where_is: BTreeMap<String, usize> = BTreeMap::new();
     if !table.contains_key("name") {
@@ -188,24 +188,20 @@ fn pipeline_config(text: &str, table: &Table, state_url: &str) -> Result<RunConf
             "modules" => {
                 for module in as_array(value).map_err(at)? {
                     let (path, own) = module_entry(module).map_err(at)?;
-                    argv.extend(["--module".into(), path]);
+                    argv.push(arg("--module", path));
                     overrides.push(own);
                 }
             }
             "config" => {
                 for (key, value) in as_table(value).map_err(at)? {
-                    argv.extend([
-                        "--config".into(),
-                        format!("{key}={}", scalar(value).map_err(at)?),
-                    ]);
+                    let value = scalar(value).map_err(at)?;
+                    argv.push(arg("--config", format!("{key}={value}")));
                 }
             }
             "secrets" => {
                 for (key, variable) in as_table(value).map_err(at)? {
-                    argv.extend([
-                        "--secret".into(),
-                        format!("{key}={}", scalar(variable).map_err(at)?),
-                    ]);
+                    let variable = scalar(variable).map_err(at)?;
+                    argv.push(arg("--secret", format!("{key}={variable}")));
                 }
             }
             "allow_hosts" => {
@@ -223,7 +219,7 @@ fn pipeline_config(text: &str, table: &Table, state_url: &str) -> Result<RunConf
                             )),
                     )
                 })?;
-                argv.extend(["--source".into(), url]);
+                argv.push(arg("--source", url));
             }
             "source" => {
                 let url = scalar(value).map_err(at)?;
@@ -234,7 +230,7 @@ fn pipeline_config(text: &str, table: &Table, state_url: &str) -> Result<RunConf
                     ))
                     .with_hint("put the URL in an environment variable and write source_env = \"VARIABLE\"")));
                 }
-                argv.extend(["--source".into(), url]);
+                argv.push(arg("--source", url));
             }
             _ => {
                 if let Some((_, fix)) = NOT_PER_PIPELINE.iter().find(|(key, _)| *key == name) {
@@ -337,9 +333,13 @@ fn module_entry(value: &toml::Value) -> Result<(String, ModuleConfig)> {
 }
 
 fn push_flag(argv: &mut Vec<String>, flag: &str, value: &toml::Value) -> Result<()> {
-    argv.push(flag.to_owned());
-    argv.push(scalar(value)?);
+    argv.push(arg(flag, scalar(value)?));
     Ok(())
+}
+
+/// `--flag=value` as one argument, so that a value that starts with `-` is not read as a flag.
+fn arg(flag: &str, value: impl std::fmt::Display) -> String {
+    format!("{flag}={value}")
 }
 
 /// A string, number or boolean as the command line would write it.
@@ -461,6 +461,7 @@ batch_size = 10
             ("batchsize = 5\n", "line 5, key batchsize"),
             ("batch_size = \"lots\"\n", "line 5, key batch_size"),
             ("batch_size = 0\n", "batch size 0"),
+            ("batch_size = -1\n", "line 5, key batch_size"),
             ("state = \"x\"\n", "key state"),
             ("modules = 5\n", "expected an array"),
         ] {
