@@ -88,7 +88,7 @@ pub struct HttpArgs {
     #[arg(long, value_name = "SIZE", default_value = "16MiB")]
     pub max_response_size: String,
 
-    /// Requests one pipeline may have in flight at once.
+    /// Requests one pipeline may have in flight at once (until their response head arrives).
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub max_in_flight: usize,
 

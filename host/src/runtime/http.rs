@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -63,7 +63,8 @@ pub struct Outbound {
     pipeline: Arc<str>,
     options: HttpOptions,
     client: reqwest::Client,
-    in_flight: Arc<Semaphore>,
+    /// Requests sent and waiting for their response head.
+    in_flight: Semaphore,
     pacer: Option<Pacer>,
 }
 
@@ -82,7 +83,7 @@ impl Outbound {
             module,
             pipeline,
             client,
-            in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+            in_flight: Semaphore::new(options.max_in_flight.max(1)),
             pacer: options.requests_per_second.map(Pacer::new),
             options: options.clone(),
         })
@@ -104,17 +105,19 @@ impl Outbound {
                 return Err(HttpError::HttpRequestDenied);
             }
         };
-        let permit = self
+        // The body is taken in before waiting for a slot: a guest that writes the bodies of
+        // several requests before reading any response must never block on a full pipe while
+        // the slot it waits for is held by a response it has not read yet.
+        let (parts, body) = request.into_parts();
+        let body = body.collect().await?.to_bytes();
+        let _in_flight = self
             .in_flight
-            .clone()
-            .acquire_owned()
+            .acquire()
             .await
             .map_err(|_| HttpError::InternalError(Some("the request queue closed".into())))?;
         if let Some(pacer) = &self.pacer {
             pacer.wait().await;
         }
-        let (parts, body) = request.into_parts();
-        let body = body.collect().await?.to_bytes();
         let response = self
             .client
             .request(parts.method, uri.to_string())
@@ -139,7 +142,6 @@ impl Outbound {
                 body,
                 remaining: max,
                 max,
-                _permit: permit,
             }
             .boxed_unsync()
         }))
@@ -271,13 +273,11 @@ impl Pacer {
     }
 }
 
-/// A response body that fails once it passes the cap, and releases the in-flight slot when
-/// the guest is done with it.
+/// A response body that fails once it passes the cap.
 struct CappedBody {
     body: reqwest::Body,
     remaining: u64,
     max: u64,
-    _permit: OwnedSemaphorePermit,
 }
 
 impl Body for CappedBody {
