@@ -557,6 +557,34 @@ async fn fatal_status_stops_at_once() {
     }
 }
 
+/// Scenario: `--output FILE` with a chain that ends in a destination module. The destination
+/// delivers the rows, so the file would never be written: the run is refused at start (exit
+/// 2) naming both, before any row is read or the file is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_file_with_a_destination_is_refused() {
+    let Some((_db, _table, host)) = users(Backend::Sqlite, 3).await else {
+        return;
+    };
+    let server = Server::accepting();
+    let mut args = host.run_args(&refs(&webhook_args(&host, &server, &[])));
+    let output = host.dir().join("never.jsonl");
+    args.extend([
+        "--output".to_owned(),
+        output.display().to_string(),
+        "--once".to_owned(),
+    ]);
+    let outcome = host.exec(&args).await;
+    assert_exit(&outcome, 2, "--output with a destination module");
+    assert_mentions(
+        &outcome.stderr,
+        "the refusal",
+        &["--output", "destination module webhook", "hint:"],
+    );
+    assert!(!output.exists(), "the refused run created its output file");
+    assert_eq!(server.request_count(), 0, "the refused run sent a request");
+    assert_nothing_synced(&host, "a refused run").await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Rejected rows
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::guests::guest;
+use crate::support::guests::{guest, names_a_destination};
 use crate::support::host::{assert_mentions, Outcome, Running};
 use crate::support::http_server::{Recorded, Reply, Server};
 use crate::support::lines::{assert_each_once, batches, ids, parse_lines, Line};
@@ -81,13 +81,20 @@ impl Tenants {
 
     /// A `[[pipeline]]` table named `name` reading `table` from `source` into its own output,
     /// with `extra` keys.
+    /// A pipeline that ends in a destination module gets no `output`: the module delivers.
     fn pipeline(&self, name: &str, source: &str, table: &str, extra: &str) -> String {
+        let output = match names_a_destination(extra) {
+            true => String::new(),
+            false => format!(
+                "output = {}\n",
+                quote(&self.output(name).display().to_string())
+            ),
+        };
         format!(
-            "[[pipeline]]\nname = {}\nsource = {}\ntable = {}\noutput = {}\n{extra}\n",
+            "[[pipeline]]\nname = {}\nsource = {}\ntable = {}\n{output}{extra}\n",
             quote(name),
             quote(source),
             quote(table),
-            quote(&self.output(name).display().to_string()),
         )
     }
 

@@ -113,7 +113,8 @@ async fn bench(
     let mut peak_memory = 0;
     for _ in 0..EMPTY_CALLS {
         let started = Instant::now();
-        let (outcome, usage) = processor.call(&empty).await?;
+        let (outcome, usage) = processor.call(&empty).await;
+        let outcome = outcome?;
         times.push(started.elapsed());
         drop(outcome);
         peak_memory = peak_memory.max(usage.peak_memory);
@@ -127,7 +128,8 @@ async fn bench(
     let full_started = Instant::now();
     for _ in 0..FULL_CALLS {
         let started = Instant::now();
-        let (outcome, usage) = processor.call(&full).await?;
+        let (outcome, usage) = processor.call(&full).await;
+        let outcome = outcome?;
         full_times.push(started.elapsed());
         drop(outcome);
         full_peak_memory = full_peak_memory.max(usage.peak_memory);
@@ -177,9 +179,9 @@ async fn bench(
 }
 
 async fn call_rows(processor: &Processor, batch: &Batch) -> anyhow::Result<String> {
-    match processor.call(batch).await? {
-        (Outcome::Rows(rows), _) => Ok(rows),
-        (other, _) => anyhow::bail!("expected rows from a transform, got {other:?}"),
+    match processor.call(batch).await.0? {
+        Outcome::Rows(rows) => Ok(rows),
+        other => anyhow::bail!("expected rows from a transform, got {other:?}"),
     }
 }
 

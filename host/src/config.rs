@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{HttpArgs, ProcessorArgs, RetryPolicyArgs, RunArgs};
+use crate::cli::{HttpArgs, NullCursor, ProcessorArgs, RetryPolicyArgs, RunArgs};
 use crate::error::{Error, Result};
+use crate::model::NullCursorPolicy;
 use crate::retry::RetryPolicy;
 use crate::runtime::engine::EngineOptions;
 use crate::runtime::limits::{parse_size, Limits};
@@ -14,7 +15,7 @@ use crate::sync::SyncOptions;
 /// The largest batch accepted: memory grows with the batch, not with the table.
 pub const MAX_BATCH_SIZE: usize = 1_000_000;
 
-#[derive(Debug, Clone)]
+#[derive(Clone, serde::Serialize)]
 pub struct RunConfig {
     pub source_url: String,
     pub driver: Driver,
@@ -26,8 +27,24 @@ pub struct RunConfig {
     pub processors: ProcessorConfig,
 }
 
+/// The source URL shows without its password: configuration is logged in debug output.
+impl std::fmt::Debug for RunConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunConfig")
+            .field("source_url", &crate::source::redact_url(&self.source_url))
+            .field("driver", &self.driver)
+            .field("table", &self.table)
+            .field("state_url", &crate::source::redact_url(&self.state_url))
+            .field("pipeline", &self.pipeline)
+            .field("output", &self.output)
+            .field("sync", &self.sync)
+            .field("processors", &self.processors)
+            .finish()
+    }
+}
+
 /// The processor chain of a pipeline: modules in order, their configuration and limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ProcessorConfig {
     pub modules: Vec<PathBuf>,
     pub config: ModuleConfig,
@@ -239,7 +256,10 @@ impl RunConfig {
                 poll: args.poll,
                 settle: args.settle,
                 once: args.once,
-                null_cursor: args.null_cursor,
+                null_cursor: match args.null_cursor {
+                    NullCursor::Refuse => NullCursorPolicy::Refuse,
+                    NullCursor::Oldest => NullCursorPolicy::Oldest,
+                },
                 retry: retry_policy(&args.retry)?,
             },
         })

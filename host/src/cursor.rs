@@ -6,7 +6,8 @@
 //! Every compared value is bound as a parameter and cast back to the column's own type inside
 //! the database, so the comparison is exact.
 
-use crate::source::{Position, Until};
+use crate::model::Position;
+use crate::source::Until;
 
 /// How a driver spells parameters and compares pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,7 +218,7 @@ pub fn quote_ident(name: &str, quote: char) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Watermark;
+    use crate::model::Watermark;
 
     fn keyset(style: Style) -> Keyset {
         Keyset {

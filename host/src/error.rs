@@ -6,8 +6,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::output::GuestUsage;
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What a caller should do about an error.
@@ -35,8 +33,6 @@ pub struct Error {
     hint: Option<String>,
     /// For [`ErrorKind::RetryLater`]: how long the destination asked to wait.
     retry_after: Option<Duration>,
-    /// What a failed processor call used, for the pipeline's accounting.
-    usage: Option<GuestUsage>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -47,7 +43,6 @@ impl Error {
             message: message.into(),
             hint: None,
             retry_after: None,
-            usage: None,
             source: None,
         }
     }
@@ -89,7 +84,6 @@ impl Error {
             message: context.into(),
             hint: None,
             retry_after: None,
-            usage: None,
             source: Some(Box::new(err)),
         }
     }
@@ -100,7 +94,6 @@ impl Error {
             message: context.into(),
             hint: None,
             retry_after: None,
-            usage: None,
             source: Some(Box::new(err)),
         }
     }
@@ -128,16 +121,6 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
-
-    /// Records what the failed processor call used.
-    pub fn with_usage(mut self, usage: GuestUsage) -> Self {
-        self.usage = Some(usage);
-        self
-    }
-
-    pub fn usage(&self) -> Option<GuestUsage> {
-        self.usage
-    }
 }
 
 /// SQLSTATE classes worth retrying: connection exceptions (08), serialization failures and
@@ -155,14 +138,27 @@ fn is_transient_sqlstate(code: Option<&str>) -> bool {
     }
 }
 
+/// `{}` shows the message alone, as error chains (anyhow's `{:#}`) expect of an error that
+/// has a [`source`](std::error::Error::source); `{:#}` adds the causes, for log lines and the
+/// state store, where the error stands alone.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)?;
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
+        if f.alternate() {
+            let mut cause = std::error::Error::source(self);
+            while let Some(err) = cause {
+                write!(f, ": {err}")?;
+                cause = err.source();
+            }
         }
         Ok(())
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}

@@ -1,8 +1,9 @@
 //! Tidemark: a delta-based ("high watermark") sync engine.
 //!
-//! Data flows one way: a [`source`] reads the rows changed since the last
-//! checkpoint in keyset pages, the [`sync`] loop hands each [`source::Batch`] to
-//! its [`output`], and only then moves the checkpoint in the [`state`] store.
+//! Data flows one way: a [`source`] reads the rows changed since the last checkpoint in
+//! keyset pages, the [`sync`] loop hands each [`model::Batch`] to its [`output::Output`]
+//! (JSON Lines, or the module chain of [`runtime::chain`]), and only then moves the
+//! checkpoint in the [`state`] store. [`model`] holds the vocabulary all of them share.
 
 pub mod cli;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod failpoint;
 pub mod json;
 pub mod metrics;
+pub mod model;
 pub mod output;
 pub mod pipeline;
 pub mod pipelines_file;

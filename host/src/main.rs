@@ -12,13 +12,12 @@ use tidemark::cli::{
     CheckArgs, Cli, Command, DeadLettersArgs, ResetArgs, RetryArgs, RunArgs, StatusArgs, TestArgs,
 };
 use tidemark::config::{check_batch_size, retry_policy, ProcessorConfig, RunConfig};
-use tidemark::output;
-use tidemark::output::JsonLines;
+use tidemark::model;
+use tidemark::model::{Position, Rows};
 use tidemark::pipelines_file::PipelinesFile;
 use tidemark::runtime::chain::Chain;
 use tidemark::runtime::engine::EngineOptions;
 use tidemark::runtime::{self, Outcome, Processor, Runtime};
-use tidemark::source::{Position, Rows};
 use tidemark::state::{DeadLetter, PipelineState, StateStore};
 use tidemark::supervisor::Supervisor;
 use tidemark::sync::{self, Shutdown};
@@ -346,7 +345,7 @@ async fn retry(args: RetryArgs) -> anyhow::Result<()> {
             .with_hint("pass the destination module as the last --module, with its --config, --secret and --allow-host")
             .into());
     }
-    let mut chain = Chain::new(processors, JsonLines::stdout())?;
+    let mut chain = Chain::new(processors, None)?;
     let known = store.load(&args.pipeline).await?.is_some();
     if !known && store.dead_letters(&args.pipeline, 0, 1).await?.is_empty() {
         return Err(unknown_pipeline(&args.pipeline).into());
@@ -377,9 +376,9 @@ async fn retry(args: RetryArgs) -> anyhow::Result<()> {
         })?;
         let ids: Vec<i64> = letters.iter().map(|letter| letter.id).collect();
         let batch_id = sync::retry_batch_id(&args.pipeline, &ids);
-        let outcome = sync::deliver_with_retries(
+        let (outcome, _usage) = sync::deliver_with_retries(
             &mut chain,
-            output::Batch {
+            model::Batch {
                 id: &batch_id,
                 pipeline: &args.pipeline,
                 rows: &rows,
@@ -388,8 +387,9 @@ async fn retry(args: RetryArgs) -> anyhow::Result<()> {
             &shutdown,
             Some(&store),
         )
-        .await
-        .with_context(|| format!("retrying dead letters of pipeline {:?}", args.pipeline))?;
+        .await;
+        let outcome = outcome
+            .with_context(|| format!("retrying dead letters of pipeline {:?}", args.pipeline))?;
         for (index, letter) in letters.iter().enumerate() {
             match outcome
                 .rejected
@@ -497,15 +497,16 @@ async fn test(args: TestArgs) -> anyhow::Result<()> {
         rows,
     };
     for processor in &processors {
-        let (outcome, usage) = processor.call(&batch).await?;
+        let (outcome, usage) = processor.call(&batch).await;
+        let outcome = outcome?;
         eprintln!(
             "{}: {:.2?}, fuel {}, peak memory {:.1} MiB",
             processor.name(),
             usage.time,
-            usage
-                .fuel
-                .map(|fuel| fuel.to_string())
-                .unwrap_or_else(|| "not metered".into()),
+            match processor.fuel_metered() {
+                true => usage.fuel.to_string(),
+                false => "not metered".into(),
+            },
             usage.peak_memory as f64 / (1 << 20) as f64
         );
         match outcome {

@@ -1,66 +1,28 @@
-//! Where batches go. For now: JSON Lines on standard output or appended to a file.
-//!
-//! Contract of a [`Destination`]: `deliver` returns only once the batch is durably handed on
-//! (for a file: written, flushed and synced), because the sync loop moves the watermark right
-//! after it. Delivery is at least once: a batch whose checkpoint was lost comes again with the
-//! same id, so a destination that must not see duplicates drops a batch id it already has.
+//! Where batches go: the [`Output`] trait the sync loop delivers to, and JSON Lines on
+//! standard output or appended to a file. The processor chain
+//! ([`crate::runtime::chain::Chain`]) is the other output: modules, then lines or a
+//! destination module.
 
 use std::fs::File;
 use std::future::Future;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::source::Rows;
+use crate::model::{Batch, Delivered, Usage};
 
-/// One batch as it is handed on.
-#[derive(Debug, Clone, Copy)]
-pub struct Batch<'a> {
-    /// Deterministic: the same pipeline and cursor range give the same id.
-    pub id: &'a str,
-    pub pipeline: &'a str,
-    pub rows: &'a Rows,
-}
-
-/// What became of a batch that was handed on: every row not listed here was delivered.
-#[derive(Debug, Default)]
-pub struct Delivered {
-    pub rejected: Vec<RejectedRow>,
-    /// What the processors used on the attempt that delivered.
-    pub usage: GuestUsage,
-}
-
-/// What processor calls used, summed over a chain.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct GuestUsage {
-    pub time: Duration,
-    /// Fuel burned; 0 when fuel is not metered.
-    pub fuel: u64,
-    /// The largest linear memory any one instance reached.
-    pub peak_memory: u64,
-}
-
-impl GuestUsage {
-    pub fn add(&mut self, time: Duration, fuel: Option<u64>, peak_memory: u64) {
-        self.time += time;
-        self.fuel += fuel.unwrap_or(0);
-        self.peak_memory = self.peak_memory.max(peak_memory);
-    }
-}
-
-/// A row the destination did not take, as it received it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RejectedRow {
-    /// Position in the batch the destination received.
-    pub index: u32,
-    /// The `{"op", "row"}` element, as JSON text; `null` if the index was out of range.
-    pub row: String,
-    pub reason: String,
-}
-
-pub trait Destination: Send {
-    fn deliver(&mut self, batch: Batch<'_>) -> impl Future<Output = Result<Delivered>> + Send;
+/// Where the sync loop hands each batch.
+///
+/// Contract: `deliver` returns success only once the batch is durably handed on (for a file:
+/// written, flushed and synced), because the sync loop moves the watermark right after it.
+/// Delivery is at least once: a batch whose checkpoint was lost comes again with the same id.
+/// Whatever the result, it also returns what module calls used on the way, so that a failed
+/// attempt is charged to its pipeline like a delivered one.
+pub trait Output: Send {
+    fn deliver(
+        &mut self,
+        batch: Batch<'_>,
+    ) -> impl Future<Output = (Result<Delivered>, Usage)> + Send;
 }
 
 /// Writes each row as one line: `{"batch":"…","op":"upsert","row":{…}}`.
@@ -126,8 +88,9 @@ impl JsonLines {
     }
 }
 
-impl Destination for JsonLines {
-    async fn deliver(&mut self, batch: Batch<'_>) -> Result<Delivered> {
+impl JsonLines {
+    /// Writes the batch, flushed and synced.
+    pub fn deliver_lines(&mut self, batch: Batch<'_>) -> Result<Delivered> {
         self.write_batch(batch).map_err(|err| {
             Error::io(
                 format!("cannot write batch {} to {}", batch.id, self.target),
@@ -135,5 +98,11 @@ impl Destination for JsonLines {
             )
         })?;
         Ok(Delivered::default())
+    }
+}
+
+impl Output for JsonLines {
+    async fn deliver(&mut self, batch: Batch<'_>) -> (Result<Delivered>, Usage) {
+        (self.deliver_lines(batch), Usage::default())
     }
 }

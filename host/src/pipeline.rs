@@ -6,16 +6,16 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::cli::NullCursor;
 use crate::config::{ProcessorConfig, RunConfig};
 use crate::error::{Error, ErrorKind, Result};
-use crate::output::{Batch, Delivered, Destination, JsonLines};
+use crate::model::{Batch, Delivered, Usage};
+use crate::output::Output;
 use crate::runtime::chain::Chain;
 use crate::runtime::{Processor, Runtime};
 use crate::source::mysql::MySqlSource;
 use crate::source::postgres::PgSource;
 use crate::source::sqlite::SqliteSource;
-use crate::source::{redact_url, Driver, Position, Source};
+use crate::source::{redact_url, Driver, Source};
 use crate::state::{Identity, StateStore};
 use crate::sync::{self, Shutdown, Totals};
 
@@ -55,22 +55,18 @@ pub async fn run(
         Some(runtime) => load_processors(runtime, &config.processors, &config.pipeline)?,
         None => Vec::new(),
     };
-    let output = match &config.output {
-        Some(path) => JsonLines::append(path)?,
-        None => JsonLines::stdout(),
-    };
-    let chain = Chain::new(processors, output)?;
+    let chain = Chain::new(processors, config.output.as_deref())?;
     if !config.processors.http.allow.is_empty() && !chain.has_destination() {
         tracing::warn!(
             "{}: allowed hosts have no effect: no destination module is loaded",
             config.pipeline
         );
     }
-    let mut destination = Throttled {
+    let mut output = Throttled {
         inner: chain,
         permits,
     };
-    let result = connect_and_sync(config, &mut destination, store, shutdown).await;
+    let result = connect_and_sync(config, &mut output, store, shutdown).await;
     let Err(err) = result else { return result };
     let identity = Identity {
         source: redact_url(&config.source_url),
@@ -82,7 +78,7 @@ pub async fn run(
         .record_error(&config.pipeline, &err, Some(&identity))
         .await;
     if let Err(unrecorded) = recorded {
-        tracing::warn!("{}: {unrecorded}", config.pipeline);
+        tracing::warn!("{}: {unrecorded:#}", config.pipeline);
     }
     Err(err.context(format!(
         "pipeline {:?}: syncing {} from {}",
@@ -92,9 +88,9 @@ pub async fn run(
     )))
 }
 
-async fn connect_and_sync<D: Destination>(
+async fn connect_and_sync<O: Output>(
     config: &RunConfig,
-    destination: &mut D,
+    output: &mut O,
     store: &StateStore,
     shutdown: &Shutdown,
 ) -> Result<Totals> {
@@ -102,22 +98,22 @@ async fn connect_and_sync<D: Destination>(
     match config.driver {
         Driver::Postgres => {
             let mut source = PgSource::connect(&config.source_url, table).await?;
-            sync_with(&mut source, destination, store, config, shutdown).await
+            sync_with(&mut source, output, store, config, shutdown).await
         }
         Driver::MySql => {
             let mut source = MySqlSource::connect(&config.source_url, table).await?;
-            sync_with(&mut source, destination, store, config, shutdown).await
+            sync_with(&mut source, output, store, config, shutdown).await
         }
         Driver::Sqlite => {
             let mut source = SqliteSource::connect(&config.source_url, table).await?;
-            sync_with(&mut source, destination, store, config, shutdown).await
+            sync_with(&mut source, output, store, config, shutdown).await
         }
     }
 }
 
-async fn sync_with<S: Source, D: Destination>(
+async fn sync_with<S: Source, O: Output>(
     source: &mut S,
-    destination: &mut D,
+    output: &mut O,
     store: &StateStore,
     config: &RunConfig,
     shutdown: &Shutdown,
@@ -128,10 +124,7 @@ async fn sync_with<S: Source, D: Destination>(
         cursor: config.table.cursor.clone(),
         key: source.key_column().to_owned(),
     };
-    let initial = match config.sync.null_cursor {
-        NullCursor::Oldest => Position::Nulls { after_key: None },
-        NullCursor::Refuse => Position::Start,
-    };
+    let initial = config.sync.null_cursor.initial_position();
     let mut state = store
         .load_or_create(&config.pipeline, &identity, initial.clone())
         .await?;
@@ -140,15 +133,7 @@ async fn sync_with<S: Source, D: Destination>(
     if state.batches_synced == 0 && state.pending.is_none() && state.position != initial {
         store.advance(&mut state, &initial).await?;
     }
-    let totals = sync::run(
-        source,
-        destination,
-        store,
-        &mut state,
-        &config.sync,
-        shutdown,
-    )
-    .await?;
+    let totals = sync::run(source, output, store, &mut state, &config.sync, shutdown).await?;
     tracing::debug!(
         "{}: {} rows in {} batches",
         state.name,
@@ -158,22 +143,23 @@ async fn sync_with<S: Source, D: Destination>(
     Ok(totals)
 }
 
-/// A destination that waits for a process-wide permit before each delivery attempt. Tokio's
+/// An output that waits for a process-wide permit before each delivery attempt. Tokio's
 /// semaphore queues waiters in order, so every pipeline gets its turn: none starves.
-struct Throttled<D> {
-    inner: D,
+struct Throttled<O> {
+    inner: O,
     permits: Option<Arc<Semaphore>>,
 }
 
-impl<D: Destination> Destination for Throttled<D> {
-    async fn deliver(&mut self, batch: Batch<'_>) -> Result<Delivered> {
+impl<O: Output> Output for Throttled<O> {
+    async fn deliver(&mut self, batch: Batch<'_>) -> (Result<Delivered>, Usage) {
         let _permit = match &self.permits {
-            Some(permits) => Some(
-                permits
-                    .acquire()
-                    .await
-                    .map_err(|_| Error::new(ErrorKind::Fatal, "the host is stopping"))?,
-            ),
+            Some(permits) => match permits.acquire().await {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    let stopping = Error::new(ErrorKind::Fatal, "the host is stopping");
+                    return (Err(stopping), Usage::default());
+                }
+            },
             None => None,
         };
         self.inner.deliver(batch).await

@@ -9,7 +9,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// The longest `Retry-After` honoured as given; longer asks wait this long.
 const MAX_ASKED_WAIT: Duration = Duration::from_secs(3600);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct RetryPolicy {
     /// Attempts after the first before the pipeline stops.
     pub max_retries: u32,

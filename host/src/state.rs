@@ -16,8 +16,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::error::{Error, Result};
-use crate::output::{Delivered, RejectedRow};
-use crate::source::{redact_url, Position, Watermark};
+use crate::model::{Delivered, Position, RejectedRow, Usage, Watermark};
+use crate::source::redact_url;
 
 /// The schema version this build writes; older stores are migrated on open.
 const SCHEMA_VERSION: i64 = 2;
@@ -537,10 +537,10 @@ impl StateStore {
         end: &Position,
         rows: usize,
         delivered: &Delivered,
+        usage: Usage,
     ) -> Result<()> {
         let (phase, cursor, key) = encode(end);
         let batch = state.pending.as_ref().map(|pending| pending.id.clone());
-        let usage = &delivered.usage;
         let counts = [
             rows as i64,
             delivered.rejected.len() as i64,
@@ -597,22 +597,15 @@ impl StateStore {
     ) -> Result<()> {
         let failed = |err| Error::database(format!("cannot record an error of {pipeline:?}"), err);
         let now = now_rfc3339();
-        let message = error.to_string();
-        // What a failed module call used counts as much as a delivered one.
-        let usage = error.usage().unwrap_or_default();
+        let message = format!("{error:#}");
         let updated = sqlx::query(&format!(
-            "UPDATE {}pipelines SET errors = errors + 1, last_error = $2, last_error_at = $3, \
-             guest_micros = guest_micros + $4, fuel_used = fuel_used + $5, \
-             peak_guest_memory = CASE WHEN peak_guest_memory < $6 THEN $6 \
-             ELSE peak_guest_memory END WHERE pipeline = $1",
+            "UPDATE {}pipelines SET errors = errors + 1, last_error = $2, last_error_at = $3 \
+             WHERE pipeline = $1",
             self.prefix
         ))
         .bind(pipeline)
         .bind(&message)
         .bind(&now)
-        .bind(usage.time.as_micros() as i64)
-        .bind(usage.fuel as i64)
-        .bind(usage.peak_memory as i64)
         .execute(&self.pool)
         .await
         .map_err(failed)?;
@@ -633,6 +626,26 @@ impl StateStore {
             .await
             .map_err(failed)?;
         }
+        Ok(())
+    }
+
+    /// Charges what module calls of `pipeline` used on attempts that were not checkpointed.
+    pub async fn charge(&self, pipeline: &str, usage: Usage) -> Result<()> {
+        sqlx::query(&format!(
+            "UPDATE {}pipelines SET guest_micros = guest_micros + $2, fuel_used = fuel_used + $3, \
+             peak_guest_memory = CASE WHEN peak_guest_memory < $4 THEN $4 \
+             ELSE peak_guest_memory END WHERE pipeline = $1",
+            self.prefix
+        ))
+        .bind(pipeline)
+        .bind(usage.time.as_micros() as i64)
+        .bind(usage.fuel as i64)
+        .bind(usage.peak_memory as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(|err| {
+            Error::database(format!("cannot charge module usage of {pipeline:?}"), err)
+        })?;
         Ok(())
     }
 

@@ -139,7 +139,7 @@ impl Supervisor {
                     .hint()
                     .map(|hint| format!(" ({hint})"))
                     .unwrap_or_default();
-                tracing::error!("reload refused, pipelines unchanged: {err}{hint}");
+                tracing::error!("reload refused, pipelines unchanged: {err:#}{hint}");
                 return;
             }
         };
@@ -270,7 +270,7 @@ async fn supervise(
                     .map(|hint| format!(" (hint: {hint})"))
                     .unwrap_or_default();
                 if config.sync.once || shutdown.is_requested() {
-                    tracing::error!("{err}{hint}");
+                    tracing::error!("{err:#}{hint}");
                     return false;
                 }
                 // A run that went well for a while starts its backoff over.
@@ -283,7 +283,7 @@ async fn supervise(
                     "error"
                 };
                 tracing::error!(
-                    "{err}{hint}; {kind}, restarting pipeline {:?} in {backoff:?}",
+                    "{err:#}{hint}; {kind}, restarting pipeline {:?} in {backoff:?}",
                     config.pipeline
                 );
                 shutdown.sleep(backoff).await;
@@ -321,15 +321,21 @@ fn engine_options(file: &PipelinesFile) -> EngineOptions {
     }
 }
 
-/// What makes two versions of a pipeline the same: its settings and its module files.
+/// What makes two versions of a pipeline the same: its settings (serialised, secrets only as
+/// digests) and its module files.
 fn fingerprint(config: &RunConfig) -> String {
-    let modules: Vec<String> = config
-        .processors
-        .modules
-        .iter()
-        .map(|path| module_stamp(path))
-        .collect();
-    format!("{config:?}|{}", modules.join("|"))
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    match serde_json::to_vec(config) {
+        Ok(settings) => hasher.update(&settings),
+        // Plain data always serialises; were it ever to fail, the error text stands in.
+        Err(err) => hasher.update(err.to_string().as_bytes()),
+    }
+    for path in &config.processors.modules {
+        hasher.update([0]);
+        hasher.update(module_stamp(path).as_bytes());
+    }
+    hex::encode(hasher.finalize())
 }
 
 fn module_stamp(path: &Path) -> String {

@@ -18,23 +18,23 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use crate::cli::NullCursor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::failpoint;
-use crate::output::{Batch, Delivered, Destination};
+use crate::model::{Batch, Delivered, NullCursorPolicy, Position, Usage};
+use crate::output::Output;
 use crate::progress::Progress;
 use crate::retry::RetryPolicy;
-use crate::source::{Page, Position, Source, Until};
+use crate::source::{Page, Source, Until};
 use crate::state::{PipelineState, StateStore};
 
 /// How a pipeline runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SyncOptions {
     pub batch_size: usize,
     pub poll: Duration,
     pub settle: Duration,
     pub once: bool,
-    pub null_cursor: NullCursor,
+    pub null_cursor: NullCursorPolicy,
     pub retry: RetryPolicy,
 }
 
@@ -88,9 +88,9 @@ impl Shutdown {
 
 /// Runs passes until `--once` is done or a stop is requested. Transient errors (a lost
 /// connection) are retried with backoff when polling; everything else ends the run.
-pub async fn run<S: Source, D: Destination>(
+pub async fn run<S: Source, O: Output>(
     source: &mut S,
-    destination: &mut D,
+    output: &mut O,
     store: &StateStore,
     state: &mut PipelineState,
     options: &SyncOptions,
@@ -99,31 +99,21 @@ pub async fn run<S: Source, D: Destination>(
     let mut totals = Totals::default();
     let mut backoff = Duration::from_millis(500);
     loop {
-        match run_pass(
-            source,
-            destination,
-            store,
-            state,
-            options,
-            shutdown,
-            &mut totals,
-        )
-        .await
-        {
+        match run_pass(source, output, store, state, options, shutdown, &mut totals).await {
             Ok(()) => backoff = Duration::from_millis(500),
             // A stop that interrupted a retry: the batch was not checkpointed, and comes again
             // under the same id next run.
             Err(err) if shutdown.is_requested() && err.kind() != ErrorKind::Fatal => {
-                tracing::info!("{}: stopped: {err}", state.name);
+                tracing::info!("{}: stopped: {err:#}", state.name);
                 return Ok(totals);
             }
             Err(err)
                 if matches!(err.kind(), ErrorKind::Transient | ErrorKind::Processor)
                     && !options.once =>
             {
-                tracing::warn!("{}: {err}; retrying in {backoff:?}", state.name);
+                tracing::warn!("{}: {err:#}; retrying in {backoff:?}", state.name);
                 if let Err(unrecorded) = store.record_error(&state.name, &err, None).await {
-                    tracing::warn!("{}: {unrecorded}", state.name);
+                    tracing::warn!("{}: {unrecorded:#}", state.name);
                 }
                 shutdown.sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(60));
@@ -140,16 +130,16 @@ pub async fn run<S: Source, D: Destination>(
     }
 }
 
-async fn run_pass<S: Source, D: Destination>(
+async fn run_pass<S: Source, O: Output>(
     source: &mut S,
-    destination: &mut D,
+    output: &mut O,
     store: &StateStore,
     state: &mut PipelineState,
     options: &SyncOptions,
     shutdown: &Shutdown,
     totals: &mut Totals,
 ) -> Result<()> {
-    if options.null_cursor == NullCursor::Refuse {
+    if options.null_cursor == NullCursorPolicy::Refuse {
         let nulls = source.null_cursor_count().await?;
         if nulls > 0 {
             return Err(Error::invalid(format!(
@@ -178,7 +168,7 @@ async fn run_pass<S: Source, D: Destination>(
         match page.last.clone() {
             Some(end) => {
                 deliver(
-                    destination,
+                    output,
                     store,
                     state,
                     page,
@@ -229,17 +219,7 @@ async fn run_pass<S: Source, D: Destination>(
             }
         };
         let (delivered, next) = tokio::join!(
-            deliver(
-                destination,
-                store,
-                state,
-                page,
-                &id,
-                &end,
-                options,
-                shutdown,
-                totals
-            ),
+            deliver(output, store, state, page, &id, &end, options, shutdown, totals),
             read_ahead
         );
         delivered?;
@@ -279,8 +259,8 @@ async fn run_pass<S: Source, D: Destination>(
 /// Hands a page on and checkpoints it: batch `id` ends at `end`, and was recorded as pending
 /// before this. Rejected rows become dead letters in the same step as the checkpoint.
 #[allow(clippy::too_many_arguments)]
-async fn deliver<D: Destination>(
-    destination: &mut D,
+async fn deliver<O: Output>(
+    output: &mut O,
     store: &StateStore,
     state: &mut PipelineState,
     page: Page,
@@ -295,8 +275,19 @@ async fn deliver<D: Destination>(
         pipeline: &state.name,
         rows: &page.rows,
     };
-    let delivered =
-        deliver_with_retries(destination, batch, &options.retry, shutdown, Some(store)).await?;
+    let (delivered, usage) =
+        deliver_with_retries(output, batch, &options.retry, shutdown, Some(store)).await;
+    let delivered = match delivered {
+        Ok(delivered) => delivered,
+        Err(err) => {
+            // A failed attempt costs as much as a delivered one: charge it now, since no
+            // checkpoint will carry it.
+            if let Err(uncharged) = store.charge(&state.name, usage).await {
+                tracing::warn!("{}: {uncharged:#}", state.name);
+            }
+            return Err(err);
+        }
+    };
     failpoint::hit("after_deliver").await;
     if !delivered.rejected.is_empty() {
         store
@@ -311,7 +302,7 @@ async fn deliver<D: Destination>(
         );
     }
     store
-        .commit_batch(state, end, page.rows.len(), &delivered)
+        .commit_batch(state, end, page.rows.len(), &delivered, usage)
         .await?;
     totals.rows += page.rows.len() as u64;
     totals.batches += 1;
@@ -327,39 +318,43 @@ async fn deliver<D: Destination>(
 /// Delivers `batch`, again and again while the destination asks to retry later, waiting as
 /// `policy` says; gives up after `policy.max_retries` retries. A stop request ends the wait
 /// and returns the destination's last answer. Each retry is counted in `store` as it happens,
-/// so a destination that never recovers shows its retries too.
-pub async fn deliver_with_retries<D: Destination>(
-    destination: &mut D,
+/// so a destination that never recovers shows its retries too. Returns what module calls
+/// used over all attempts, whatever the result.
+pub async fn deliver_with_retries<O: Output>(
+    output: &mut O,
     batch: Batch<'_>,
     policy: &RetryPolicy,
     shutdown: &Shutdown,
     store: Option<&StateStore>,
-) -> Result<Delivered> {
+) -> (Result<Delivered>, Usage) {
     let mut retry = 0;
+    let mut used = Usage::default();
     loop {
-        match destination.deliver(batch).await {
+        let (result, usage) = output.deliver(batch).await;
+        used.add(usage);
+        match result {
             Err(err) if err.kind() == ErrorKind::RetryLater => {
                 if retry >= policy.max_retries {
-                    return Err(policy.gave_up(&err));
+                    return (Err(policy.gave_up(&err)), used);
                 }
                 retry += 1;
                 if let Some(store) = store {
                     if let Err(unrecorded) = store.record_retry(batch.pipeline).await {
-                        tracing::warn!("{}: {unrecorded}", batch.pipeline);
+                        tracing::warn!("{}: {unrecorded:#}", batch.pipeline);
                     }
                 }
                 let wait = policy.wait(retry, err.retry_after());
                 tracing::warn!(
-                    "{}: {err}; retry {retry} of {} in {wait:.1?}",
+                    "{}: {err:#}; retry {retry} of {} in {wait:.1?}",
                     batch.pipeline,
                     policy.max_retries
                 );
                 shutdown.sleep(wait).await;
                 if shutdown.is_requested() {
-                    return Err(err);
+                    return (Err(err), used);
                 }
             }
-            result => return result,
+            result => return (result, used),
         }
     }
 }
@@ -396,7 +391,7 @@ fn describe(position: &Position) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Watermark;
+    use crate::model::Watermark;
 
     fn after(cursor: &str, key: &str) -> Position {
         Position::After(Watermark {
@@ -441,3 +436,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "sync_tests.rs"]
+mod loop_tests;

@@ -39,6 +39,23 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// The components that implement the `destination` world: a chain that ends in one writes no
+/// JSON Lines, so `host run` refuses `--output` with it.
+const DESTINATIONS: &[&str] = &[
+    "webhook",
+    "mailchimp",
+    "py_webhook",
+    "guest_denied_destination",
+    "guest_concurrent_requests",
+];
+
+/// Whether `text` (a path, or a pipelines file's keys) names a destination component.
+pub fn names_a_destination(text: &str) -> bool {
+    DESTINATIONS
+        .iter()
+        .any(|name| text.contains(&format!("{}{name}.wasm", std::path::MAIN_SEPARATOR)))
+}
+
 /// `…/target`, from the host binary's `…/target/debug/host`.
 fn target_dir() -> PathBuf {
     Path::new(HOST)

@@ -111,6 +111,7 @@ impl Host {
 
     /// `host run` with this host's source, table, state and output, `--settle 0s` unless
     /// `extra` sets it, then `extra`.
+    /// A chain that ends in a destination module gets no `--output`: the module delivers.
     pub fn run_args(&self, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = [
             "run",
@@ -120,12 +121,20 @@ impl Host {
             &self.table,
             "--state",
             &self.state_url(),
-            "--output",
-            &self.output_path().display().to_string(),
         ]
         .iter()
         .map(|arg| (*arg).to_owned())
         .collect();
+        let modules = extra.windows(2).filter(|pair| pair[0] == "--module");
+        if !modules
+            .clone()
+            .any(|pair| super::guests::names_a_destination(pair[1]))
+        {
+            args.extend([
+                "--output".to_owned(),
+                self.output_path().display().to_string(),
+            ]);
+        }
         if !extra.contains(&"--settle") {
             args.extend(["--settle".to_owned(), "0s".to_owned()]);
         }

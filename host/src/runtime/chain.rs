@@ -1,27 +1,36 @@
-//! A chain of processors as a [`Destination`]: each batch goes through the transforms in the
-//! order given, then to a destination module or to the output. The sync loop checkpoints only
-//! after the whole chain succeeded.
+//! A chain of modules as an [`Output`]: each batch goes through the transforms in the order
+//! given, then to its end, which is either JSON Lines or a destination module. The sync loop
+//! checkpoints only after the whole chain succeeded.
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
 
 use super::{Batch, DeliveryError, Outcome, Processor, World};
 use crate::error::{Error, ErrorKind, Result};
-use crate::output::{self, Delivered, Destination, GuestUsage, RejectedRow};
-use crate::source::Rows;
+use crate::model::{self, Delivered, RejectedRow, Rows, Usage};
+use crate::output::{JsonLines, Output};
 
-pub struct Chain<D> {
-    transforms: Vec<Processor>,
-    /// The module that delivers, if the chain ends in one; else rows go to `output`.
-    destination: Option<Processor>,
-    output: D,
+/// Where the rows go once the transforms are done with them.
+pub enum ChainEnd {
+    /// Written as JSON Lines, to a file or standard output.
+    Lines(JsonLines),
+    /// Delivered by a destination module.
+    Module(Processor),
 }
 
-impl<D: Destination> Chain<D> {
-    /// Orders `processors` as given; only the last one may be a destination.
-    pub fn new(processors: Vec<Processor>, output: D) -> Result<Self> {
-        let mut transforms = processors;
+pub struct Chain {
+    transforms: Vec<Processor>,
+    end: ChainEnd,
+}
+
+impl Chain {
+    /// Orders `modules` as given; only the last one may be a destination. Without a
+    /// destination, rows are appended to `output` (standard output when `None`); with one,
+    /// `output` is refused, since the destination module delivers the rows itself.
+    pub fn new(modules: Vec<Processor>, output: Option<&Path>) -> Result<Self> {
+        let mut transforms = modules;
         let destination = match transforms.last() {
             Some(last) if last.world() == World::Destination => transforms.pop(),
             _ => None,
@@ -33,33 +42,99 @@ impl<D: Destination> Chain<D> {
             ))
             .with_hint("order the --module flags: transforms first, the destination last"));
         }
-        Ok(Chain {
-            transforms,
-            destination,
-            output,
-        })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.transforms.is_empty() && self.destination.is_none()
+        let end = match (destination, output) {
+            (Some(destination), Some(path)) => {
+                return Err(Error::invalid(format!(
+                    "--output {} cannot be combined with destination module {}: the destination delivers the rows, nothing would be written",
+                    path.display(),
+                    destination.name()
+                ))
+                .with_hint("drop --output, or drop the destination module to write JSON Lines"));
+            }
+            (Some(destination), None) => ChainEnd::Module(destination),
+            (None, Some(path)) => ChainEnd::Lines(JsonLines::append(path)?),
+            (None, None) => ChainEnd::Lines(JsonLines::stdout()),
+        };
+        Ok(Chain { transforms, end })
     }
 
     pub fn has_destination(&self) -> bool {
-        self.destination.is_some()
+        matches!(self.end, ChainEnd::Module(_))
+    }
+
+    /// Runs the transforms, then hands the rows to the end of the chain.
+    async fn run(&mut self, batch: model::Batch<'_>, used: &mut Usage) -> Result<Delivered> {
+        if self.transforms.is_empty() {
+            if let ChainEnd::Lines(lines) = &mut self.end {
+                return lines.deliver_lines(batch);
+            }
+        }
+        let mut call = Batch {
+            id: batch.id.to_owned(),
+            pipeline: batch.pipeline.to_owned(),
+            rows: batch.rows.to_json_array(),
+        };
+        // Rows that come back byte for byte as they went in need no second parse.
+        let mut unchanged = true;
+        for transform in &self.transforms {
+            let (outcome, usage) = transform.call(&call).await;
+            used.add(usage);
+            tracing::debug!(
+                "{}: batch {} through {} in {:?}",
+                batch.pipeline,
+                batch.id,
+                transform.name(),
+                usage.time
+            );
+            match outcome? {
+                Outcome::Rows(rows) => {
+                    unchanged &= rows == call.rows;
+                    call.rows = rows;
+                }
+                Outcome::Delivered(_) => {
+                    return Err(Error::fatal(format!(
+                        "module {} returned a delivery result where rows were expected",
+                        transform.name()
+                    )))
+                }
+            }
+        }
+        let lines = match &mut self.end {
+            ChainEnd::Module(destination) => {
+                let (outcome, usage) = destination.call(&call).await;
+                used.add(usage);
+                return delivery_result(destination, &call, outcome?);
+            }
+            ChainEnd::Lines(lines) => lines,
+        };
+        if unchanged {
+            return lines.deliver_lines(batch);
+        }
+        let last = self
+            .transforms
+            .last()
+            .map(Processor::name)
+            .unwrap_or("the chain");
+        let rows = Rows::from_json_array(&call.rows).map_err(|detail| {
+            Error::new(
+                ErrorKind::Processor,
+                format!("module {last} returned rows that are not a JSON array of {{\"op\", \"row\"}} objects: {detail}"),
+            )
+            .with_hint("return rows in the form the batch brought them: [{\"op\":\"upsert\",\"row\":{...}}]")
+        })?;
+        lines.deliver_lines(model::Batch {
+            id: batch.id,
+            pipeline: batch.pipeline,
+            rows: &rows,
+        })
     }
 }
 
-/// Hands rows, as the transforms left them, to the destination module, and turns its answer
-/// into rejected rows or an error of the kind the sync loop acts on.
-async fn send_to_destination(destination: &Processor, call: &Batch) -> Result<Delivered> {
-    let (outcome, usage) = destination.call(call).await?;
-    let mut used = GuestUsage::default();
-    used.add(usage.time, usage.fuel, usage.peak_memory);
+/// Turns a destination module's answer into rejected rows or an error of the kind the sync
+/// loop acts on.
+fn delivery_result(destination: &Processor, call: &Batch, outcome: Outcome) -> Result<Delivered> {
     match outcome {
-        Outcome::Delivered(Ok(rejections)) if rejections.is_empty() => Ok(Delivered {
-            usage: used,
-            ..Delivered::default()
-        }),
+        Outcome::Delivered(Ok(rejections)) if rejections.is_empty() => Ok(Delivered::default()),
         Outcome::Delivered(Ok(rejections)) => {
             let rows = split_rows(&call.rows);
             let rejected = rejections
@@ -85,10 +160,7 @@ async fn send_to_destination(destination: &Processor, call: &Batch) -> Result<De
                     }
                 })
                 .collect();
-            Ok(Delivered {
-                rejected,
-                usage: used,
-            })
+            Ok(Delivered { rejected })
         }
         Outcome::Delivered(Err(DeliveryError::RetryLater(retry))) => Err(Error::retry_later(
             format!(
@@ -118,69 +190,10 @@ fn split_rows(rows: &str) -> Option<Vec<&RawValue>> {
     serde_json::from_str(rows).ok()
 }
 
-impl<D: Destination> Destination for Chain<D> {
-    async fn deliver(&mut self, batch: output::Batch<'_>) -> Result<Delivered> {
-        if self.is_empty() {
-            return self.output.deliver(batch).await;
-        }
-        let mut call = Batch {
-            id: batch.id.to_owned(),
-            pipeline: batch.pipeline.to_owned(),
-            rows: batch.rows.to_json_array(),
-        };
-        // Rows that come back byte for byte as they went in need no second parse.
-        let mut unchanged = true;
-        let mut used = GuestUsage::default();
-        for transform in &self.transforms {
-            let (outcome, usage) = transform.call(&call).await?;
-            used.add(usage.time, usage.fuel, usage.peak_memory);
-            tracing::debug!(
-                "{}: batch {} through {} in {:?}",
-                batch.pipeline,
-                batch.id,
-                transform.name(),
-                usage.time
-            );
-            if let Outcome::Rows(rows) = outcome {
-                unchanged &= rows == call.rows;
-                call.rows = rows;
-            }
-        }
-        let with_usage = |mut delivered: Delivered| {
-            let own = delivered.usage;
-            delivered.usage = used;
-            delivered
-                .usage
-                .add(own.time, Some(own.fuel), own.peak_memory);
-            delivered
-        };
-        if let Some(destination) = &self.destination {
-            return send_to_destination(destination, &call)
-                .await
-                .map(with_usage);
-        }
-        if unchanged {
-            return self.output.deliver(batch).await.map(with_usage);
-        }
-        let last = self
-            .transforms
-            .last()
-            .map(Processor::name)
-            .unwrap_or("the chain");
-        let rows = Rows::from_json_array(&call.rows).map_err(|detail| {
-            Error::new(
-                ErrorKind::Processor,
-                format!("module {last} returned rows that are not a JSON array of {{\"op\", \"row\"}} objects: {detail}"),
-            )
-            .with_hint("return rows in the form the batch brought them: [{\"op\":\"upsert\",\"row\":{...}}]")
-        })?;
-        self.output
-            .deliver(output::Batch {
-                id: batch.id,
-                pipeline: batch.pipeline,
-                rows: &rows,
-            })
-            .await
-            .map(with_usage)
+impl Output for Chain {
+    async fn deliver(&mut self, batch: model::Batch<'_>) -> (Result<Delivered>, Usage) {
+        let mut used = Usage::default();
+        let result = self.run(batch, &mut used).await;
+        (result, used)
     }
 }

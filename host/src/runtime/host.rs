@@ -16,13 +16,31 @@ use super::http::HttpPolicy;
 use super::limits::MemoryLimiter;
 
 /// Configuration and secrets of one module in one pipeline.
-#[derive(Debug, Default, Clone)]
+///
+/// Secret values never leave through `Debug` (keys only) or `Serialize` (keys and a digest of
+/// each value, enough for a configuration fingerprint to change with a secret).
+#[derive(Default, Clone)]
 pub struct ModuleConfig {
     pub values: BTreeMap<String, String>,
     pub secrets: BTreeMap<String, String>,
 }
 
 impl ModuleConfig {
+    /// Each secret's key with a digest of its value, in key order.
+    fn secret_digests(&self) -> BTreeMap<&str, String> {
+        use sha2::{Digest, Sha256};
+        self.secrets
+            .iter()
+            .map(|(key, value)| {
+                let digest = Sha256::digest(value.as_bytes());
+                (
+                    key.as_str(),
+                    format!("sha256:{}", hex::encode(&digest[..8])),
+                )
+            })
+            .collect()
+    }
+
     fn get(&self, key: &str) -> Option<String> {
         self.secrets
             .get(key)
@@ -39,6 +57,32 @@ impl ModuleConfig {
             }
         }
         text
+    }
+}
+
+impl std::fmt::Debug for ModuleConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleConfig")
+            .field("values", &self.values)
+            .field(
+                "secrets",
+                &self
+                    .secrets
+                    .keys()
+                    .map(|key| (key, "***"))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+            .finish()
+    }
+}
+
+impl serde::Serialize for ModuleConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut config = serializer.serialize_struct("ModuleConfig", 2)?;
+        config.serialize_field("values", &self.values)?;
+        config.serialize_field("secrets", &self.secret_digests())?;
+        config.end()
     }
 }
 

@@ -33,7 +33,7 @@ use super::origin::{private_kind, Origin};
 use crate::error::{Error, Result};
 
 /// What a pipeline's destination may do on the network.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct HttpOptions {
     /// Origins requests may go to; empty: none.
     pub allow: Vec<Origin>,

@@ -12,7 +12,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub const DEFAULT_MEMORY: u64 = 256 << 20;
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Limits {
     /// Bytes of linear memory (all memories of one instance together).
     pub memory: u64,

@@ -22,7 +22,7 @@ use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::output::GuestUsage;
+use crate::model::Usage;
 pub use bindings::{Batch, DeliveryError, Rejection};
 pub use host::ModuleConfig;
 use host::{ProcessorState, Tag};
@@ -298,14 +298,6 @@ pub enum Outcome {
     Delivered(std::result::Result<Vec<Rejection>, DeliveryError>),
 }
 
-/// What a call used.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Usage {
-    pub time: Duration,
-    pub fuel: Option<u64>,
-    pub peak_memory: u64,
-}
-
 impl Processor {
     pub fn name(&self) -> &str {
         &self.tag.module
@@ -324,8 +316,15 @@ impl Processor {
         &self.inspection
     }
 
-    /// Runs the module on one batch in a fresh instance.
-    pub async fn call(&self, batch: &Batch) -> Result<(Outcome, Usage)> {
+    /// Whether fuel is counted (else [`Usage::fuel`] stays 0).
+    pub fn fuel_metered(&self) -> bool {
+        self.fuel_metered
+    }
+
+    /// Runs the module on one batch in a fresh instance. What the call used comes back
+    /// whether it succeeded or not: a module that spins to its deadline or runs out of memory
+    /// on every batch is the one whose cost its pipeline's accounting must show.
+    pub async fn call(&self, batch: &Batch) -> (Result<Outcome>, Usage) {
         let started = Instant::now();
         let engine = match &self.pre {
             Pre::Transform(pre) => pre.engine(),
@@ -353,9 +352,10 @@ impl Processor {
         });
         let budget = self.limits.fuel.unwrap_or(u64::MAX);
         if self.fuel_metered {
-            store
-                .set_fuel(budget)
-                .map_err(|err| Error::fatal(format!("cannot set fuel: {err}")))?;
+            if let Err(err) = store.set_fuel(budget) {
+                let error = Error::fatal(format!("cannot set fuel: {err}"));
+                return (Err(error), Usage::default());
+            }
         }
         let result = match &self.pre {
             Pre::Transform(pre) => match pre.instantiate_async(&mut store).await {
@@ -377,27 +377,22 @@ impl Processor {
         };
         let usage = Usage {
             time: started.elapsed(),
-            fuel: self
-                .fuel_metered
-                .then(|| budget.saturating_sub(store.get_fuel().unwrap_or(0))),
+            fuel: match self.fuel_metered {
+                true => budget.saturating_sub(store.get_fuel().unwrap_or(0)),
+                false => 0,
+            },
             peak_memory: store.data().limiter.peak,
         };
-        match result {
-            Ok(Ok(outcome)) => Ok((outcome, usage)),
+        let result = match result {
+            Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(message)) => Err(self.failure(
                 batch,
                 &format!("returned an error: {}", self.tag.config.redact(&message)),
                 None,
             )),
             Err(err) => Err(self.trap_error(batch, &err, store.data().limiter.hit)),
-        }
-        // A failed call costs too: a module that spins to its deadline or runs out of memory
-        // on every batch is the one whose cost its pipeline's accounting must show.
-        .map_err(|err: Error| {
-            let mut spent = GuestUsage::default();
-            spent.add(usage.time, usage.fuel, usage.peak_memory);
-            err.with_usage(spent)
-        })
+        };
+        (result, usage)
     }
 
     fn trap_error(&self, batch: &Batch, err: &wasmtime::Error, memory_hit: bool) -> Error {

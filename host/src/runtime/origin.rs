@@ -8,14 +8,14 @@ use crate::error::{Error, Result};
 
 /// `scheme://host:port`, the unit the allow-list speaks in. Hosts are kept lowercased and
 /// IPv6 literals without brackets; the port is always explicit (80/443 by default).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Origin {
     pub scheme: Scheme,
     pub host: String,
     pub port: u16,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum Scheme {
     Http,
     Https,

@@ -13,10 +13,11 @@ use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlRow, MySqlValueRef
 use sqlx::{Decode, Row, ValueRef};
 
 use super::query;
-use super::{Clock, Op, Page, Position, Rows, Source, TableSpec, Until, Watermark};
+use super::{Clock, Page, Source, TableSpec, Until};
 use crate::cursor::{quote_ident, Keyset, Statement, Style};
 use crate::error::{Error, Result};
 use crate::json;
+use crate::model::{Op, Position, Rows, Watermark};
 
 /// The least settle lag on MySQL and MariaDB (see [`MySqlSource::clock`]).
 pub const MIN_SETTLE: Duration = Duration::from_secs(1);

@@ -12,10 +12,11 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgRow, PgValueRef};
 use sqlx::{Decode, Postgres, Row, ValueRef};
 
 use super::query;
-use super::{Clock, Op, Page, Position, Rows, Source, TableSpec, Until, Watermark};
+use super::{Clock, Page, Source, TableSpec, Until};
 use crate::cursor::{quote_ident, Keyset, Statement, Style};
 use crate::error::{Error, Result};
 use crate::json;
+use crate::model::{Op, Position, Rows, Watermark};
 
 /// How a column's values become JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,10 +14,11 @@ use sqlx::sqlite::{
 use sqlx::{Decode, Row, TypeInfo, ValueRef};
 
 use super::query;
-use super::{Clock, Op, Page, Position, Rows, Source, TableSpec, Until, Watermark};
+use super::{Clock, Page, Source, TableSpec, Until};
 use crate::cursor::{quote_ident, Keyset, Statement, Style};
 use crate::error::{Error, Result};
 use crate::json;
+use crate::model::{Op, Position, Rows, Watermark};
 
 #[derive(Debug)]
 struct Column {

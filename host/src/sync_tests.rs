@@ -1,0 +1,355 @@
+//! The sync loop against an in-memory table and a scripted output, over a real (file) SQLite
+//! state store: no database server needed. Each test states one promise of the loop.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::*;
+use crate::model::{Op, Rows, Watermark};
+use crate::source::{Clock, Page};
+
+/// A table of `(cursor, key)` rows; cursors and keys are rendered zero-padded so that their
+/// text order is their numeric order, as a driver's exact text form would compare.
+#[derive(Default)]
+struct Table {
+    rows: Vec<(u64, u64)>,
+    reads: usize,
+}
+
+impl Table {
+    fn with_rows(rows: impl IntoIterator<Item = (u64, u64)>) -> Self {
+        let mut table = Table::default();
+        for row in rows {
+            table.upsert(row.0, row.1);
+        }
+        table
+    }
+
+    /// Inserts or updates the row with `key`, which then has cursor `cursor`.
+    fn upsert(&mut self, cursor: u64, key: u64) {
+        self.rows.retain(|&(_, k)| k != key);
+        self.rows.push((cursor, key));
+        self.rows.sort();
+    }
+
+    fn mark(cursor: u64, key: u64) -> Watermark {
+        Watermark {
+            cursor: format!("{cursor:012}"),
+            key: format!("{key:012}"),
+        }
+    }
+
+    fn selected(&self, after: &Position, until: Until<'_>) -> Vec<(u64, u64)> {
+        let after = match after {
+            Position::After(mark) => Some((mark.cursor.clone(), mark.key.clone())),
+            _ => None,
+        };
+        self.rows
+            .iter()
+            .copied()
+            .filter(|&(c, k)| {
+                let here = Self::mark(c, k);
+                let here = (here.cursor, here.key);
+                let past_start = after.as_ref().is_none_or(|after| &here > after);
+                let before_end = match until {
+                    Until::Horizon(None) => true,
+                    Until::Horizon(Some(horizon)) => here.0.as_str() < horizon,
+                    Until::Through(Position::After(end)) => {
+                        here <= (end.cursor.clone(), end.key.clone())
+                    }
+                    Until::Through(_) => false,
+                };
+                past_start && before_end
+            })
+            .collect()
+    }
+}
+
+impl Source for Table {
+    async fn null_cursor_count(&mut self) -> Result<u64> {
+        Ok(0)
+    }
+
+    async fn clock(&mut self, _settle: Duration) -> Result<Clock> {
+        Ok(Clock::default())
+    }
+
+    async fn count(&mut self, after: &Position, until: Until<'_>) -> Result<u64> {
+        Ok(self.selected(after, until).len() as u64)
+    }
+
+    async fn read(&mut self, after: &Position, until: Until<'_>, limit: usize) -> Result<Page> {
+        self.reads += 1;
+        let selected: Vec<_> = self
+            .selected(after, until)
+            .into_iter()
+            .take(limit)
+            .collect();
+        let mut rows = Rows::with_capacity(selected.len());
+        for (cursor, key) in &selected {
+            rows.buffer()
+                .extend_from_slice(format!(r#"{{"id":{key},"v":{cursor}}}"#).as_bytes());
+            rows.end_row(Op::Upsert);
+        }
+        let last = selected
+            .last()
+            .map(|&(cursor, key)| Position::After(Self::mark(cursor, key)));
+        Ok(Page { rows, last })
+    }
+
+    fn lag_seconds(&self, _now: &str, _cursor: &str) -> Option<f64> {
+        None
+    }
+
+    fn key_column(&self) -> &str {
+        "id"
+    }
+}
+
+/// An output that records what it was handed, answering each attempt from a script (then
+/// success once the script is used up).
+#[derive(Default)]
+struct Recorder {
+    script: VecDeque<Result<Delivered>>,
+    /// Every attempt: batch id and row ids.
+    attempts: Vec<(String, Vec<u64>)>,
+}
+
+impl Recorder {
+    fn failing_with(errors: impl IntoIterator<Item = Error>) -> Self {
+        Recorder {
+            script: errors.into_iter().map(Err).collect(),
+            ..Recorder::default()
+        }
+    }
+
+    /// Row ids of the attempts that succeeded, in order.
+    fn delivered_ids(&self, failures: usize) -> Vec<u64> {
+        self.attempts
+            .iter()
+            .skip(failures)
+            .flat_map(|(_, ids)| ids.iter().copied())
+            .collect()
+    }
+}
+
+impl Output for Recorder {
+    async fn deliver(&mut self, batch: Batch<'_>) -> (Result<Delivered>, Usage) {
+        let ids = batch
+            .rows
+            .iter()
+            .map(|(_, row)| {
+                let row: serde_json::Value = serde_json::from_slice(row).unwrap_or_default();
+                row["id"].as_u64().unwrap_or(u64::MAX)
+            })
+            .collect();
+        self.attempts.push((batch.id.to_owned(), ids));
+        let used = Usage {
+            time: Duration::from_millis(1),
+            fuel: 0,
+            peak_memory: 0,
+        };
+        (
+            self.script.pop_front().unwrap_or(Ok(Delivered::default())),
+            used,
+        )
+    }
+}
+
+struct Harness {
+    _dir: std::path::PathBuf,
+    store: StateStore,
+    state: PipelineState,
+}
+
+impl Harness {
+    async fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "tidemark-sync-test-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("state.db").display());
+        let store = StateStore::open(&url).await.unwrap();
+        let identity = crate::state::Identity {
+            source: "sqlite://test.db".into(),
+            table: "t".into(),
+            cursor: "updated_at".into(),
+            key: "id".into(),
+        };
+        let state = store
+            .load_or_create(name, &identity, Position::Start)
+            .await
+            .unwrap();
+        Harness {
+            _dir: dir,
+            store,
+            state,
+        }
+    }
+
+    async fn pass(&mut self, table: &mut Table, output: &mut Recorder) -> Result<Totals> {
+        run(
+            table,
+            output,
+            &self.store,
+            &mut self.state,
+            &options(),
+            &Shutdown::default(),
+        )
+        .await
+    }
+
+    /// The state as a fresh process would load it.
+    async fn reloaded(&self) -> PipelineState {
+        self.store.load(&self.state.name).await.unwrap().unwrap()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+fn options() -> SyncOptions {
+    SyncOptions {
+        batch_size: 3,
+        poll: Duration::from_millis(1),
+        settle: Duration::ZERO,
+        once: true,
+        null_cursor: NullCursorPolicy::Refuse,
+        retry: RetryPolicy {
+            max_retries: 2,
+            backoff: Duration::from_millis(1),
+        },
+    }
+}
+
+#[tokio::test]
+async fn every_row_is_delivered_once_in_keyset_order_and_the_watermark_ends_at_the_last() {
+    let mut harness = Harness::new("full").await;
+    let mut table = Table::with_rows((1..=10).map(|key| (100 + key / 4, key)));
+    let mut output = Recorder::default();
+    let totals = harness.pass(&mut table, &mut output).await.unwrap();
+    assert_eq!(totals.rows, 10);
+    assert_eq!(totals.batches, 4);
+    assert_eq!(output.delivered_ids(0), (1..=10).collect::<Vec<_>>());
+    let state = harness.reloaded().await;
+    assert_eq!(state.position, Position::After(Table::mark(102, 10)));
+    assert_eq!(state.pending, None);
+    assert_eq!(state.rows_synced, 10);
+}
+
+#[tokio::test]
+async fn a_tie_larger_than_a_batch_is_paged_without_loss_or_repeat() {
+    let mut harness = Harness::new("tie").await;
+    let mut table = Table::with_rows((1..=8).map(|key| (7, key)));
+    let mut output = Recorder::default();
+    harness.pass(&mut table, &mut output).await.unwrap();
+    assert_eq!(output.delivered_ids(0), (1..=8).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_second_pass_delivers_only_rows_changed_since_the_first() {
+    let mut harness = Harness::new("delta").await;
+    let mut table = Table::with_rows((1..=5).map(|key| (10, key)));
+    let mut output = Recorder::default();
+    harness.pass(&mut table, &mut output).await.unwrap();
+    table.upsert(11, 2);
+    table.upsert(12, 6);
+    let mut second = Recorder::default();
+    let totals = harness.pass(&mut table, &mut second).await.unwrap();
+    assert_eq!(totals.rows, 2);
+    assert_eq!(second.delivered_ids(0), vec![2, 6]);
+}
+
+#[tokio::test]
+async fn a_failed_delivery_keeps_the_watermark_and_the_next_run_redelivers_under_the_same_id() {
+    let mut harness = Harness::new("crash").await;
+    let mut table = Table::with_rows((1..=6).map(|key| (key, key)));
+    // The second batch fails for good (say, the process died while handing it on).
+    let mut output = Recorder::default();
+    output.script.push_back(Ok(Delivered::default()));
+    output
+        .script
+        .push_back(Err(Error::fatal("destination down")));
+    let err = harness.pass(&mut table, &mut output).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Fatal);
+    let failed_id = output.attempts[1].0.clone();
+    let state = harness.reloaded().await;
+    assert_eq!(state.position, Position::After(Table::mark(3, 3)));
+    assert_eq!(
+        state.pending.as_ref().map(|p| p.id.as_str()),
+        Some(&*failed_id)
+    );
+
+    // A new process: the pending batch comes first, under its old id, then the rest.
+    harness.state = state;
+    let mut again = Recorder::default();
+    harness.pass(&mut table, &mut again).await.unwrap();
+    assert_eq!(again.attempts[0].0, failed_id);
+    assert_eq!(again.delivered_ids(0), vec![4, 5, 6]);
+    assert_eq!(harness.reloaded().await.rows_synced, 6);
+}
+
+#[tokio::test]
+async fn a_batch_asked_again_later_is_retried_under_the_same_id_then_given_up() {
+    let mut harness = Harness::new("retry").await;
+    let mut table = Table::with_rows([(1, 1), (2, 2)]);
+    let later = || Error::retry_later("busy", Some(Duration::from_millis(1)));
+    let mut output = Recorder::failing_with([later()]);
+    harness.pass(&mut table, &mut output).await.unwrap();
+    assert_eq!(output.attempts.len(), 2);
+    assert_eq!(output.attempts[0], output.attempts[1]);
+    assert_eq!(harness.reloaded().await.accounting.retries, 1);
+
+    // Past --max-retries the pipeline stops and its watermark stays.
+    table.upsert(3, 3);
+    let mut output = Recorder::failing_with([later(), later(), later()]);
+    let err = harness.pass(&mut table, &mut output).await.unwrap_err();
+    assert!(
+        format!("{err}").contains("gave up after 2 retries"),
+        "{err}"
+    );
+    assert_eq!(output.attempts.len(), 3);
+    let state = harness.reloaded().await;
+    assert_eq!(state.position, Position::After(Table::mark(2, 2)));
+}
+
+#[tokio::test]
+async fn rejected_rows_become_dead_letters_and_the_watermark_moves_past_them() {
+    let mut harness = Harness::new("rejected").await;
+    let mut table = Table::with_rows([(1, 1), (2, 2)]);
+    let mut output = Recorder::default();
+    output.script.push_back(Ok(Delivered {
+        rejected: vec![crate::model::RejectedRow {
+            index: 1,
+            row: r#"{"op":"upsert","row":{"id":2}}"#.into(),
+            reason: "bad email".into(),
+        }],
+    }));
+    harness.pass(&mut table, &mut output).await.unwrap();
+    let state = harness.reloaded().await;
+    assert_eq!(state.position, Position::After(Table::mark(2, 2)));
+    assert_eq!(state.accounting.rows_rejected, 1);
+    let letters = harness.store.dead_letters("rejected", 0, 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, "bad email");
+}
+
+#[tokio::test]
+async fn failed_attempts_are_charged_to_the_pipeline() {
+    let mut harness = Harness::new("charged").await;
+    let mut table = Table::with_rows([(1, 1)]);
+    let mut output = Recorder::failing_with([Error::new(ErrorKind::Processor, "trap")]);
+    harness.pass(&mut table, &mut output).await.unwrap_err();
+    let state = harness.reloaded().await;
+    assert!(
+        state.accounting.guest_seconds > 0.0,
+        "{:?}",
+        state.accounting
+    );
+    assert_eq!(state.position, Position::Start);
+}
