@@ -8,6 +8,7 @@ pub mod host;
 pub mod http_server;
 pub mod lines;
 pub mod temp;
+pub mod tenants;
 
 pub use db::{Backend, Col, TestDb, Val};
 pub use host::Host;
