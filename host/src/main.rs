@@ -18,7 +18,7 @@ use tidemark::pipelines_file::PipelinesFile;
 use tidemark::runtime::chain::Chain;
 use tidemark::runtime::engine::EngineOptions;
 use tidemark::runtime::{self, Outcome, Processor, Runtime};
-use tidemark::source::{Position, Rows};
+use tidemark::source::{Driver, Position, Rows};
 use tidemark::state::{DeadLetter, PipelineState, StateStore};
 use tidemark::supervisor::Supervisor;
 use tidemark::sync::{self, Shutdown};
@@ -230,7 +230,10 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 .map(|lag| format!("{lag:.1}s"))
                 .unwrap_or_else(|| "-".into()),
             state.last_run_at.as_deref().unwrap_or("never"),
-            state.shown_position()
+            Driver::from_url(&state.identity.source).map_or_else(
+                |_| state.position.to_string(),
+                |driver| driver.shown_position(&state.position)
+            )
         );
         if let Some(error) = &accounting.last_error {
             println!(
@@ -244,7 +247,12 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 fn status_json(state: &PipelineState) -> serde_json::Value {
-    let shown = |value: &str| state.shown_value(value).to_owned();
+    let driver = Driver::from_url(&state.identity.source).ok();
+    let shown = |value: &str| {
+        driver
+            .map_or(value, |driver| driver.shown_value(value))
+            .to_owned()
+    };
     let watermark = match &state.position {
         Position::After(mark) => {
             serde_json::json!({"cursor": shown(&mark.cursor), "key": shown(&mark.key)})

@@ -84,6 +84,14 @@ pub async fn run(
     if let Err(unrecorded) = recorded {
         tracing::warn!("{}: {unrecorded}", config.pipeline);
     }
+    if let Some(used) = err.usage() {
+        let charged = store
+            .charge(&config.pipeline, used.time, used.fuel, used.peak_memory)
+            .await;
+        if let Err(uncharged) = charged {
+            tracing::warn!("{}: {uncharged}", config.pipeline);
+        }
+    }
     Err(err.context(format!(
         "pipeline {:?}: syncing {} from {}",
         config.pipeline,

@@ -24,7 +24,7 @@ use crate::failpoint;
 use crate::output::{Batch, Delivered, Destination};
 use crate::progress::Progress;
 use crate::retry::RetryPolicy;
-use crate::source::{Page, Position, Source, Until};
+use crate::source::{Driver, Page, Position, Source, Until};
 use crate::state::{PipelineState, StateStore};
 
 /// How a pipeline runs.
@@ -124,6 +124,14 @@ pub async fn run<S: Source, D: Destination>(
                 tracing::warn!("{}: {err}; retrying in {backoff:?}", state.name);
                 if let Err(unrecorded) = store.record_error(&state.name, &err, None).await {
                     tracing::warn!("{}: {unrecorded}", state.name);
+                }
+                if let Some(used) = err.usage() {
+                    let charged = store
+                        .charge(&state.name, used.time, used.fuel, used.peak_memory)
+                        .await;
+                    if let Err(uncharged) = charged {
+                        tracing::warn!("{}: {uncharged}", state.name);
+                    }
                 }
                 shutdown.sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(60));
@@ -268,7 +276,10 @@ async fn run_pass<S: Source, D: Destination>(
             "{}: {} rows delivered; watermark {}{}",
             state.name,
             delivered,
-            state.shown_position(),
+            Driver::from_url(&state.identity.source).map_or_else(
+                |_| state.position.to_string(),
+                |driver| driver.shown_position(&state.position)
+            ),
             lag.map(|lag| format!(", lag {lag:.1}s"))
                 .unwrap_or_default()
         );
