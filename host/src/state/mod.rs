@@ -1,8 +1,9 @@
 //! The state store: where each pipeline's watermark lives, with what the pipeline cost and
 //! the rows its destination rejected.
 //!
-//! This module opens the store; the jobs live apart: [`schema`] (versions and migrations),
-//! [`checkpoint`] (positions and the compare-and-set that guards them), [`dead_letters`] and
+//! This module opens the store and reads pipelines back; the jobs live apart: [`file`] (the
+//! SQLite file and who may read it), [`schema`] (versions and migrations), [`checkpoint`]
+//! (positions and the compare-and-set that guards them), [`dead_letters`] and
 //! [`accounting`]. How a watermark reads to a person is the source driver's business
 //! ([`crate::source::Driver::shown_value`]), not the store's.
 
