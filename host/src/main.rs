@@ -18,6 +18,7 @@ use tidemark::pipelines_file::PipelinesFile;
 use tidemark::runtime::chain::Chain;
 use tidemark::runtime::engine::EngineOptions;
 use tidemark::runtime::{self, Outcome, Processor, Runtime};
+use tidemark::source::Driver;
 use tidemark::state::{DeadLetter, PipelineState, StateStore};
 use tidemark::supervisor::Supervisor;
 use tidemark::sync::{self, Shutdown};
@@ -219,17 +220,20 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
             accounting.dead_letters,
             accounting.retries,
             accounting.errors,
-            format!("{:.1}s", accounting.guest_seconds),
+            format!("{:.1}s", accounting.usage.time.as_secs_f64()),
             format!(
                 "{:.1}M",
-                accounting.peak_guest_memory as f64 / (1 << 20) as f64
+                accounting.usage.peak_memory as f64 / (1 << 20) as f64
             ),
             state
                 .lag_seconds
                 .map(|lag| format!("{lag:.1}s"))
                 .unwrap_or_else(|| "-".into()),
             state.last_run_at.as_deref().unwrap_or("never"),
-            state.shown_position()
+            Driver::from_url(&state.identity.source).map_or_else(
+                |_| state.position.to_string(),
+                |driver| driver.shown_position(&state.position)
+            )
         );
         if let Some(error) = &accounting.last_error {
             println!(
@@ -243,7 +247,12 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 fn status_json(state: &PipelineState) -> serde_json::Value {
-    let shown = |value: &str| state.shown_value(value).to_owned();
+    let driver = Driver::from_url(&state.identity.source).ok();
+    let shown = |value: &str| {
+        driver
+            .map_or(value, |driver| driver.shown_value(value))
+            .to_owned()
+    };
     let watermark = match &state.position {
         Position::After(mark) => {
             serde_json::json!({"cursor": shown(&mark.cursor), "key": shown(&mark.key)})
@@ -270,9 +279,9 @@ fn status_json(state: &PipelineState) -> serde_json::Value {
         "rows_rejected": state.accounting.rows_rejected,
         "retries": state.accounting.retries,
         "errors": state.accounting.errors,
-        "guest_seconds": state.accounting.guest_seconds,
-        "fuel_used": state.accounting.fuel_used,
-        "peak_guest_memory_bytes": state.accounting.peak_guest_memory,
+        "guest_seconds": state.accounting.usage.time.as_secs_f64(),
+        "fuel_used": state.accounting.usage.fuel,
+        "peak_guest_memory_bytes": state.accounting.usage.peak_memory,
         "last_error": state.accounting.last_error,
         "last_error_at": state.accounting.last_error_at,
     })

@@ -165,13 +165,13 @@ pub async fn render(store: &StateStore) -> Result<String> {
             .get_or_create(&label)
             .inc_by(count(accounting.errors));
         fuel.get_or_create(&label)
-            .inc_by(count(accounting.fuel_used));
+            .inc_by(accounting.usage.fuel);
         guest_seconds
             .get_or_create(&label)
-            .inc_by(accounting.guest_seconds);
+            .inc_by(accounting.usage.time.as_secs_f64());
         peak_memory
             .get_or_create(&label)
-            .set(accounting.peak_guest_memory as f64);
+            .set(accounting.usage.peak_memory as f64);
         if let Some(seconds) = state.lag_seconds {
             lag.get_or_create(&label).set(seconds);
         }

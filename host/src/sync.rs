@@ -24,7 +24,7 @@ use crate::model::{Batch, Delivered, NullCursorPolicy, Position, Usage};
 use crate::output::Output;
 use crate::progress::Progress;
 use crate::retry::RetryPolicy;
-use crate::source::{Page, Source, Until};
+use crate::source::{Driver, Page, Source, Until};
 use crate::state::{PipelineState, StateStore};
 
 /// How a pipeline runs.
@@ -248,7 +248,10 @@ async fn run_pass<S: Source, O: Output>(
             "{}: {} rows delivered; watermark {}{}",
             state.name,
             delivered,
-            state.shown_position(),
+            Driver::from_url(&state.identity.source).map_or_else(
+                |_| state.position.to_string(),
+                |driver| driver.shown_position(&state.position)
+            ),
             lag.map(|lag| format!(", lag {lag:.1}s"))
                 .unwrap_or_default()
         );

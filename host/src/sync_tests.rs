@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::model::{Op, Rows, Watermark};
 use crate::source::{Clock, Page};
+use crate::state::testing::{identity, TempDir};
 
 /// A table of `(cursor, key)` rows; cursors and keys are rendered zero-padded so that their
 /// text order is their numeric order, as a driver's exact text form would compare.
@@ -157,29 +158,17 @@ impl Output for Recorder {
 }
 
 struct Harness {
-    _dir: std::path::PathBuf,
+    _dir: TempDir,
     store: StateStore,
     state: PipelineState,
 }
 
 impl Harness {
     async fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "tidemark-sync-test-{name}-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}", dir.join("state.db").display());
-        let store = StateStore::open(&url).await.unwrap();
-        let identity = crate::state::Identity {
-            source: "sqlite://test.db".into(),
-            table: "t".into(),
-            cursor: "updated_at".into(),
-            key: "id".into(),
-        };
+        let dir = TempDir::new();
+        let store = dir.open().await;
         let state = store
-            .load_or_create(name, &identity, Position::Start)
+            .load_or_create(name, &identity(), Position::Start)
             .await
             .unwrap();
         Harness {
@@ -204,12 +193,6 @@ impl Harness {
     /// The state as a fresh process would load it.
     async fn reloaded(&self) -> PipelineState {
         self.store.load(&self.state.name).await.unwrap().unwrap()
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self._dir);
     }
 }
 
@@ -347,7 +330,7 @@ async fn failed_attempts_are_charged_to_the_pipeline() {
     harness.pass(&mut table, &mut output).await.unwrap_err();
     let state = harness.reloaded().await;
     assert!(
-        state.accounting.guest_seconds > 0.0,
+        state.accounting.usage.time > Duration::ZERO,
         "{:?}",
         state.accounting
     );

@@ -153,6 +153,34 @@ impl Driver {
             ),
         }
     }
+
+    /// A cursor or key value as a person reads it. SQLite watermarks carry the storage class
+    /// of their value (`i:42` is the integer 42), which is left out; other drivers' values
+    /// show as they are.
+    pub fn shown_value(self, value: &str) -> &str {
+        match self {
+            Driver::Sqlite => ["i:", "r:", "t:"]
+                .iter()
+                .find_map(|tag| value.strip_prefix(tag))
+                .unwrap_or(value),
+            Driver::Postgres | Driver::MySql => value,
+        }
+    }
+
+    /// A position with its values as [`Driver::shown_value`] shows them.
+    pub fn shown_position(self, position: &Position) -> String {
+        match position {
+            Position::After(mark) => format!(
+                "({}, {})",
+                self.shown_value(&mark.cursor),
+                self.shown_value(&mark.key)
+            ),
+            Position::Nulls {
+                after_key: Some(key),
+            } => format!("(NULL, {})", self.shown_value(key)),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// The index of column `name` among `names`, or an error that lists the columns and names
@@ -197,6 +225,7 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Watermark;
 
     #[test]
     fn table_names_parse_with_and_without_schema() {
@@ -229,5 +258,25 @@ mod tests {
         assert_eq!(Driver::from_url("sqlite://a.db").unwrap(), Driver::Sqlite);
         assert!(Driver::from_url("foo://x").is_err());
         assert!(Driver::from_url("users.db").is_err());
+    }
+
+    #[test]
+    fn only_sqlite_values_lose_their_storage_class_when_shown() {
+        let mark = Position::After(Watermark {
+            cursor: "t:2024-01-01".into(),
+            key: "i:42".into(),
+        });
+        assert_eq!(Driver::Sqlite.shown_position(&mark), "(2024-01-01, 42)");
+        assert_eq!(
+            Driver::Postgres.shown_position(&mark),
+            "(t:2024-01-01, i:42)"
+        );
+        assert_eq!(Driver::Sqlite.shown_value("r:1.5"), "1.5");
+        assert_eq!(Driver::MySql.shown_value("i:42"), "i:42");
+        let nulls = Position::Nulls {
+            after_key: Some("i:7".into()),
+        };
+        assert_eq!(Driver::Sqlite.shown_position(&nulls), "(NULL, 7)");
+        assert_eq!(Driver::Sqlite.shown_position(&Position::Start), "start");
     }
 }

@@ -1,0 +1,335 @@
+//! The state store: where each pipeline's watermark lives, with what the pipeline cost and
+//! the rows its destination rejected.
+//!
+//! This module opens the store and reads pipelines back; the jobs live apart: [`file`] (the
+//! SQLite file and who may read it), [`schema`] (versions and migrations), [`checkpoint`]
+//! (positions and the compare-and-set that guards them), [`dead_letters`] and
+//! [`accounting`]. How a watermark reads to a person is the source driver's business
+//! ([`crate::source::Driver::shown_value`]), not the store's.
+
+mod accounting;
+mod checkpoint;
+mod dead_letters;
+mod file;
+mod schema;
+
+use std::str::FromStr;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::AnyPool;
+
+use crate::error::{Error, Result};
+use crate::source::redact_url;
+
+pub use accounting::Accounting;
+use checkpoint::decode_position;
+pub use checkpoint::{Identity, PendingBatch, PipelineState};
+pub use dead_letters::DeadLetter;
+
+/// The pipelines' checkpoints, kept in SQLite (`sqlite://PATH`) or PostgreSQL
+/// (`postgres://…`, in the schema `tidemark`).
+///
+/// Contract:
+/// - A pipeline's position only moves forward, and only after the batch that ends there was
+///   delivered: [`StateStore::commit_batch`] follows the destination's answer, and
+///   [`StateStore::advance`] only skips rows that need no delivery.
+/// - Every write of a position is a compare-and-set on the pipeline's revision. A
+///   [`PipelineState`] whose revision is stale (another process wrote since it was loaded)
+///   cannot write: the write fails with a fatal error, and the stored position stays as the
+///   other process left it. So two processes that run one pipeline never move it backwards.
+/// - What a crash leaves: [`StateStore::begin_batch`] records a batch's id and end as pending
+///   before the batch is handed on. A crash between delivery and checkpoint leaves the batch
+///   pending; the next run reads the same rows again, through the same end, and delivers them
+///   under the same id, so a destination can drop a batch it has already seen. Delivery is at
+///   least once, never with a gap.
+/// - Counters (rows, accounting) and dead letters are only ever added to, in one statement
+///   each, so they need no revision: two writers cannot lose each other's counts.
+pub struct StateStore {
+    pool: AnyPool,
+    /// `tidemark.` on PostgreSQL, empty on SQLite.
+    prefix: &'static str,
+}
+
+impl StateStore {
+    /// Opens (creating if needed) the store at `url`: `sqlite://PATH` or `postgres://…`.
+    ///
+    /// A new SQLite store is readable by its owner only: it holds source URLs and rows that
+    /// destinations rejected.
+    pub async fn open(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let (url, prefix) = if let Some(path) = url.strip_prefix("sqlite://") {
+            file::prepare(path)?;
+            let separator = if path.contains('?') { '&' } else { '?' };
+            (format!("sqlite://{path}{separator}mode=rwc"), "")
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (url.to_owned(), "tidemark.")
+        } else {
+            return Err(
+                Error::invalid(format!("unsupported state URL {:?}", redact_url(url)))
+                    .with_hint("pass --state sqlite://PATH or --state postgres://…"),
+            );
+        };
+        let options = AnyConnectOptions::from_str(&url).map_err(|err| {
+            Error::invalid(format!("invalid state URL {:?}: {err}", redact_url(&url)))
+                .with_hint("pass --state sqlite://PATH or --state postgres://…")
+        })?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    if connection.backend_name() == "SQLite" {
+                        // With WAL, NORMAL keeps every commit across a crash of the process and
+                        // skips the fsync per commit; a power loss can roll back the last
+                        // checkpoints, which redelivers batches but never skips one.
+                        sqlx::Executor::execute(&mut *connection, "PRAGMA synchronous = NORMAL")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|err| {
+                Error::database(
+                    format!("cannot open the state store {}", redact_url(&url)),
+                    err,
+                )
+            })?;
+        let store = StateStore { pool, prefix };
+        schema::migrate(&store.pool, store.is_sqlite()).await?;
+        Ok(store)
+    }
+
+    fn is_sqlite(&self) -> bool {
+        self.prefix.is_empty()
+    }
+
+    /// The pipeline called `name`, if the store holds it.
+    pub async fn load(&self, name: &str) -> Result<Option<PipelineState>> {
+        let row = sqlx::query(&format!("{} WHERE pipeline = $1", self.select_all()))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|err| Error::database(format!("cannot read pipeline {name:?}"), err))?;
+        row.map(|row| decode_state(&row)).transpose()
+    }
+
+    /// Every pipeline, by name.
+    pub async fn list(&self) -> Result<Vec<PipelineState>> {
+        sqlx::query(&format!("{} ORDER BY pipeline", self.select_all()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|err| Error::database("cannot list pipelines", err))?
+            .iter()
+            .map(decode_state)
+            .collect()
+    }
+
+    /// Forgets a pipeline; returns whether it existed.
+    pub async fn reset(&self, name: &str) -> Result<bool> {
+        let result = sqlx::query(&format!(
+            "DELETE FROM {}pipelines WHERE pipeline = $1",
+            self.prefix
+        ))
+        .bind(name)
+        .execute(&self.pool)
+        .await
+        .map_err(|err| Error::database(format!("cannot reset pipeline {name:?}"), err))?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// Every pipeline column, and how many dead letters the pipeline keeps.
+    fn select_all(&self) -> String {
+        format!(
+            "SELECT pipelines.*, (SELECT COUNT(*) FROM {p}dead_letters d \
+             WHERE d.pipeline = pipelines.pipeline) AS dead_letters \
+             FROM {p}pipelines AS pipelines",
+            p = self.prefix
+        )
+    }
+}
+
+/// A row of [`StateStore::select_all`], read by column name.
+fn decode_state(row: &AnyRow) -> Result<PipelineState> {
+    let position = decode_position(
+        &column::<String>(row, "phase")?,
+        column(row, "cursor_value")?,
+        column(row, "key_value")?,
+    )?;
+    let pending = match column::<Option<String>>(row, "pending_batch")? {
+        Some(id) => Some(PendingBatch {
+            id,
+            end: decode_position(
+                &column::<Option<String>>(row, "pending_phase")?.unwrap_or_default(),
+                column(row, "pending_cursor")?,
+                column(row, "pending_key")?,
+            )?,
+        }),
+        None => None,
+    };
+    Ok(PipelineState {
+        name: column(row, "pipeline")?,
+        identity: Identity {
+            source: column(row, "source")?,
+            table: column(row, "table_name")?,
+            cursor: column(row, "cursor_column")?,
+            key: column(row, "key_column")?,
+        },
+        position,
+        pending,
+        rows_synced: column(row, "rows_synced")?,
+        batches_synced: column(row, "batches_synced")?,
+        last_batch: column(row, "last_batch")?,
+        last_run_at: column(row, "last_run_at")?,
+        lag_seconds: column(row, "lag_seconds")?,
+        accounting: Accounting::decode(row)?,
+        revision: column(row, "revision")?,
+    })
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Column `name` of a row read from the store.
+fn column<'r, T>(row: &'r AnyRow, name: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    sqlx::Row::try_get(row, name).map_err(|err| {
+        Error::fatal(format!(
+            "cannot read column {name:?} of the state store: {err}"
+        ))
+    })
+}
+
+/// A value bound to a statement built at run time: numbers go to the database as numbers,
+/// and a NULL keeps its type.
+#[derive(Debug, Clone, Copy)]
+enum Bind<'a> {
+    Text(Option<&'a str>),
+    Int(i64),
+    Float(Option<f64>),
+}
+
+impl<'a> Bind<'a> {
+    fn bind_to(
+        self,
+        query: sqlx::query::Query<'a, sqlx::Any, sqlx::any::AnyArguments<'a>>,
+    ) -> sqlx::query::Query<'a, sqlx::Any, sqlx::any::AnyArguments<'a>> {
+        match self {
+            Bind::Text(text) => query.bind(text),
+            Bind::Int(number) => query.bind(number),
+            Bind::Float(number) => query.bind(number),
+        }
+    }
+}
+
+/// A count or size as the store keeps it: a BIGINT, saturated rather than wrapped.
+fn to_bigint(value: impl TryInto<i64>) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Stores in a fresh directory that is removed with it, for the tests of each job.
+
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::StateStore;
+    use crate::model::{Position, Watermark};
+    use crate::state::Identity;
+
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new() -> Self {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "tidemark-state-test-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&path);
+            TempDir(path)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+
+        /// The URL of a store file in this directory (the directory is created on open).
+        pub fn url(&self) -> String {
+            format!("sqlite://{}", self.0.join("state.db").display())
+        }
+
+        pub async fn open(&self) -> StateStore {
+            StateStore::open(&self.url()).await.unwrap()
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    pub fn identity() -> Identity {
+        Identity {
+            source: "sqlite://app.db".into(),
+            table: "users".into(),
+            cursor: "updated_at".into(),
+            key: "id".into(),
+        }
+    }
+
+    pub fn after(cursor: &str, key: &str) -> Position {
+        Position::After(Watermark {
+            cursor: cursor.into(),
+            key: key.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::TempDir;
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[tokio::test]
+    async fn unknown_state_urls_are_refused() {
+        let err = StateStore::open("mysql://root@localhost/state")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), ErrorKind::Invalid);
+        assert!(err.to_string().contains("unsupported state URL"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_store_reopens_with_what_it_held() {
+        let dir = TempDir::new();
+        let store = dir.open().await;
+        store
+            .load_or_create(
+                "users",
+                &testing::identity(),
+                crate::model::Position::Start,
+            )
+            .await
+            .unwrap();
+        drop(store);
+        let names: Vec<String> = dir
+            .open()
+            .await
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|state| state.name)
+            .collect();
+        assert_eq!(names, ["users"]);
+    }
+}
