@@ -12,10 +12,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::output::{Batch, Delivered, Destination, JsonLines};
 use crate::runtime::chain::Chain;
 use crate::runtime::{Processor, Runtime};
-use crate::source::mysql::MySqlSource;
-use crate::source::postgres::PgSource;
-use crate::source::sqlite::SqliteSource;
-use crate::source::{redact_url, Driver, Position, Source};
+use crate::source::{self, redact_url, Position, Source};
 use crate::state::{Identity, StateStore};
 use crate::sync::{self, Shutdown, Totals};
 
@@ -98,21 +95,8 @@ async fn connect_and_sync<D: Destination>(
     store: &StateStore,
     shutdown: &Shutdown,
 ) -> Result<Totals> {
-    let table = &config.table;
-    match config.driver {
-        Driver::Postgres => {
-            let mut source = PgSource::connect(&config.source_url, table).await?;
-            sync_with(&mut source, destination, store, config, shutdown).await
-        }
-        Driver::MySql => {
-            let mut source = MySqlSource::connect(&config.source_url, table).await?;
-            sync_with(&mut source, destination, store, config, shutdown).await
-        }
-        Driver::Sqlite => {
-            let mut source = SqliteSource::connect(&config.source_url, table).await?;
-            sync_with(&mut source, destination, store, config, shutdown).await
-        }
-    }
+    let mut source = source::connect(&config.source_url, &config.table).await?;
+    sync_with(&mut source, destination, store, config, shutdown).await
 }
 
 async fn sync_with<S: Source, D: Destination>(

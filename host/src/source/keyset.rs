@@ -6,7 +6,7 @@
 //! Every compared value is bound as a parameter and cast back to the column's own type inside
 //! the database, so the comparison is exact.
 
-use crate::source::{Position, Until};
+use super::{Position, Until};
 
 /// How a driver spells parameters and compares pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
