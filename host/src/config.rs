@@ -18,7 +18,6 @@ pub const MAX_BATCH_SIZE: usize = 1_000_000;
 #[derive(Clone, serde::Serialize)]
 pub struct RunConfig {
     pub source_url: String,
-    pub driver: Driver,
     pub table: TableSpec,
     pub state_url: String,
     pub pipeline: String,
@@ -32,7 +31,6 @@ impl std::fmt::Debug for RunConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunConfig")
             .field("source_url", &crate::source::redact_url(&self.source_url))
-            .field("driver", &self.driver)
             .field("table", &self.table)
             .field("state_url", &crate::source::redact_url(&self.state_url))
             .field("pipeline", &self.pipeline)
@@ -206,7 +204,8 @@ impl RunConfig {
                 "pass --source URL (postgres://…, mysql://…, sqlite://PATH) or set DATABASE_URL",
             )
         })?;
-        let driver = Driver::from_url(&source_url)?;
+        // An unknown scheme is refused now, before anything is opened.
+        Driver::from_url(&source_url)?;
         let table = args.table.as_deref().ok_or_else(|| {
             Error::invalid("no table given").with_hint(
                 "pass --table NAME, or --config tidemark.toml to run the pipelines it lists",
@@ -239,7 +238,6 @@ impl RunConfig {
         }
         Ok(RunConfig {
             source_url,
-            driver,
             table: TableSpec {
                 table,
                 cursor: args.cursor,

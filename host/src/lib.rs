@@ -7,7 +7,6 @@
 
 pub mod cli;
 pub mod config;
-pub mod cursor;
 pub mod error;
 pub mod failpoint;
 pub mod json;

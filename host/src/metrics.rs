@@ -164,8 +164,7 @@ pub async fn render(store: &StateStore) -> Result<String> {
         errors
             .get_or_create(&label)
             .inc_by(count(accounting.errors));
-        fuel.get_or_create(&label)
-            .inc_by(accounting.usage.fuel);
+        fuel.get_or_create(&label).inc_by(accounting.usage.fuel);
         guest_seconds
             .get_or_create(&label)
             .inc_by(accounting.usage.time.as_secs_f64());

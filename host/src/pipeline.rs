@@ -12,10 +12,7 @@ use crate::model::{Batch, Delivered, Usage};
 use crate::output::Output;
 use crate::runtime::chain::Chain;
 use crate::runtime::{Processor, Runtime};
-use crate::source::mysql::MySqlSource;
-use crate::source::postgres::PgSource;
-use crate::source::sqlite::SqliteSource;
-use crate::source::{redact_url, Driver, Source};
+use crate::source::{self, redact_url, Source};
 use crate::state::{Identity, StateStore};
 use crate::sync::{self, Shutdown, Totals};
 
@@ -94,21 +91,8 @@ async fn connect_and_sync<O: Output>(
     store: &StateStore,
     shutdown: &Shutdown,
 ) -> Result<Totals> {
-    let table = &config.table;
-    match config.driver {
-        Driver::Postgres => {
-            let mut source = PgSource::connect(&config.source_url, table).await?;
-            sync_with(&mut source, output, store, config, shutdown).await
-        }
-        Driver::MySql => {
-            let mut source = MySqlSource::connect(&config.source_url, table).await?;
-            sync_with(&mut source, output, store, config, shutdown).await
-        }
-        Driver::Sqlite => {
-            let mut source = SqliteSource::connect(&config.source_url, table).await?;
-            sync_with(&mut source, output, store, config, shutdown).await
-        }
-    }
+    let mut source = source::connect(&config.source_url, &config.table).await?;
+    sync_with(&mut source, output, store, config, shutdown).await
 }
 
 async fn sync_with<S: Source, O: Output>(

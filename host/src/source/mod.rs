@@ -1,14 +1,23 @@
 //! Sources: the databases Tidemark reads deltas from.
 //!
-//! Every driver answers the same questions in the same order (see [`Source`]); the SQL that
-//! pages through a table by keyset lives in [`crate::cursor`], the JSON rendering of values in
-//! [`crate::json`]. A driver owns its connection, the table's description, and the exact text
-//! form of its cursor and key values.
+//! [`connect`] picks the driver from the URL's scheme. Every driver answers the same questions
+//! in the same order (see [`Source`]): it describes its table from the catalog, and the one
+//! [`plan`] checks the user's cursor, key and deleted column against that description. The SQL
+//! that pages through a table by keyset lives in `keyset`, the JSON rendering of values in
+//! [`crate::json`]. A driver owns its connection, its type mapping and clock, and the exact
+//! text form of its cursor and key values.
 
+mod any;
+mod keyset;
 pub mod mysql;
+pub mod plan;
 pub mod postgres;
 mod query;
+mod redact;
 pub mod sqlite;
+
+pub use any::{connect, AnySource, Driver};
+pub use redact::redact_url;
 
 use std::fmt;
 use std::future::Future;
@@ -95,6 +104,15 @@ pub struct Clock {
     pub now: Option<String>,
 }
 
+/// Seconds from `cursor` to `now`, when the cursor is a time written as text.
+pub(crate) fn timestamp_lag(is_time: bool, now: &str, cursor: &str) -> Option<f64> {
+    if !is_time {
+        return None;
+    }
+    let lag = crate::json::parse_timestamp(now)? - crate::json::parse_timestamp(cursor)?;
+    Some(lag.num_microseconds()? as f64 / 1e6)
+}
+
 /// A database table read as a stream of deltas.
 ///
 /// Contract: [`Source::read`] returns rows strictly after `after` in `(cursor, key)` order
@@ -130,102 +148,9 @@ pub trait Source: Send {
     fn key_column(&self) -> &str;
 }
 
-/// The kinds of database Tidemark reads, picked by the URL's scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum Driver {
-    Postgres,
-    MySql,
-    Sqlite,
-}
-
-impl Driver {
-    pub fn from_url(url: &str) -> Result<Self> {
-        let scheme = url.split_once("://").map(|(scheme, _)| scheme);
-        match scheme {
-            Some("postgres" | "postgresql") => Ok(Driver::Postgres),
-            Some("mysql" | "mariadb") => Ok(Driver::MySql),
-            Some("sqlite") => Ok(Driver::Sqlite),
-            _ => Err(
-                Error::invalid(format!("unsupported database URL {:?}", redact_url(url)))
-                    .with_hint(
-                        "use postgres://USER@HOST/DB, mysql://USER@HOST/DB or sqlite://PATH",
-                    ),
-            ),
-        }
-    }
-
-    /// A cursor or key value as a person reads it. SQLite watermarks carry the storage class
-    /// of their value (`i:42` is the integer 42), which is left out; other drivers' values
-    /// show as they are.
-    pub fn shown_value(self, value: &str) -> &str {
-        match self {
-            Driver::Sqlite => ["i:", "r:", "t:"]
-                .iter()
-                .find_map(|tag| value.strip_prefix(tag))
-                .unwrap_or(value),
-            Driver::Postgres | Driver::MySql => value,
-        }
-    }
-
-    /// A position with its values as [`Driver::shown_value`] shows them.
-    pub fn shown_position(self, position: &Position) -> String {
-        match position {
-            Position::After(mark) => format!(
-                "({}, {})",
-                self.shown_value(&mark.cursor),
-                self.shown_value(&mark.key)
-            ),
-            Position::Nulls {
-                after_key: Some(key),
-            } => format!("(NULL, {})", self.shown_value(key)),
-            other => other.to_string(),
-        }
-    }
-}
-
-/// The index of column `name` among `names`, or an error that lists the columns and names
-/// the flag that picks another.
-pub(crate) fn find_column(names: &[&str], name: &str, table: &str, flag: &str) -> Result<usize> {
-    names
-        .iter()
-        .position(|candidate| *candidate == name)
-        .ok_or_else(|| {
-            Error::invalid(format!("table {table:?} has no column {name:?}"))
-                .with_hint(format!("pass {flag} with one of: {}", names.join(", ")))
-        })
-}
-
-/// Says once, at start, that reads will scan the table: without an index that leads with the
-/// cursor, every page is a full scan and sort, and a large first sync grows quadratically.
-pub(crate) fn warn_unless_indexed(has_index: bool, table: &str, cursor: &str, key: &str) {
-    if !has_index {
-        tracing::warn!(
-            "no index on {table} starts with column {cursor:?}: every batch scans the table; \
-             create one on ({cursor}, {key})"
-        );
-    }
-}
-
-/// The URL with any password replaced, for logs, errors and status output.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Watermark;
 
     #[test]
     fn table_names_parse_with_and_without_schema() {
@@ -236,47 +161,5 @@ mod tests {
         assert!(TableRef::parse("a.b.c").is_err());
         assert!(TableRef::parse(".users").is_err());
         assert!(TableRef::parse("").is_err());
-    }
-
-    #[test]
-    fn passwords_never_show() {
-        assert_eq!(
-            redact_url("postgres://bob:secret@db:5432/app"),
-            "postgres://bob:***@db:5432/app"
-        );
-        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
-        assert_eq!(redact_url("mysql://root@h/db"), "mysql://root@h/db");
-    }
-
-    #[test]
-    fn drivers_follow_the_scheme() {
-        assert_eq!(
-            Driver::from_url("postgres://x/y").unwrap(),
-            Driver::Postgres
-        );
-        assert_eq!(Driver::from_url("mysql://x/y").unwrap(), Driver::MySql);
-        assert_eq!(Driver::from_url("sqlite://a.db").unwrap(), Driver::Sqlite);
-        assert!(Driver::from_url("foo://x").is_err());
-        assert!(Driver::from_url("users.db").is_err());
-    }
-
-    #[test]
-    fn only_sqlite_values_lose_their_storage_class_when_shown() {
-        let mark = Position::After(Watermark {
-            cursor: "t:2024-01-01".into(),
-            key: "i:42".into(),
-        });
-        assert_eq!(Driver::Sqlite.shown_position(&mark), "(2024-01-01, 42)");
-        assert_eq!(
-            Driver::Postgres.shown_position(&mark),
-            "(t:2024-01-01, i:42)"
-        );
-        assert_eq!(Driver::Sqlite.shown_value("r:1.5"), "1.5");
-        assert_eq!(Driver::MySql.shown_value("i:42"), "i:42");
-        let nulls = Position::Nulls {
-            after_key: Some("i:7".into()),
-        };
-        assert_eq!(Driver::Sqlite.shown_position(&nulls), "(NULL, 7)");
-        assert_eq!(Driver::Sqlite.shown_position(&Position::Start), "start");
     }
 }

@@ -12,12 +12,13 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlRow, MySqlValueRef};
 use sqlx::{Decode, Row, ValueRef};
 
+use super::keyset::{quote_ident, Keyset, Style};
+use super::plan::{self, ColumnDescription, CursorType, Dialect, Plan, TableDescription};
 use super::query;
 use super::{Clock, Page, Source, TableSpec, Until};
-use crate::cursor::{quote_ident, Keyset, Statement, Style};
 use crate::error::{Error, Result};
 use crate::json;
-use crate::model::{Op, Position, Rows, Watermark};
+use crate::model::{Position, Rows, Watermark};
 
 /// The least settle lag on MySQL and MariaDB (see [`MySqlSource::clock`]).
 pub const MIN_SETTLE: Duration = Duration::from_secs(1);
@@ -37,15 +38,6 @@ enum Render {
     Timestamp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CursorType {
-    /// TIMESTAMP: an instant, shown in the pinned UTC session zone.
-    TimestampTz,
-    /// DATETIME: a wall-clock value in the application's zone.
-    Timestamp,
-    Integer,
-}
-
 #[derive(Debug)]
 struct Column {
     name: String,
@@ -55,24 +47,126 @@ struct Column {
 
 pub struct MySqlSource {
     pool: MySqlPool,
-    table: String,
+    plan: Plan,
     keyset: Keyset,
     columns: Vec<Column>,
-    cursor_index: usize,
-    cursor_type: CursorType,
-    cursor_nullable: bool,
-    key_index: usize,
-    key_column: String,
-    deleted_index: Option<usize>,
     time_zone: String,
     sees_all_transactions: bool,
 }
 
+/// A column as `information_schema.COLUMNS` describes it, types in lowercase.
 struct CatalogColumn {
     name: String,
     data_type: String,
     column_type: String,
     nullable: bool,
+}
+
+const DIALECT: Dialect = Dialect {
+    missing_table_hint: "check --table; qualify it as DATABASE.TABLE outside the URL's database",
+    cursor_hint: "pass --cursor with a TIMESTAMP or DATETIME column that is set on every \
+                  change, or an integer that only grows",
+    key_type_hint: "pass --key with an integer or CHAR/VARCHAR column",
+    refuses_nullable_keys: true,
+};
+
+/// Reads the table's columns, primary key and indexes from `information_schema`; `None`
+/// when there is no such table.
+async fn describe(
+    pool: &MySqlPool,
+    schema: &str,
+    name: &str,
+    table: &str,
+) -> Result<Option<(Vec<CatalogColumn>, TableDescription)>> {
+    let mut catalog: Vec<CatalogColumn> = sqlx::query(
+        "SELECT CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR), \
+                CAST(COLUMN_TYPE AS CHAR), CAST(IS_NULLABLE AS CHAR) \
+         FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+         ORDER BY ORDINAL_POSITION",
+    )
+    .bind(schema)
+    .bind(name)
+    .fetch_all(pool)
+    .await
+    .map_err(|err| Error::database(format!("cannot read the columns of {table:?}"), err))?
+    .into_iter()
+    .map(|row| CatalogColumn {
+        name: row.get(0),
+        data_type: row.get::<String, _>(1).to_ascii_lowercase(),
+        column_type: row.get::<String, _>(2).to_ascii_lowercase(),
+        nullable: row.get::<String, _>(3) == "YES",
+    })
+    .collect();
+    if catalog.is_empty() {
+        return Ok(None);
+    }
+
+    // MariaDB's JSON is LONGTEXT with a json_valid() check: inline those as JSON too.
+    let json_checked: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(CHECK_CLAUSE AS CHAR) FROM information_schema.CHECK_CONSTRAINTS \
+         WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ? AND CHECK_CLAUSE LIKE 'json_valid(%'",
+    )
+    .bind(schema)
+    .bind(name)
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default();
+    for column in &mut catalog {
+        let check = format!("json_valid({})", quote_ident(&column.name, '`'));
+        if column.data_type == "longtext" && json_checked.contains(&check) {
+            column.data_type = "json".to_owned();
+        }
+    }
+
+    // One row per indexed column: index, column ('' for an expression), position, unique.
+    let index_columns: Vec<(String, String, i64, bool)> = sqlx::query_as(
+        "SELECT CAST(INDEX_NAME AS CHAR), CAST(COALESCE(COLUMN_NAME, '') AS CHAR), \
+                CAST(SEQ_IN_INDEX AS SIGNED), NON_UNIQUE = 0 \
+         FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+         ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+    )
+    .bind(schema)
+    .bind(name)
+    .fetch_all(pool)
+    .await
+    .map_err(|err| Error::database("cannot read the indexes of the table", err))?;
+    let mut description = TableDescription {
+        columns: catalog.iter().map(describe_column).collect(),
+        ..TableDescription::default()
+    };
+    for (index, column, position, unique) in &index_columns {
+        let width = index_columns.iter().filter(|other| other.0 == *index);
+        if index == "PRIMARY" {
+            description.primary_key.push(column.clone());
+        }
+        if *unique && width.count() == 1 {
+            description.unique_columns.push(column.clone());
+        }
+        if *position == 1 {
+            description.index_leaders.push(column.clone());
+        }
+    }
+    Ok(Some((catalog, description)))
+}
+
+/// Which types make a cursor, and which a key: integers, and text compared as stored.
+fn describe_column(column: &CatalogColumn) -> ColumnDescription {
+    ColumnDescription {
+        name: column.name.clone(),
+        type_name: column.data_type.clone(),
+        nullable: column.nullable,
+        cursor: match column.data_type.as_str() {
+            "timestamp" => Some(CursorType::Instant),
+            "datetime" => Some(CursorType::LocalTime),
+            _ if is_integer(column) => Some(CursorType::Integer),
+            _ => None,
+        },
+        orders_rows: is_integer(column) || matches!(column.data_type.as_str(), "char" | "varchar"),
+    }
+}
+
+fn is_integer(column: &CatalogColumn) -> bool {
+    ["tinyint", "smallint", "mediumint", "int", "bigint"].contains(&column.data_type.as_str())
 }
 
 impl MySqlSource {
@@ -87,7 +181,7 @@ impl MySqlSource {
                 .with_hint("use mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
             })?
             .timezone(Some("+00:00".to_owned()));
-        let pool: MySqlPool = super::query::open_pool(options).await.map_err(|err| {
+        let pool: MySqlPool = query::open_pool(options).await.map_err(|err| {
             Error::database(
                 format!("cannot connect to {}", super::redact_url(&url)),
                 err,
@@ -109,147 +203,9 @@ impl MySqlSource {
                 ),
             );
         };
-        let quoted_table = format!(
-            "{}.{}",
-            quote_ident(&schema, '`'),
-            quote_ident(&spec.table.name, '`')
-        );
-
-        let mut catalog: Vec<CatalogColumn> = sqlx::query(
-            "SELECT CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR), \
-                    CAST(COLUMN_TYPE AS CHAR), CAST(IS_NULLABLE AS CHAR) \
-             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
-             ORDER BY ORDINAL_POSITION",
-        )
-        .bind(&schema)
-        .bind(&spec.table.name)
-        .fetch_all(&pool)
-        .await
-        .map_err(|err| Error::database(format!("cannot read the columns of {table:?}"), err))?
-        .into_iter()
-        .map(|row| CatalogColumn {
-            name: row.get(0),
-            data_type: row.get::<String, _>(1).to_ascii_lowercase(),
-            column_type: row.get::<String, _>(2).to_ascii_lowercase(),
-            nullable: row.get::<String, _>(3) == "YES",
-        })
-        .collect();
-        if catalog.is_empty() {
-            return Err(
-                Error::invalid(format!("table {table:?} does not exist")).with_hint(
-                    "check --table; qualify it as DATABASE.TABLE outside the URL's database",
-                ),
-            );
-        }
-
-        // MariaDB's JSON is LONGTEXT with a json_valid() check: inline those as JSON too.
-        let json_checked: Vec<String> = sqlx::query_scalar(
-            "SELECT CAST(CHECK_CLAUSE AS CHAR) FROM information_schema.CHECK_CONSTRAINTS \
-             WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ? AND CHECK_CLAUSE LIKE 'json_valid(%'",
-        )
-        .bind(&schema)
-        .bind(&spec.table.name)
-        .fetch_all(&pool)
-        .await
-        .unwrap_or_default();
-        for column in &mut catalog {
-            let check = format!("json_valid({})", quote_ident(&column.name, '`'));
-            if column.data_type == "longtext" && json_checked.contains(&check) {
-                column.data_type = "json".to_owned();
-            }
-        }
-
-        let names: Vec<&str> = catalog.iter().map(|column| column.name.as_str()).collect();
-        let find = |name: &str, flag: &str| super::find_column(&names, name, &table, flag);
-
-        let cursor_index = find(&spec.cursor, "--cursor")?;
-        let cursor_column = &catalog[cursor_index];
-        let cursor_type = match cursor_column.data_type.as_str() {
-            "timestamp" => CursorType::TimestampTz,
-            "datetime" => CursorType::Timestamp,
-            "tinyint" | "smallint" | "mediumint" | "int" | "bigint" => CursorType::Integer,
-            other => {
-                return Err(Error::invalid(format!(
-                    "column {:?} of {table:?} has type {other}, which cannot be a cursor",
-                    spec.cursor
-                ))
-                .with_hint("pass --cursor with a TIMESTAMP or DATETIME column that is set on every change, or an integer that only grows"))
-            }
-        };
-
-        let key_column = match &spec.key {
-            Some(key) => {
-                find(key, "--key")?;
-                let unique: Option<String> = sqlx::query_scalar(
-                    "SELECT CAST(INDEX_NAME AS CHAR) FROM information_schema.STATISTICS \
-                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0 \
-                     GROUP BY INDEX_NAME HAVING COUNT(*) = 1 AND MAX(COLUMN_NAME) = ? LIMIT 1",
-                )
-                .bind(&schema)
-                .bind(&spec.table.name)
-                .bind(key)
-                .fetch_optional(&pool)
-                .await
-                .map_err(|err| Error::database("cannot read the indexes of the table", err))?;
-                if unique.is_none() {
-                    return Err(Error::invalid(format!(
-                        "column {key:?} of {table:?} is not unique on its own"
-                    ))
-                    .with_hint("pass --key with the primary key or a column with a unique index"));
-                }
-                key.clone()
-            }
-            None => {
-                let primary: Vec<String> = sqlx::query_scalar(
-                    "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.STATISTICS \
-                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' \
-                     ORDER BY SEQ_IN_INDEX",
-                )
-                .bind(&schema)
-                .bind(&spec.table.name)
-                .fetch_all(&pool)
-                .await
-                .map_err(|err| Error::database("cannot read the primary key of the table", err))?;
-                match primary.as_slice() {
-                    [single] => single.clone(),
-                    [] => {
-                        return Err(
-                            Error::invalid(format!("table {table:?} has no primary key"))
-                                .with_hint("pass --key with a unique, non-null column"),
-                        )
-                    }
-                    _ => {
-                        return Err(Error::invalid(format!(
-                            "table {table:?} has a primary key of {} columns",
-                            primary.len()
-                        ))
-                        .with_hint("pass --key with a unique, non-null column"))
-                    }
-                }
-            }
-        };
-        let key_index = find(&key_column, "--key")?;
-        let key_info = &catalog[key_index];
-        if key_info.nullable {
-            return Err(Error::invalid(format!(
-                "key column {key_column:?} of {table:?} allows NULL"
-            ))
-            .with_hint("pass --key with a NOT NULL column, or make this one NOT NULL"));
-        }
-        let key_param = match key_info.data_type.as_str() {
-            "tinyint" | "smallint" | "mediumint" | "int" | "bigint" => integer_param(key_info),
-            "char" | "varchar" => "{}".to_owned(),
-            other => {
-                return Err(Error::invalid(format!(
-                "key column {key_column:?} of {table:?} has type {other}, which cannot order rows"
-            ))
-                .with_hint("pass --key with an integer or CHAR/VARCHAR column"))
-            }
-        };
-        let deleted_index = match &spec.deleted_column {
-            Some(name) => Some(find(name, "--deleted-column")?),
-            None => None,
-        };
+        let described = describe(&pool, &schema, &spec.table.name, &table).await?;
+        let plan = plan::plan(spec, described.as_ref().map(|(_, table)| table), &DIALECT)?;
+        let catalog = described.map(|(catalog, _)| catalog).unwrap_or_default();
 
         let mut select = Vec::with_capacity(catalog.len());
         let mut columns = Vec::with_capacity(catalog.len());
@@ -263,36 +219,22 @@ impl MySqlSource {
                 render,
             });
         }
-        let cursor_param = match cursor_type {
-            CursorType::Integer => integer_param(cursor_column),
-            // A string compared with a temporal column is read as that column's type, which
-            // keeps the comparison exact and the index usable.
-            CursorType::TimestampTz | CursorType::Timestamp => "{}".to_owned(),
-        };
         let keyset = Keyset {
             style: Style::QuestionExpanded,
-            table: quoted_table,
+            table: format!(
+                "{}.{}",
+                quote_ident(&schema, '`'),
+                quote_ident(&spec.table.name, '`')
+            ),
             select_list: select.join(", "),
             cursor: quote_ident(&spec.cursor, '`'),
-            key: quote_ident(&key_column, '`'),
-            cursor_param,
-            key_param,
+            key: quote_ident(&plan.key_column, '`'),
+            cursor_param: param_for(&catalog[plan.cursor]),
+            key_param: param_for(&catalog[plan.key]),
             horizon_param: "{}".to_owned(),
         };
 
-        let indexed: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? \
-             AND TABLE_NAME = ? AND SEQ_IN_INDEX = 1 AND COLUMN_NAME = ? LIMIT 1",
-        )
-        .bind(&schema)
-        .bind(&spec.table.name)
-        .bind(&spec.cursor)
-        .fetch_optional(&pool)
-        .await
-        .map_err(|err| Error::database("cannot read the indexes of the table", err))?;
-        super::warn_unless_indexed(indexed.is_some(), &table, &spec.cursor, &key_column);
-
-        if cursor_type == CursorType::Timestamp && !is_utc(&spec.time_zone) {
+        if plan.cursor_type == CursorType::LocalTime && !is_utc(&spec.time_zone) {
             let converted: Option<NaiveDateTime> =
                 sqlx::query_scalar("SELECT CONVERT_TZ(NOW(6), '+00:00', ?)")
                     .bind(&spec.time_zone)
@@ -310,29 +252,12 @@ impl MySqlSource {
 
         Ok(MySqlSource {
             pool,
-            table,
+            plan,
             keyset,
             columns,
-            cursor_index,
-            cursor_type,
-            cursor_nullable: cursor_column.nullable,
-            key_index,
-            key_column,
-            deleted_index,
             time_zone: spec.time_zone.clone(),
             sees_all_transactions: true,
         })
-    }
-
-    fn bind<'q>(
-        &self,
-        statement: &'q Statement<'q>,
-    ) -> sqlx::query::Query<'q, MySql, sqlx::mysql::MySqlArguments> {
-        let mut query = sqlx::query(&statement.sql);
-        for arg in &statement.args {
-            query = query.bind(arg.text());
-        }
-        query
     }
 
     fn render_row(&self, row: &MySqlRow, rows: &mut Rows) -> Result<()> {
@@ -348,7 +273,8 @@ impl MySqlSource {
                 json::write_null(buf);
                 continue;
             }
-            let failed = |err| query::decode_error(&self.table, &column.name, &column.render, err);
+            let failed =
+                |err| query::decode_error(&self.plan.table, &column.name, &column.render, err);
             match column.render {
                 Render::I64 => json::write_i64(buf, decode::<i64>(value).map_err(failed)?),
                 Render::U64 => json::write_u64(buf, decode::<u64>(value).map_err(failed)?),
@@ -367,25 +293,22 @@ impl MySqlSource {
             }
         }
         buf.push(b'}');
-        let deleted = match self.deleted_index {
-            Some(index) => !query::raw(row, index, &self.columns[index].name)?.is_null(),
-            None => false,
-        };
-        rows.end_row(if deleted { Op::Delete } else { Op::Upsert });
+        let deleted = (self.plan.deleted).map(|index| (index, self.columns[index].name.as_str()));
+        rows.end_row(query::op_of(row, deleted)?);
         Ok(())
     }
 
     fn position_of(&self, row: &MySqlRow) -> Result<Position> {
-        let key_column = &self.columns[self.key_index];
+        let key_column = &self.columns[self.plan.key];
         let key = integer_or_text(
-            query::raw(row, self.key_index, &key_column.name)?,
+            query::raw(row, self.plan.key, &key_column.name)?,
             key_column.render,
         )
         .map_err(|err| {
-            query::decode_error(&self.table, &key_column.name, &key_column.render, err)
+            query::decode_error(&self.plan.table, &key_column.name, &key_column.render, err)
         })?;
-        let cursor_column = &self.columns[self.cursor_index];
-        let cursor_value = query::raw(row, self.cursor_index, &cursor_column.name)?;
+        let cursor_column = &self.columns[self.plan.cursor];
+        let cursor_value = query::raw(row, self.plan.cursor, &cursor_column.name)?;
         if cursor_value.is_null() {
             return Ok(Position::Nulls {
                 after_key: Some(key),
@@ -393,16 +316,21 @@ impl MySqlSource {
         }
         // No `Z` suffix: MariaDB reads `2024-01-01T00:00:00.000001` but not a zone designator;
         // the session zone is UTC, so the text means the same instant.
-        let cursor = match self.cursor_type {
-            CursorType::TimestampTz => decode::<DateTime<Utc>>(cursor_value)
+        let cursor = match self.plan.cursor_type {
+            CursorType::Instant => decode::<DateTime<Utc>>(cursor_value)
                 .map(|ts| json::timestamp_text(&ts.naive_utc(), false)),
-            CursorType::Timestamp => {
+            CursorType::LocalTime => {
                 decode::<NaiveDateTime>(cursor_value).map(|ts| json::timestamp_text(&ts, false))
             }
             CursorType::Integer => integer_or_text(cursor_value, cursor_column.render),
         }
         .map_err(|err| {
-            query::decode_error(&self.table, &cursor_column.name, &cursor_column.render, err)
+            query::decode_error(
+                &self.plan.table,
+                &cursor_column.name,
+                &cursor_column.render,
+                err,
+            )
         })?;
         Ok(Position::After(Watermark { cursor, key }))
     }
@@ -410,15 +338,11 @@ impl MySqlSource {
 
 impl Source for MySqlSource {
     async fn null_cursor_count(&mut self) -> Result<u64> {
-        if !self.cursor_nullable {
-            return Ok(0);
-        }
-        let sql = self.keyset.count_null_cursors();
-        super::query::count(sqlx::query(&sql), &self.pool, "NULL cursors").await
+        query::count_null_cursors(&self.plan, &self.keyset, &self.pool).await
     }
 
     async fn clock(&mut self, settle: Duration) -> Result<Clock> {
-        if self.cursor_type == CursorType::Integer {
+        if !self.plan.cursor_type.is_time() {
             return Ok(Clock::default());
         }
         // A statement takes its NOW() before InnoDB lists its transaction, so a horizon of
@@ -461,7 +385,7 @@ impl Source for MySqlSource {
                 );
             }
         }
-        let (horizon, now) = if self.cursor_type == CursorType::Timestamp
+        let (horizon, now) = if self.plan.cursor_type == CursorType::LocalTime
             && !is_utc(&self.time_zone)
         {
             let row = sqlx::query("SELECT CONVERT_TZ(?, '+00:00', ?), CONVERT_TZ(?, '+00:00', ?)")
@@ -487,15 +411,15 @@ impl Source for MySqlSource {
 
     async fn count(&mut self, after: &Position, until: Until<'_>) -> Result<u64> {
         let statement = self.keyset.count(after, until);
-        super::query::count(self.bind(&statement), &self.pool, "pending rows").await
+        query::count(query::bind_text(&statement), &self.pool, "pending rows").await
     }
 
     async fn read(&mut self, after: &Position, until: Until<'_>, limit: usize) -> Result<Page> {
         let statement = self.keyset.select(after, until, limit);
-        super::query::read_page(
-            self.bind(&statement),
+        query::read_page(
+            query::bind_text(&statement),
             &self.pool,
-            &self.table,
+            &self.plan.table,
             limit,
             |row, rows| self.render_row(row, rows),
             |row| self.position_of(row),
@@ -504,11 +428,11 @@ impl Source for MySqlSource {
     }
 
     fn lag_seconds(&self, now: &str, cursor: &str) -> Option<f64> {
-        super::postgres::timestamp_lag(self.cursor_type != CursorType::Integer, now, cursor)
+        super::timestamp_lag(self.plan.cursor_type.is_time(), now, cursor)
     }
 
     fn key_column(&self) -> &str {
-        &self.key_column
+        &self.plan.key_column
     }
 }
 
@@ -516,8 +440,7 @@ fn select_for(column: &CatalogColumn, ident: &str) -> (String, Render) {
     let unsigned = column.column_type.contains("unsigned");
     let plain = |render| (ident.to_owned(), render);
     match column.data_type.as_str() {
-        "tinyint" | "smallint" | "mediumint" | "int" | "bigint" if unsigned => plain(Render::U64),
-        "tinyint" | "smallint" | "mediumint" | "int" | "bigint" => plain(Render::I64),
+        _ if is_integer(column) => plain(if unsigned { Render::U64 } else { Render::I64 }),
         "year" => (format!("CAST({ident} AS SIGNED)"), Render::I64),
         "bit" => (format!("CAST({ident} AS UNSIGNED)"), Render::U64),
         "float" => plain(Render::F32),
@@ -537,10 +460,14 @@ fn select_for(column: &CatalogColumn, ident: &str) -> (String, Render) {
     }
 }
 
-fn integer_param(column: &CatalogColumn) -> String {
-    // Without the cast MySQL compares an integer column with a string as doubles, which
-    // loses precision past 2^53.
-    if column.column_type.contains("unsigned") {
+/// How a placeholder for a cursor or key value is compared with `column`.
+fn param_for(column: &CatalogColumn) -> String {
+    // Without a cast MySQL compares an integer column with a string as doubles, which loses
+    // precision past 2^53. A string compared with a temporal or text column is read as that
+    // column's type, which keeps the comparison exact and the index usable.
+    if !is_integer(column) {
+        "{}".to_owned()
+    } else if column.column_type.contains("unsigned") {
         "CAST({} AS UNSIGNED)".to_owned()
     } else {
         "CAST({} AS SIGNED)".to_owned()

@@ -11,12 +11,13 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgRow, PgValueRef};
 use sqlx::{Decode, Postgres, Row, ValueRef};
 
+use super::keyset::{quote_ident, Keyset, Style};
+use super::plan::{self, ColumnDescription, CursorType, Dialect, Plan, TableDescription};
 use super::query;
 use super::{Clock, Page, Source, TableSpec, Until};
-use crate::cursor::{quote_ident, Keyset, Statement, Style};
 use crate::error::{Error, Result};
 use crate::json;
-use crate::model::{Op, Position, Rows, Watermark};
+use crate::model::{Position, Rows, Watermark};
 
 /// How a column's values become JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,13 +38,6 @@ enum Render {
     Timestamp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CursorType {
-    TimestampTz,
-    Timestamp,
-    Integer,
-}
-
 #[derive(Debug)]
 struct Column {
     name: String,
@@ -53,19 +47,14 @@ struct Column {
 
 pub struct PgSource {
     pool: PgPool,
-    table: String,
+    plan: Plan,
     keyset: Keyset,
     columns: Vec<Column>,
-    cursor_index: usize,
-    cursor_type: CursorType,
-    cursor_nullable: bool,
-    key_index: usize,
-    key_column: String,
-    deleted_index: Option<usize>,
     time_zone: String,
     sees_all_transactions: bool,
 }
 
+/// A column as `pg_attribute` and `pg_type` describe it.
 struct CatalogColumn {
     name: String,
     type_name: String,
@@ -73,6 +62,104 @@ struct CatalogColumn {
     not_null: bool,
     type_kind: String,
     category: String,
+}
+
+const DIALECT: Dialect = Dialect {
+    missing_table_hint: "check --table; names are case-sensitive, qualify them as SCHEMA.TABLE \
+                         outside the search path",
+    cursor_hint: "pass --cursor with a timestamp column that is set on every change, or an \
+                  integer that only grows",
+    key_type_hint: "pass --key with an integer, uuid or text column",
+    refuses_nullable_keys: true,
+};
+
+/// Reads the table's columns, primary key and indexes from the catalog; `None` when there
+/// is no such table.
+async fn describe(
+    pool: &PgPool,
+    quoted_table: &str,
+    table: &str,
+) -> Result<Option<(Vec<CatalogColumn>, TableDescription)>> {
+    let relation: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(quoted_table)
+        .fetch_one(pool)
+        .await
+        .map_err(|err| Error::database(format!("cannot look up table {table:?}"), err))?;
+    if relation.is_none() {
+        return Ok(None);
+    }
+    let catalog: Vec<CatalogColumn> = sqlx::query(
+        "SELECT a.attname::text, t.typname::text, format_type(a.atttypid, a.atttypmod), \
+                a.attnotnull, t.typtype::text, t.typcategory::text \
+         FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+         WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
+         ORDER BY a.attnum",
+    )
+    .bind(quoted_table)
+    .fetch_all(pool)
+    .await
+    .map_err(|err| Error::database(format!("cannot read the columns of {table:?}"), err))?
+    .into_iter()
+    .map(|row| CatalogColumn {
+        name: row.get(0),
+        type_name: row.get(1),
+        formatted_type: row.get(2),
+        not_null: row.get(3),
+        type_kind: row.get(4),
+        category: row.get(5),
+    })
+    .collect();
+    let primary_key: Vec<String> = sqlx::query_scalar(
+        "SELECT a.attname::text FROM pg_index i \
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+         WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
+    )
+    .bind(quoted_table)
+    .fetch_all(pool)
+    .await
+    .map_err(|err| Error::database("cannot read the primary key of the table", err))?;
+    // Each whole-table index: the column it starts with, and whether it keeps that column
+    // unique on its own. An expression index starts with no column and is left out.
+    let indexes: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT a.attname::text, i.indisunique AND i.indnkeyatts = 1 FROM pg_index i \
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+         WHERE i.indrelid = to_regclass($1) AND i.indpred IS NULL",
+    )
+    .bind(quoted_table)
+    .fetch_all(pool)
+    .await
+    .map_err(|err| Error::database("cannot read the indexes of the table", err))?;
+    let description = TableDescription {
+        columns: catalog.iter().map(describe_column).collect(),
+        primary_key,
+        unique_columns: indexes
+            .iter()
+            .filter(|(_, unique)| *unique)
+            .map(|(column, _)| column.clone())
+            .collect(),
+        index_leaders: indexes.into_iter().map(|(column, _)| column).collect(),
+    };
+    Ok(Some((catalog, description)))
+}
+
+/// Which types make a cursor, and which a key: those whose text form casts back exactly.
+fn describe_column(column: &CatalogColumn) -> ColumnDescription {
+    let type_name = column.type_name.as_str();
+    ColumnDescription {
+        name: column.name.clone(),
+        type_name: column.type_name.clone(),
+        nullable: !column.not_null,
+        cursor: match type_name {
+            "timestamptz" => Some(CursorType::Instant),
+            "timestamp" => Some(CursorType::LocalTime),
+            "int2" | "int4" | "int8" => Some(CursorType::Integer),
+            _ => None,
+        },
+        orders_rows: matches!(
+            type_name,
+            "int2" | "int4" | "int8" | "uuid" | "text" | "varchar" | "bpchar"
+        ),
+    }
 }
 
 impl PgSource {
@@ -87,11 +174,10 @@ impl PgSource {
             })?
             .application_name("tidemark")
             .options([("TimeZone", "UTC"), ("DateStyle", "ISO")]);
-        let pool: PgPool = super::query::open_pool(options).await.map_err(|err| {
+        let pool: PgPool = query::open_pool(options).await.map_err(|err| {
             Error::database(format!("cannot connect to {}", super::redact_url(url)), err)
                 .with_hint("check that the server is up and the URL (--source) is right")
         })?;
-        let table = spec.table.to_string();
         let quoted_table = match &spec.table.schema {
             Some(schema) => format!(
                 "{}.{}",
@@ -100,128 +186,9 @@ impl PgSource {
             ),
             None => quote_ident(&spec.table.name, '"'),
         };
-        let relation: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
-            .bind(&quoted_table)
-            .fetch_one(&pool)
-            .await
-            .map_err(|err| Error::database(format!("cannot look up table {table:?}"), err))?;
-        if relation.is_none() {
-            return Err(Error::invalid(format!("table {table:?} does not exist"))
-                .with_hint("check --table; names are case-sensitive, qualify them as SCHEMA.TABLE outside the search path"));
-        }
-
-        let catalog: Vec<CatalogColumn> = sqlx::query(
-            "SELECT a.attname::text, t.typname::text, format_type(a.atttypid, a.atttypmod), \
-                    a.attnotnull, t.typtype::text, t.typcategory::text \
-             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
-             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
-             ORDER BY a.attnum",
-        )
-        .bind(&quoted_table)
-        .fetch_all(&pool)
-        .await
-        .map_err(|err| Error::database(format!("cannot read the columns of {table:?}"), err))?
-        .into_iter()
-        .map(|row| CatalogColumn {
-            name: row.get(0),
-            type_name: row.get(1),
-            formatted_type: row.get(2),
-            not_null: row.get(3),
-            type_kind: row.get(4),
-            category: row.get(5),
-        })
-        .collect();
-
-        let names: Vec<&str> = catalog.iter().map(|column| column.name.as_str()).collect();
-        let find = |name: &str, flag: &str| super::find_column(&names, name, &table, flag);
-
-        let cursor_index = find(&spec.cursor, "--cursor")?;
-        let cursor_column = &catalog[cursor_index];
-        let cursor_type = match cursor_column.type_name.as_str() {
-            "timestamptz" => CursorType::TimestampTz,
-            "timestamp" => CursorType::Timestamp,
-            "int2" | "int4" | "int8" => CursorType::Integer,
-            other => {
-                return Err(Error::invalid(format!(
-                    "column {:?} of {table:?} has type {other}, which cannot be a cursor",
-                    spec.cursor
-                ))
-                .with_hint("pass --cursor with a timestamp column that is set on every change, or an integer that only grows"))
-            }
-        };
-
-        let key_column = match &spec.key {
-            Some(key) => {
-                find(key, "--key")?;
-                let unique: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM pg_index i \
-                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
-                     WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnkeyatts = 1 \
-                       AND i.indpred IS NULL AND a.attname = $2)",
-                )
-                .bind(&quoted_table)
-                .bind(key)
-                .fetch_one(&pool)
-                .await
-                .map_err(|err| Error::database("cannot read the indexes of the table", err))?;
-                if !unique {
-                    return Err(Error::invalid(format!(
-                        "column {key:?} of {table:?} is not unique on its own"
-                    ))
-                    .with_hint("pass --key with the primary key or a column with a unique index"));
-                }
-                key.clone()
-            }
-            None => {
-                let primary: Vec<String> = sqlx::query_scalar(
-                    "SELECT a.attname::text FROM pg_index i \
-                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-                     WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
-                )
-                .bind(&quoted_table)
-                .fetch_all(&pool)
-                .await
-                .map_err(|err| Error::database("cannot read the primary key of the table", err))?;
-                match primary.as_slice() {
-                    [single] => single.clone(),
-                    [] => {
-                        return Err(
-                            Error::invalid(format!("table {table:?} has no primary key"))
-                                .with_hint("pass --key with a unique, non-null column"),
-                        )
-                    }
-                    _ => {
-                        return Err(Error::invalid(format!(
-                            "table {table:?} has a primary key of {} columns",
-                            primary.len()
-                        ))
-                        .with_hint("pass --key with a unique, non-null column"))
-                    }
-                }
-            }
-        };
-        let key_index = find(&key_column, "--key")?;
-        let key_info = &catalog[key_index];
-        if !key_info.not_null {
-            return Err(Error::invalid(format!(
-                "key column {key_column:?} of {table:?} allows NULL"
-            ))
-            .with_hint("pass --key with a NOT NULL column, or make this one NOT NULL"));
-        }
-        if !matches!(
-            key_info.type_name.as_str(),
-            "int2" | "int4" | "int8" | "uuid" | "text" | "varchar" | "bpchar"
-        ) {
-            return Err(Error::invalid(format!(
-                "key column {key_column:?} of {table:?} has type {}, which cannot order rows",
-                key_info.type_name
-            ))
-            .with_hint("pass --key with an integer, uuid or text column"));
-        }
-        let deleted_index = match &spec.deleted_column {
-            Some(name) => Some(find(name, "--deleted-column")?),
-            None => None,
-        };
+        let described = describe(&pool, &quoted_table, &spec.table.to_string()).await?;
+        let plan = plan::plan(spec, described.as_ref().map(|(_, table)| table), &DIALECT)?;
+        let catalog = described.map(|(catalog, _)| catalog).unwrap_or_default();
 
         let mut select = Vec::with_capacity(catalog.len());
         let mut columns = Vec::with_capacity(catalog.len());
@@ -243,50 +210,39 @@ impl PgSource {
             });
         }
 
-        let base_type = |column: &CatalogColumn| match column.type_name.as_str() {
-            "bpchar" | "varchar" => "text".to_owned(),
-            _ => column.formatted_type.clone(),
+        let key_info = &catalog[plan.key];
+        let key_type = match key_info.type_name.as_str() {
+            "bpchar" | "varchar" => "text",
+            _ => &key_info.formatted_type,
         };
-        let cursor_cast = match cursor_type {
-            CursorType::TimestampTz => "timestamptz".to_owned(),
-            CursorType::Timestamp => "timestamp".to_owned(),
-            CursorType::Integer => cursor_column.type_name.clone(),
+        let cursor_type = match plan.cursor_type {
+            CursorType::Instant => "timestamptz",
+            CursorType::LocalTime => "timestamp",
+            CursorType::Integer => &catalog[plan.cursor].type_name,
         };
         let keyset = Keyset {
             style: Style::DollarRowValues,
             table: quoted_table,
             select_list: select.join(", "),
             cursor: quote_ident(&spec.cursor, '"'),
-            key: quote_ident(&key_column, '"'),
-            cursor_param: format!("CAST({{}} AS {cursor_cast})"),
-            key_param: format!("CAST({{}} AS {})", base_type(key_info)),
-            horizon_param: format!("CAST({{}} AS {cursor_cast})"),
+            key: quote_ident(&plan.key_column, '"'),
+            cursor_param: format!("CAST({{}} AS {cursor_type})"),
+            key_param: format!("CAST({{}} AS {key_type})"),
+            horizon_param: format!("CAST({{}} AS {cursor_type})"),
         };
-
-        let indexed: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_index i \
-               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
-             WHERE i.indrelid = to_regclass($1) AND i.indpred IS NULL AND a.attname = $2)",
-        )
-        .bind(&keyset.table)
-        .bind(&spec.cursor)
-        .fetch_one(&pool)
-        .await
-        .map_err(|err| Error::database("cannot read the indexes of the table", err))?;
-        super::warn_unless_indexed(indexed, &table, &spec.cursor, &key_column);
 
         let sees_all_transactions: bool =
             sqlx::query_scalar("SELECT pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER')")
                 .fetch_one(&pool)
                 .await
                 .map_err(|err| Error::database("cannot check the role's rights", err))?;
-        if !sees_all_transactions && cursor_type != CursorType::Integer {
+        if !sees_all_transactions && plan.cursor_type.is_time() {
             tracing::warn!(
                 "role cannot see other roles' transactions (needs pg_read_all_stats): the horizon \
                  relies on --settle alone for their late commits"
             );
         }
-        if cursor_type == CursorType::Timestamp {
+        if plan.cursor_type == CursorType::LocalTime {
             sqlx::query("SELECT now() AT TIME ZONE $1")
                 .bind(&spec.time_zone)
                 .execute(&pool)
@@ -299,29 +255,12 @@ impl PgSource {
 
         Ok(PgSource {
             pool,
-            table,
+            plan,
             keyset,
-            cursor_index,
-            cursor_type,
-            cursor_nullable: !cursor_column.not_null,
             columns,
-            key_index,
-            key_column,
-            deleted_index,
             time_zone: spec.time_zone.clone(),
             sees_all_transactions,
         })
-    }
-
-    fn bind<'q>(
-        &self,
-        statement: &'q Statement<'q>,
-    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-        let mut query = sqlx::query(&statement.sql);
-        for arg in &statement.args {
-            query = query.bind(arg.text());
-        }
-        query
     }
 
     fn render_row(&self, row: &PgRow, rows: &mut Rows) -> Result<()> {
@@ -337,7 +276,8 @@ impl PgSource {
                 json::write_null(buf);
                 continue;
             }
-            let failed = |err| query::decode_error(&self.table, &column.name, &column.render, err);
+            let failed =
+                |err| query::decode_error(&self.plan.table, &column.name, &column.render, err);
             match column.render {
                 Render::Bool => json::write_bool(buf, decode::<bool>(value).map_err(failed)?),
                 Render::I16 => json::write_i64(buf, decode::<i16>(value).map_err(failed)?.into()),
@@ -359,19 +299,16 @@ impl PgSource {
             }
         }
         buf.push(b'}');
-        let deleted = match self.deleted_index {
-            Some(index) => !query::raw(row, index, &self.columns[index].name)?.is_null(),
-            None => false,
-        };
-        rows.end_row(if deleted { Op::Delete } else { Op::Upsert });
+        let deleted = (self.plan.deleted).map(|index| (index, self.columns[index].name.as_str()));
+        rows.end_row(query::op_of(row, deleted)?);
         Ok(())
     }
 
     fn position_of(&self, row: &PgRow) -> Result<Position> {
-        let key_column = &self.columns[self.key_index];
-        let key_value = query::raw(row, self.key_index, &key_column.name)?;
+        let key_column = &self.columns[self.plan.key];
+        let key_value = query::raw(row, self.plan.key, &key_column.name)?;
         let failed = |column: &Column, err| {
-            query::decode_error(&self.table, &column.name, &column.render, err)
+            query::decode_error(&self.plan.table, &column.name, &column.render, err)
         };
         let key = match key_column.render {
             Render::I16 => decode::<i16>(key_value).map(|v| v.to_string()),
@@ -381,17 +318,17 @@ impl PgSource {
             _ => decode::<&str>(key_value).map(str::to_owned),
         }
         .map_err(|err| failed(key_column, err))?;
-        let cursor_column = &self.columns[self.cursor_index];
-        let cursor_value = query::raw(row, self.cursor_index, &cursor_column.name)?;
+        let cursor_column = &self.columns[self.plan.cursor];
+        let cursor_value = query::raw(row, self.plan.cursor, &cursor_column.name)?;
         if cursor_value.is_null() {
             return Ok(Position::Nulls {
                 after_key: Some(key),
             });
         }
-        let cursor = match self.cursor_type {
-            CursorType::TimestampTz => decode::<DateTime<Utc>>(cursor_value)
+        let cursor = match self.plan.cursor_type {
+            CursorType::Instant => decode::<DateTime<Utc>>(cursor_value)
                 .map(|ts| json::timestamp_text(&ts.naive_utc(), true)),
-            CursorType::Timestamp => {
+            CursorType::LocalTime => {
                 decode::<NaiveDateTime>(cursor_value).map(|ts| json::timestamp_text(&ts, false))
             }
             CursorType::Integer => match cursor_column.render {
@@ -407,15 +344,11 @@ impl PgSource {
 
 impl Source for PgSource {
     async fn null_cursor_count(&mut self) -> Result<u64> {
-        if !self.cursor_nullable {
-            return Ok(0);
-        }
-        let sql = self.keyset.count_null_cursors();
-        super::query::count(sqlx::query(&sql), &self.pool, "NULL cursors").await
+        query::count_null_cursors(&self.plan, &self.keyset, &self.pool).await
     }
 
     async fn clock(&mut self, settle: Duration) -> Result<Clock> {
-        if self.cursor_type == CursorType::Integer {
+        if !self.plan.cursor_type.is_time() {
             return Ok(Clock::default());
         }
         // statement_timestamp(), not now(): now() would be the start of a transaction that a
@@ -451,8 +384,8 @@ impl Source for PgSource {
                 }
             }
         }
-        let (horizon, now) = match self.cursor_type {
-            CursorType::TimestampTz => (
+        let (horizon, now) = match self.plan.cursor_type {
+            CursorType::Instant => (
                 json::timestamp_text(&horizon.naive_utc(), true),
                 json::timestamp_text(&now.naive_utc(), true),
             ),
@@ -484,15 +417,15 @@ impl Source for PgSource {
 
     async fn count(&mut self, after: &Position, until: Until<'_>) -> Result<u64> {
         let statement = self.keyset.count(after, until);
-        super::query::count(self.bind(&statement), &self.pool, "pending rows").await
+        query::count(query::bind_text(&statement), &self.pool, "pending rows").await
     }
 
     async fn read(&mut self, after: &Position, until: Until<'_>, limit: usize) -> Result<Page> {
         let statement = self.keyset.select(after, until, limit);
-        super::query::read_page(
-            self.bind(&statement),
+        query::read_page(
+            query::bind_text(&statement),
             &self.pool,
-            &self.table,
+            &self.plan.table,
             limit,
             |row, rows| self.render_row(row, rows),
             |row| self.position_of(row),
@@ -501,21 +434,12 @@ impl Source for PgSource {
     }
 
     fn lag_seconds(&self, now: &str, cursor: &str) -> Option<f64> {
-        timestamp_lag(self.cursor_type != CursorType::Integer, now, cursor)
+        super::timestamp_lag(self.plan.cursor_type.is_time(), now, cursor)
     }
 
     fn key_column(&self) -> &str {
-        &self.key_column
+        &self.plan.key_column
     }
-}
-
-/// Seconds from `cursor` to `now`, when the cursor is a time.
-pub(crate) fn timestamp_lag(is_time: bool, now: &str, cursor: &str) -> Option<f64> {
-    if !is_time {
-        return None;
-    }
-    let lag = json::parse_timestamp(now)? - json::parse_timestamp(cursor)?;
-    Some(lag.num_microseconds()? as f64 / 1e6)
 }
 
 fn render_for(column: &CatalogColumn) -> Render {

@@ -1,11 +1,14 @@
-//! What every driver does the same way through sqlx: count rows, and stream a page while each
-//! row is rendered, keeping only the last one for its position.
+//! What every driver does the same way through sqlx: bind a keyset statement, count rows, and
+//! stream a page while each row is rendered, keeping only the last one for its position.
 
 use futures_util::TryStreamExt;
 use sqlx::{Database, Executor, Pool};
 
-use super::{Page, Position, Rows};
+use super::keyset::{Keyset, Statement};
+use super::plan::Plan;
+use super::Page;
 use crate::error::{Error, Result};
+use crate::model::{Op, Position, Rows};
 
 /// Opens a pool of at most two connections (one reads ahead while a batch is delivered) after
 /// one plain connection attempt, so that a refused or rejected connection reports its own
@@ -23,6 +26,40 @@ pub(crate) async fn open_pool<DB: Database>(
 }
 
 type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>;
+
+/// The statement with each value bound as text, for drivers whose SQL casts every placeholder
+/// to its column's type (see [`Keyset`]'s `cursor_param`).
+pub(crate) fn bind_text<'q, DB>(statement: &'q Statement<'q>) -> Query<'q, DB>
+where
+    DB: Database,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let mut query = sqlx::query(&statement.sql);
+    for arg in &statement.args {
+        query = query.bind(arg.text());
+    }
+    query
+}
+
+/// Counts the rows whose cursor is NULL; 0 without asking when the column is NOT NULL.
+pub(crate) async fn count_null_cursors<DB>(
+    plan: &Plan,
+    keyset: &Keyset,
+    pool: &Pool<DB>,
+) -> Result<u64>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> <DB as Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'r> i64: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    if !plan.cursor_nullable {
+        return Ok(0);
+    }
+    let sql = keyset.count_null_cursors();
+    count(sqlx::query(&sql), pool, "NULL cursors").await
+}
 
 /// Runs a `SELECT COUNT(*) …`.
 pub(crate) async fn count<'q, DB>(query: Query<'q, DB>, pool: &Pool<DB>, what: &str) -> Result<u64>
@@ -84,6 +121,19 @@ where
 {
     row.try_get_raw(index)
         .map_err(|err| Error::fatal(format!("cannot read column {column:?}: {err}")))
+}
+
+/// A row is a delete when it has a deleted column (index and name) and its value there is set.
+pub(crate) fn op_of<R>(row: &R, deleted: Option<(usize, &str)>) -> Result<Op>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+{
+    use sqlx::ValueRef;
+    Ok(match deleted {
+        Some((index, column)) if !raw(row, index, column)?.is_null() => Op::Delete,
+        _ => Op::Upsert,
+    })
 }
 
 /// An error for a value that did not decode as its column's type said it would.

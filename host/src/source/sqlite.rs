@@ -13,12 +13,13 @@ use sqlx::sqlite::{
 };
 use sqlx::{Decode, Row, TypeInfo, ValueRef};
 
+use super::keyset::{quote_ident, Keyset, Statement, Style};
+use super::plan::{self, ColumnDescription, CursorType, Dialect, Plan, TableDescription};
 use super::query;
 use super::{Clock, Page, Source, TableSpec, Until};
-use crate::cursor::{quote_ident, Keyset, Statement, Style};
 use crate::error::{Error, Result};
 use crate::json;
-use crate::model::{Op, Position, Rows, Watermark};
+use crate::model::{Position, Rows, Watermark};
 
 #[derive(Debug)]
 struct Column {
@@ -28,16 +29,89 @@ struct Column {
 
 pub struct SqliteSource {
     pool: SqlitePool,
-    table: String,
+    plan: Plan,
     keyset: Keyset,
     columns: Vec<Column>,
-    cursor_index: usize,
-    /// Declared with a DATE or TIME type name: its values are times that need to settle.
-    cursor_is_time: bool,
-    cursor_nullable: bool,
-    key_index: usize,
-    key_column: String,
-    deleted_index: Option<usize>,
+}
+
+const DIALECT: Dialect = Dialect {
+    missing_table_hint: "check --table; list the tables with `sqlite3 DB .tables`",
+    cursor_hint: "pass --cursor with a date, time or integer column",
+    key_type_hint: "pass --key with an integer or text column",
+    // A primary key that is not an INTEGER may hold NULL whatever its declaration says: the
+    // rows are checked instead (see `SqliteSource::connect`).
+    refuses_nullable_keys: false,
+};
+
+/// Reads the table's columns, primary key and indexes with the `pragma_*` functions; `None`
+/// when there is no such table.
+async fn describe(
+    pool: &SqlitePool,
+    schema: &str,
+    name: &str,
+    table: &str,
+) -> Result<Option<TableDescription>> {
+    // (name, declared type, not null, position in the primary key or 0)
+    let catalog: Vec<(String, String, bool, i64)> = sqlx::query_as(
+        "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1, ?2) ORDER BY cid",
+    )
+    .bind(name)
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .map_err(|err| Error::database(format!("cannot read the columns of {table:?}"), err))?;
+    if catalog.is_empty() {
+        return Ok(None);
+    }
+    let mut primary: Vec<&(String, String, bool, i64)> =
+        catalog.iter().filter(|column| column.3 > 0).collect();
+    primary.sort_by_key(|column| column.3);
+    // Each index: whether it is unique, how many columns it has, and the column it starts
+    // with (NULL for an expression).
+    let indexes: Vec<(bool, i64, Option<String>)> = sqlx::query_as(
+        "SELECT il.\"unique\" = 1, (SELECT COUNT(*) FROM pragma_index_info(il.name, ?2)), \
+                (SELECT name FROM pragma_index_info(il.name, ?2) WHERE seqno = 0) \
+         FROM pragma_index_list(?1, ?2) il",
+    )
+    .bind(name)
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .map_err(|err| Error::database("cannot read the indexes of the table", err))?;
+    Ok(Some(TableDescription {
+        columns: catalog
+            .iter()
+            .map(|(name, declared, not_null, _)| describe_column(name, declared, !not_null))
+            .collect(),
+        primary_key: primary.iter().map(|column| column.0.clone()).collect(),
+        unique_columns: indexes
+            .iter()
+            .filter(|(unique, width, _)| *unique && *width == 1)
+            .filter_map(|(_, _, column)| column.clone())
+            .collect(),
+        index_leaders: indexes
+            .into_iter()
+            .filter_map(|(_, _, column)| column)
+            .collect(),
+    }))
+}
+
+/// SQLite types values, not columns: a declared DATE or TIME, or any type that is not an
+/// INTEGER, is taken for a time that settles; any value but a BLOB orders rows.
+fn describe_column(name: &str, declared: &str, nullable: bool) -> ColumnDescription {
+    let upper = declared.to_ascii_uppercase();
+    let is_time = upper.contains("DATE") || upper.contains("TIME") || !upper.contains("INT");
+    ColumnDescription {
+        name: name.to_owned(),
+        type_name: declared.to_owned(),
+        nullable,
+        cursor: Some(if is_time {
+            CursorType::LocalTime
+        } else {
+            CursorType::Integer
+        }),
+        orders_rows: true,
+    }
 }
 
 impl SqliteSource {
@@ -65,120 +139,31 @@ impl SqliteSource {
             .await
             .map_err(|err| Error::database(format!("cannot open {url}"), err))?;
         let table = spec.table.to_string();
-        let schema = spec
-            .table
-            .schema
-            .clone()
-            .unwrap_or_else(|| "main".to_owned());
-        let quoted_table = format!(
-            "{}.{}",
-            quote_ident(&schema, '"'),
-            quote_ident(&spec.table.name, '"')
-        );
-
-        // (name, declared type, not null, primary key position)
-        let catalog: Vec<(String, String, bool, i64)> = sqlx::query(
-            "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1, ?2) ORDER BY cid",
-        )
-        .bind(&spec.table.name)
-        .bind(&schema)
-        .fetch_all(&pool)
-        .await
-        .map_err(|err| Error::database(format!("cannot read the columns of {table:?}"), err))?
-        .into_iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
-        .collect();
-        if catalog.is_empty() {
-            return Err(Error::invalid(format!("table {table:?} does not exist"))
-                .with_hint("check --table; list the tables with `sqlite3 DB .tables`"));
-        }
-        let names: Vec<&str> = catalog.iter().map(|c| c.0.as_str()).collect();
-        let find = |name: &str, flag: &str| super::find_column(&names, name, &table, flag);
-
-        let cursor_index = find(&spec.cursor, "--cursor")?;
-        let declared = catalog[cursor_index].1.to_ascii_uppercase();
-        let cursor_is_time =
-            declared.contains("DATE") || declared.contains("TIME") || !declared.contains("INT");
-
-        let key_column = match &spec.key {
-            Some(key) => {
-                let index = find(key, "--key")?;
-                let unique: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM pragma_index_list(?1, ?3) il \
-                       WHERE il.\"unique\" = 1 \
-                         AND (SELECT COUNT(*) FROM pragma_index_info(il.name, ?3)) = 1 \
-                         AND (SELECT name FROM pragma_index_info(il.name, ?3)) = ?2)",
-                )
-                .bind(&spec.table.name)
-                .bind(key)
-                .bind(&schema)
-                .fetch_one(&pool)
-                .await
-                .map_err(|err| Error::database("cannot read the indexes of the table", err))?;
-                let is_primary =
-                    catalog[index].3 > 0 && catalog.iter().filter(|c| c.3 > 0).count() == 1;
-                if !unique && !is_primary {
-                    return Err(Error::invalid(format!(
-                        "column {key:?} of {table:?} is not unique on its own"
-                    ))
-                    .with_hint("pass --key with the primary key or a column with a unique index"));
-                }
-                key.clone()
-            }
-            None => {
-                let primary: Vec<&str> = catalog
-                    .iter()
-                    .filter(|c| c.3 > 0)
-                    .map(|c| c.0.as_str())
-                    .collect();
-                match primary.as_slice() {
-                    [single] => (*single).to_owned(),
-                    [] => {
-                        return Err(
-                            Error::invalid(format!("table {table:?} has no primary key"))
-                                .with_hint("pass --key with a unique, non-null column"),
-                        )
-                    }
-                    _ => {
-                        return Err(Error::invalid(format!(
-                            "table {table:?} has a primary key of {} columns",
-                            primary.len()
-                        ))
-                        .with_hint("pass --key with a unique, non-null column"))
-                    }
-                }
-            }
-        };
-        let key_index = find(&key_column, "--key")?;
-        let deleted_index = match &spec.deleted_column {
-            Some(name) => Some(find(name, "--deleted-column")?),
-            None => None,
-        };
+        let schema = spec.table.schema.as_deref().unwrap_or("main");
+        let description = describe(&pool, schema, &spec.table.name, &table).await?;
+        let plan = plan::plan(spec, description.as_ref(), &DIALECT)?;
+        let names: Vec<&str> = description
+            .as_ref()
+            .map(|table| table.columns.iter().map(|c| c.name.as_str()).collect())
+            .unwrap_or_default();
         let keyset = Keyset {
             style: Style::QuestionRowValues,
-            table: quoted_table,
-            select_list: catalog
+            table: format!(
+                "{}.{}",
+                quote_ident(schema, '"'),
+                quote_ident(&spec.table.name, '"')
+            ),
+            select_list: names
                 .iter()
-                .map(|c| quote_ident(&c.0, '"'))
+                .map(|name| quote_ident(name, '"'))
                 .collect::<Vec<_>>()
                 .join(", "),
             cursor: quote_ident(&spec.cursor, '"'),
-            key: quote_ident(&key_column, '"'),
+            key: quote_ident(&plan.key_column, '"'),
             cursor_param: "{}".to_owned(),
             key_param: "{}".to_owned(),
             horizon_param: "{}".to_owned(),
         };
-        let indexed: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pragma_index_list(?1, ?3) il \
-               WHERE (SELECT name FROM pragma_index_info(il.name, ?3) WHERE seqno = 0) = ?2)",
-        )
-        .bind(&spec.table.name)
-        .bind(&spec.cursor)
-        .bind(&schema)
-        .fetch_one(&pool)
-        .await
-        .map_err(|err| Error::database("cannot read the indexes of the table", err))?;
-        super::warn_unless_indexed(indexed, &table, &spec.cursor, &key_column);
         // SQLite lets a non-INTEGER primary key hold NULL; such a row could never be paged.
         let null_keys: i64 = sqlx::query_scalar(&format!(
             "SELECT COUNT(*) FROM {} WHERE {} IS NULL",
@@ -189,28 +174,23 @@ impl SqliteSource {
         .map_err(|err| Error::database("cannot check the key column", err))?;
         if null_keys > 0 {
             return Err(Error::invalid(format!(
-                "key column {key_column:?} of {table:?} holds NULL in {null_keys} rows"
+                "key column {:?} of {table:?} holds NULL in {null_keys} rows",
+                plan.key_column
             ))
             .with_hint("pass --key with a NOT NULL unique column, or fill in the missing keys"));
         }
-        let columns = catalog
+        let columns = names
             .iter()
-            .map(|c| Column {
-                name: c.0.clone(),
-                key: json::object_key(&c.0),
+            .map(|name| Column {
+                name: (*name).to_owned(),
+                key: json::object_key(name),
             })
             .collect();
         Ok(SqliteSource {
             pool,
-            table,
+            plan,
             keyset,
             columns,
-            cursor_index,
-            cursor_is_time,
-            cursor_nullable: !catalog[cursor_index].2,
-            key_index,
-            key_column,
-            deleted_index,
         })
     }
 
@@ -239,7 +219,7 @@ impl SqliteSource {
             buf.extend_from_slice(&column.key);
             let value = query::raw(row, index, &column.name)?;
             let failed =
-                |err| query::decode_error(&self.table, &column.name, &"its stored type", err);
+                |err| query::decode_error(&self.plan.table, &column.name, &"its stored type", err);
             match storage_class(&value) {
                 Class::Null => json::write_null(buf),
                 Class::Integer => json::write_i64(buf, decode::<i64>(value).map_err(failed)?),
@@ -249,18 +229,16 @@ impl SqliteSource {
             }
         }
         buf.push(b'}');
-        let deleted = match self.deleted_index {
-            Some(index) => !query::raw(row, index, &self.columns[index].name)?.is_null(),
-            None => false,
-        };
-        rows.end_row(if deleted { Op::Delete } else { Op::Upsert });
+        let deleted = (self.plan.deleted).map(|index| (index, self.columns[index].name.as_str()));
+        rows.end_row(query::op_of(row, deleted)?);
         Ok(())
     }
 
     fn tagged_text(&self, row: &SqliteRow, index: usize) -> Result<Option<String>> {
         let column = &self.columns[index];
         let value = query::raw(row, index, &column.name)?;
-        let failed = |err| query::decode_error(&self.table, &column.name, &"its stored type", err);
+        let failed =
+            |err| query::decode_error(&self.plan.table, &column.name, &"its stored type", err);
         Ok(match storage_class(&value) {
             Class::Null => None,
             Class::Integer => Some(format!("i:{}", decode::<i64>(value).map_err(failed)?)),
@@ -269,7 +247,7 @@ impl SqliteSource {
             Class::Blob => {
                 return Err(Error::fatal(format!(
                     "column {:?} of {:?} holds a BLOB, which cannot order rows",
-                    column.name, self.table
+                    column.name, self.plan.table
                 ))
                 .with_hint("use a cursor and key that hold integers, reals or text"))
             }
@@ -277,13 +255,13 @@ impl SqliteSource {
     }
 
     fn position_of(&self, row: &SqliteRow) -> Result<Position> {
-        let key = self.tagged_text(row, self.key_index)?.ok_or_else(|| {
+        let key = self.tagged_text(row, self.plan.key)?.ok_or_else(|| {
             Error::fatal(format!(
                 "key column {:?} of {:?} is NULL",
-                self.key_column, self.table
+                self.plan.key_column, self.plan.table
             ))
         })?;
-        Ok(match self.tagged_text(row, self.cursor_index)? {
+        Ok(match self.tagged_text(row, self.plan.cursor)? {
             None => Position::Nulls {
                 after_key: Some(key),
             },
@@ -294,15 +272,11 @@ impl SqliteSource {
 
 impl Source for SqliteSource {
     async fn null_cursor_count(&mut self) -> Result<u64> {
-        if !self.cursor_nullable {
-            return Ok(0);
-        }
-        let sql = self.keyset.count_null_cursors();
-        super::query::count(sqlx::query(&sql), &self.pool, "NULL cursors").await
+        query::count_null_cursors(&self.plan, &self.keyset, &self.pool).await
     }
 
     async fn clock(&mut self, settle: Duration) -> Result<Clock> {
-        if !self.cursor_is_time {
+        if !self.plan.cursor_type.is_time() {
             return Ok(Clock::default());
         }
         // The horizon must compare the way the stored values do, so it takes the form of the
@@ -324,7 +298,7 @@ impl Source for SqliteSource {
             });
         };
         let settle_secs = settle.as_secs_f64();
-        let sample = query::raw(&newest, 0, &self.columns[self.cursor_index].name)?;
+        let sample = query::raw(&newest, 0, &self.columns[self.plan.cursor].name)?;
         let (horizon_sql, now_sql, tag) = match storage_class(&sample) {
             Class::Integer => (
                 format!("SELECT CAST(unixepoch('now') - {settle_secs} AS INTEGER)"),
@@ -377,15 +351,15 @@ impl Source for SqliteSource {
 
     async fn count(&mut self, after: &Position, until: Until<'_>) -> Result<u64> {
         let statement = self.keyset.count(after, until);
-        super::query::count(self.bind(&statement), &self.pool, "pending rows").await
+        query::count(self.bind(&statement), &self.pool, "pending rows").await
     }
 
     async fn read(&mut self, after: &Position, until: Until<'_>, limit: usize) -> Result<Page> {
         let statement = self.keyset.select(after, until, limit);
-        super::query::read_page(
+        query::read_page(
             self.bind(&statement),
             &self.pool,
-            &self.table,
+            &self.plan.table,
             limit,
             |row, rows| self.render_row(row, rows),
             |row| self.position_of(row),
@@ -394,21 +368,19 @@ impl Source for SqliteSource {
     }
 
     fn lag_seconds(&self, now: &str, cursor: &str) -> Option<f64> {
-        if !self.cursor_is_time {
+        if !self.plan.cursor_type.is_time() {
             return None;
         }
         match (Tagged::parse(now), Tagged::parse(cursor)) {
             (Tagged::Integer(now), Tagged::Integer(cursor)) => Some((now - cursor) as f64),
             (Tagged::Real(now), Tagged::Real(cursor)) => Some(now - cursor),
-            (Tagged::Text(now), Tagged::Text(cursor)) => {
-                super::postgres::timestamp_lag(true, now, cursor)
-            }
+            (Tagged::Text(now), Tagged::Text(cursor)) => super::timestamp_lag(true, now, cursor),
             _ => None,
         }
     }
 
     fn key_column(&self) -> &str {
-        &self.key_column
+        &self.plan.key_column
     }
 }
 

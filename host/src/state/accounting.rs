@@ -208,7 +208,13 @@ mod tests {
             peak_memory: 2 << 20,
         };
         store
-            .commit_batch(&mut state, &after("1", "1"), 3, &Delivered::default(), usage)
+            .commit_batch(
+                &mut state,
+                &after("1", "1"),
+                3,
+                &Delivered::default(),
+                usage,
+            )
             .await
             .unwrap();
         // A failed attempt: charged by the caller, counted by record_error.
@@ -227,7 +233,10 @@ mod tests {
         let stored = store.load("users").await.unwrap().unwrap().accounting;
         assert_eq!(stored.errors, 1);
         assert_eq!(stored.retries, 1);
-        assert_eq!(stored.usage, used(Duration::from_micros(750_001), 5_000, 8 << 20));
+        assert_eq!(
+            stored.usage,
+            used(Duration::from_micros(750_001), 5_000, 8 << 20)
+        );
         assert_eq!(stored.last_error.as_deref(), Some("the module trapped"));
         assert!(stored.last_error_at.is_some());
         // What commit_batch counted in memory is what the store holds for it.

@@ -140,8 +140,8 @@ fn decode(row: &AnyRow) -> Result<DeadLetter> {
 
 #[cfg(test)]
 mod tests {
-    use crate::model::RejectedRow;
     use crate::model::Position;
+    use crate::model::RejectedRow;
     use crate::state::testing::{identity, TempDir};
 
     fn rejected(index: u32, reason: &str) -> RejectedRow {

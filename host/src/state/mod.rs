@@ -313,11 +313,7 @@ mod tests {
         let dir = TempDir::new();
         let store = dir.open().await;
         store
-            .load_or_create(
-                "users",
-                &testing::identity(),
-                crate::model::Position::Start,
-            )
+            .load_or_create("users", &testing::identity(), crate::model::Position::Start)
             .await
             .unwrap();
         drop(store);

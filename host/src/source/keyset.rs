@@ -6,8 +6,8 @@
 //! Every compared value is bound as a parameter and cast back to the column's own type inside
 //! the database, so the comparison is exact.
 
+use super::Until;
 use crate::model::Position;
-use crate::source::Until;
 
 /// How a driver spells parameters and compares pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
