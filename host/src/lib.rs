@@ -5,6 +5,7 @@
 //! its [`output`], and only then moves the checkpoint in the [`state`] store.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod cursor;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod output;
 pub mod pipeline;
 pub mod pipelines_file;
 pub mod progress;
+pub mod replay;
 pub mod retry;
 pub mod runtime;
 pub mod source;

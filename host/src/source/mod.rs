@@ -185,35 +185,52 @@ impl Rows {
 
     /// Reads rows back from the form of [`Rows::to_json_array`], checking each element.
     pub fn from_json_array(text: &str) -> std::result::Result<Self, String> {
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "lowercase")]
-        enum WireOp {
-            Upsert,
-            Delete,
-        }
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Envelope<'a> {
-            op: WireOp,
-            #[serde(borrow)]
-            row: &'a serde_json::value::RawValue,
-        }
         let envelopes: Vec<Envelope<'_>> =
             serde_json::from_str(text).map_err(|err| err.to_string())?;
         let mut rows = Rows::with_capacity(envelopes.len());
         for (index, envelope) in envelopes.into_iter().enumerate() {
-            let row = envelope.row.get();
-            if !row.starts_with('{') {
-                return Err(format!("element {index}: \"row\" is not an object"));
-            }
-            rows.buffer().extend_from_slice(row.as_bytes());
-            rows.end_row(match envelope.op {
-                WireOp::Upsert => Op::Upsert,
-                WireOp::Delete => Op::Delete,
-            });
+            rows.push_envelope(envelope)
+                .map_err(|detail| format!("element {index}: {detail}"))?;
         }
         Ok(rows)
     }
+
+    /// Appends one element of the form of [`Rows::to_json_array`], `{"op": …, "row": {…}}`
+    /// (as a dead letter keeps it), checking it.
+    pub fn push_element(&mut self, element: &str) -> std::result::Result<(), String> {
+        let envelope: Envelope<'_> =
+            serde_json::from_str(element).map_err(|err| err.to_string())?;
+        self.push_envelope(envelope)
+    }
+
+    fn push_envelope(&mut self, envelope: Envelope<'_>) -> std::result::Result<(), String> {
+        let row = envelope.row.get();
+        if !row.starts_with('{') {
+            return Err("\"row\" is not an object".to_owned());
+        }
+        self.data.extend_from_slice(row.as_bytes());
+        self.end_row(match envelope.op {
+            WireOp::Upsert => Op::Upsert,
+            WireOp::Delete => Op::Delete,
+        });
+        Ok(())
+    }
+}
+
+/// One element of the processor form of [`Rows`].
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope<'a> {
+    op: WireOp,
+    #[serde(borrow)]
+    row: &'a serde_json::value::RawValue,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum WireOp {
+    Upsert,
+    Delete,
 }
 
 /// The upper bound of a read.
@@ -377,6 +394,19 @@ mod tests {
         assert!(Rows::from_json_array(r#"[{"op":"merge","row":{}}]"#).is_err());
         assert!(Rows::from_json_array(r#"{"op":"upsert"}"#).is_err());
         assert_eq!(Rows::from_json_array("[]").unwrap().len(), 0);
+
+        let mut one = Rows::default();
+        one.push_element(r#"{"op":"delete","row":{"id":2,"s":"]}"}}"#)
+            .unwrap();
+        assert_eq!(
+            one.iter().collect::<Vec<_>>(),
+            [(Op::Delete, &br#"{"id":2,"s":"]}"}"#[..])]
+        );
+        assert!(one.push_element(r#"{"op":"upsert","row":[1]}"#).is_err());
+        assert!(one
+            .push_element(r#"{"op":"upsert","row":{},"x":1}"#)
+            .is_err());
+        assert_eq!(one.len(), 1, "a refused element adds nothing");
     }
 
     #[test]
