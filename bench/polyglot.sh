@@ -11,7 +11,7 @@
 #     of ROWS rows through the module, against the same run without a module (the median of
 #     RUNS runs each, with the compile cache warm).
 #
-# The modules run with: js_filter `--config where=score >= 0` (every row kept, each one
+# The modules run with: js_filter `--set where=score >= 0` (every row kept, each one
 # parsed and tested), py_enrich with its defaults (splits `name`), mask_pii with its
 # defaults (hashes `email`). It builds the release host and the guests (scripts/build-guests),
 # creates tidemark_bench_polyglot.users in PostgreSQL and drops it at the end.
@@ -164,7 +164,7 @@ run_ms[none]="$(median "${runs[@]}")"
 for name in "${modules[@]}"; do
     module="$target_dir/wasm32-wasip2/release/$name.wasm"
     args=(--module "$module" --cache-dir "$cache_dir")
-    [[ -n "${config[$name]}" ]] && args+=(--config "${config[$name]}")
+    [[ -n "${config[$name]}" ]] && args+=(--set "${config[$name]}")
     note "host run --once --module $name.wasm, $RUNS runs"
     runs=()
     for _ in $(seq "$RUNS"); do

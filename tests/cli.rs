@@ -223,3 +223,42 @@ async fn pipelines_on_one_table_keep_separate_watermarks() {
     assert_eq!(pipeline(&status, "a")["rows_synced"], 6);
     assert_eq!(pipeline(&status, "b")["rows_synced"], 6);
 }
+
+/// `host run --config FILE` runs the pipelines the file lists (not a module value: the path has
+/// no `=`); `--set` cannot go with it, since module values belong in the file.
+#[tokio::test]
+async fn config_file_runs_the_pipelines_it_lists() {
+    let (db, table, mut host) = five_users().await;
+    let quote = |text: &str| serde_json::to_string(text).expect("a string serializes");
+    let file = host.dir().join("tidemark.toml");
+    let text = format!(
+        "state = {}\n\n[[pipeline]]\nname = \"from-file\"\nsource = {}\ntable = {}\n\
+         output = {}\nsettle = \"0s\"\n",
+        quote(&host.state_url()),
+        quote(db.url()),
+        quote(&table),
+        quote(&host.output_path().display().to_string()),
+    );
+    std::fs::write(&file, text).expect("writing the pipelines file");
+    let file = file.display().to_string();
+
+    let outcome = host.exec(["run", "--config", &file, "--once"]).await;
+
+    assert!(outcome.success(), "host run --config FILE: {outcome}");
+    assert!(
+        !outcome.stderr.contains("deprecated"),
+        "a pipelines file is no deprecated spelling: {outcome}"
+    );
+    assert_each_once(&host.new_lines(), 1..=5);
+    let status = host.status_json().await;
+    assert_eq!(pipeline(&status, "from-file")["rows_synced"], 5);
+
+    let outcome = host
+        .exec(["run", "--config", &file, "--set", "x=y", "--once"])
+        .await;
+    assert_bad_input(
+        &outcome,
+        "a pipelines file and --set",
+        &["--set", "config = {"],
+    );
+}

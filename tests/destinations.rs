@@ -8,7 +8,7 @@
 //! - Limits: `--http-timeout` on a receiver that never answers, `--max-response-size`.
 //! - Retries: 503s then success under the same batch id, `Retry-After` honoured, the run
 //!   giving up after `--max-retries`.
-//! - Rejected rows: kept as dead letters (`host deadletters`), sent again by `host retry`.
+//! - Rejected rows: kept as dead letters (`host dead-letters`), sent again by `host retry`.
 //! - Fatal answers (400, 401) stop the run at once.
 //! - Mailchimp: batch subscribe with basic auth, a member error as a dead letter, archive of a
 //!   deleted row, 429 then success, a refused key; `--max-requests-per-second`.
@@ -58,7 +58,7 @@ fn module_args(host: &Host, name: &str, extra: &[&str]) -> Vec<String> {
 fn webhook_args(host: &Host, server: &Server, extra: &[&str]) -> Vec<String> {
     let url = format!("url={}", server.url("/hook"));
     let origin = server.origin();
-    let mut all = vec!["--config", &url, "--allow-host", &origin];
+    let mut all = vec!["--set", &url, "--allow-host", &origin];
     all.extend_from_slice(extra);
     module_args(host, "webhook", &all)
 }
@@ -105,23 +105,21 @@ async fn assert_rows_synced(host: &Host, rows: i64, what: &str) {
     assert_eq!(status["rows_synced"], rows, "{what}: rows synced: {status}");
 }
 
-/// `host deadletters --pipeline dest --json`, parsed.
+/// `host dead-letters --pipeline dest --json`, parsed.
 async fn dead_letters(host: &Host) -> Vec<Value> {
+    dead_letters_as(host, "dead-letters").await
+}
+
+/// `host <command> --pipeline dest --json`, parsed: `dead-letters` or its old name.
+async fn dead_letters_as(host: &Host, command: &str) -> Vec<Value> {
     let state = host.state_url();
     let outcome = host
-        .exec([
-            "deadletters",
-            "--pipeline",
-            PIPELINE,
-            "--state",
-            &state,
-            "--json",
-        ])
+        .exec([command, "--pipeline", PIPELINE, "--state", &state, "--json"])
         .await;
-    assert!(outcome.success(), "host deadletters failed: {outcome}");
+    assert!(outcome.success(), "host {command} failed: {outcome}");
     match serde_json::from_str(outcome.stdout.trim()) {
         Ok(Value::Array(letters)) => letters,
-        other => panic!("host deadletters --json printed {other:?}: {outcome}"),
+        other => panic!("host {command} --json printed {other:?}: {outcome}"),
     }
 }
 
@@ -313,7 +311,7 @@ async fn origin_not_allowed_is_refused() {
     let args = module_args(
         &host,
         "webhook",
-        &["--config", &url, "--allow-host", &other.origin()],
+        &["--set", &url, "--allow-host", &other.origin()],
     );
     let outcome = host.run_once(&refs(&args)).await;
     assert_exit(&outcome, 1, "a request to an origin not allowed");
@@ -340,11 +338,7 @@ async fn localhost_by_name_is_refused_as_loopback() {
     let server = Server::accepting();
     let origin = format!("http://localhost:{}", server.port());
     let url = format!("url={origin}/hook");
-    let args = module_args(
-        &host,
-        "webhook",
-        &["--config", &url, "--allow-host", &origin],
-    );
+    let args = module_args(&host, "webhook", &["--set", &url, "--allow-host", &origin]);
     let outcome = host.run_once(&refs(&args)).await;
     assert_exit(&outcome, 1, "a request to localhost by name");
     assert_mentions(
@@ -612,7 +606,7 @@ async fn retry_dead_letters(host: &Host, server: &Server) -> Outcome {
 }
 
 /// Scenario: the receiver rejects row 1 of the only batch. The run succeeds and the watermark
-/// moves past the batch; `host deadletters --json` lists exactly that row as the receiver got
+/// moves past the batch; `host dead-letters --json` lists exactly that row as the receiver got
 /// it, with the reason, the batch id and one attempt. `host retry` against a receiver that
 /// rejects it again counts a second attempt with the new reason; against one that accepts it,
 /// the row arrives and the dead letters are empty.
@@ -654,6 +648,11 @@ async fn rejected_rows_are_dead_letters_until_retried() {
     assert_eq!(letter["attempts"], 1, "{letter}");
     assert!(letter["first_failed_at"].is_string(), "{letter}");
     assert!(letter["last_failed_at"].is_string(), "{letter}");
+    assert_eq!(
+        dead_letters_as(&host, "deadletters").await,
+        letters,
+        "the old name of host dead-letters"
+    );
 
     let still_bad = Server::start(|_| {
         Reply::json(
@@ -819,9 +818,9 @@ fn mailchimp_args(host: &Host, server: &Server, extra: &[&str]) -> Vec<String> {
     let list = format!("list_id={LIST}");
     let origin = server.origin();
     let mut all = vec![
-        "--config",
+        "--set",
         &list,
-        "--config",
+        "--set",
         &base,
         "--secret",
         "api_key=MAILCHIMP_API_KEY",
@@ -852,7 +851,7 @@ async fn mailchimp_subscribes_rejects_and_archives() {
         return;
     };
     let server = Server::start(mailchimp_reply);
-    let args = mailchimp_args(&host, &server, &["--config", "merge_fields=FNAME=name"]);
+    let args = mailchimp_args(&host, &server, &["--set", "merge_fields=FNAME=name"]);
     let outcome = host.run_once(&refs(&args)).await;
     assert_exit(&outcome, 0, "mailchimp run");
     assert!(

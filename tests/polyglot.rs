@@ -214,9 +214,9 @@ async fn js_filter_keeps_matching_rows_and_reshapes_them(backend: Backend) {
     let args = with_modules(
         &["js_filter"],
         &[
-            "--config",
+            "--set",
             "where=score >= 50",
-            "--config",
+            "--set",
             "select=id,name:full_name,plan",
             "--batch-size",
             "3",
@@ -280,7 +280,7 @@ async fn js_filter_refuses_a_bad_condition() {
     let host = Host::new(&db, &table);
     let args = with_modules(
         &["js_filter"],
-        &["--config", "where=plan is pro", "--pipeline", "bad"],
+        &["--set", "where=plan is pro", "--pipeline", "bad"],
     )
     .await;
 
@@ -342,7 +342,7 @@ async fn py_enrich_splits_names_and_normalises_countries(backend: Backend) {
 }
 
 /// `host test --module py_enrich.wasm --input rows.json`: bare rows and `{op, row}` elements,
-/// `name_column` and `country_column` from `--config`.
+/// `name_column` and `country_column` from `--set`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_test_runs_py_enrich_over_a_file() {
     let host = Host::scratch();
@@ -358,12 +358,7 @@ async fn host_test_runs_py_enrich_over_a_file() {
     args.extend(
         with_modules(
             &["py_enrich"],
-            &[
-                "--config",
-                "name_column=full",
-                "--config",
-                "country_column=land",
-            ],
+            &["--set", "name_column=full", "--set", "country_column=land"],
         )
         .await,
     );
@@ -402,7 +397,7 @@ async fn host_test_runs_py_enrich_over_a_file() {
 // The chain
 
 /// Scenario: `js_filter` (`where=plan = pro`, `select=id,name:full,country`) then `py_enrich`
-/// (`name_column=full`; both modules see every `--config`): the `pro` rows, reshaped, then
+/// (`name_column=full`; both modules see every `--set`): the `pro` rows, reshaped, then
 /// enriched.
 async fn chain_of_js_filter_and_py_enrich(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
@@ -413,11 +408,11 @@ async fn chain_of_js_filter_and_py_enrich(backend: Backend) {
     let args = with_modules(
         &["js_filter", "py_enrich"],
         &[
-            "--config",
+            "--set",
             "where=plan = pro",
-            "--config",
+            "--set",
             "select=id,name:full,country",
-            "--config",
+            "--set",
             "name_column=full",
             "--pipeline",
             "chained",
@@ -476,7 +471,7 @@ async fn chain_takes_a_5000_row_batch_under_the_default_limits() {
     let mut host = Host::new(&db, &table);
     let args = with_modules(
         &["js_filter", "py_enrich"],
-        &["--config", "where=plan = pro", "--batch-size", "5000"],
+        &["--set", "where=plan = pro", "--batch-size", "5000"],
     )
     .await;
 
@@ -546,7 +541,7 @@ async fn webhook_args(server: &Server, extra: &[&str]) -> Vec<String> {
     let url = format!("url={}", server.url("/hook"));
     let origin = server.origin();
     let mut flags = vec![
-        "--config",
+        "--set",
         &url,
         "--allow-host",
         &origin,
@@ -761,7 +756,7 @@ async fn py_webhook_stops_at_once_on_401() {
 }
 
 /// The receiver rejects the second row of each batch: the batches count as delivered, and
-/// `host deadletters --json` lists exactly those rows, as sent, with the receiver's reason.
+/// `host dead-letters --json` lists exactly those rows, as sent, with the receiver's reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn py_webhook_rejected_rows_become_dead_letters() {
     let db = TestDb::new(Backend::Sqlite)
@@ -791,7 +786,7 @@ async fn py_webhook_rejected_rows_become_dead_letters() {
     assert_eq!(rows_synced(&host, HOOK_PIPELINE).await, 5, "rows synced");
     let listed = host
         .exec([
-            "deadletters",
+            "dead-letters",
             "--pipeline",
             HOOK_PIPELINE,
             "--state",
@@ -799,9 +794,9 @@ async fn py_webhook_rejected_rows_become_dead_letters() {
             "--json",
         ])
         .await;
-    assert!(listed.success(), "host deadletters: {listed}");
+    assert!(listed.success(), "host dead-letters: {listed}");
     let letters: Value = serde_json::from_str(listed.stdout.trim())
-        .unwrap_or_else(|err| panic!("host deadletters --json printed no JSON ({err}): {listed}"));
+        .unwrap_or_else(|err| panic!("host dead-letters --json printed no JSON ({err}): {listed}"));
     let letters = letters.as_array().expect("an array of dead letters");
     let got: Vec<(Value, String)> = letters
         .iter()

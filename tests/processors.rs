@@ -107,7 +107,7 @@ fn assert_no_output(host: &Host, what: &str) {
     }
 }
 
-/// Scenario: `passthrough` then `mask_pii --config drop=name` on 6 users, in batches of 4.
+/// Scenario: `passthrough` then `mask_pii --set drop=name` on 6 users, in batches of 4.
 /// Every row comes out once as exactly `{id, email: sha256(trimmed lowercase email),
 /// updated_at, masked: true}`; a second run delivers nothing; an updated row is delivered
 /// again, through the chain, with its new email hashed.
@@ -130,7 +130,7 @@ async fn chain_of_transforms_masks_every_row_once(backend: Backend) {
         &host,
         &["passthrough", "mask_pii"],
         &[
-            "--config",
+            "--set",
             "drop=name",
             "--pipeline",
             "masked",
@@ -214,7 +214,7 @@ impl LeakyRun {
         let mut flags = vec![
             "--secret",
             &secret_flag,
-            "--config",
+            "--set",
             "other_key=x",
             "--pipeline",
             "leaky",
@@ -276,7 +276,7 @@ async fn secret_reaches_the_module_and_is_masked_everywhere() {
         assert_eq!(
             line.row.get("sees_other_key"),
             Some(&json!(true)),
-            "the module should see --config other_key: {line:?}"
+            "the module should see --set other_key: {line:?}"
         );
         assert_eq!(
             line.row.get("secret_length"),
@@ -294,7 +294,7 @@ async fn secret_reaches_the_module_and_is_masked_everywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn module_error_names_module_and_batch_without_the_secret() {
-    let mut run = LeakyRun::new(&["--config", "fail=yes"]).await;
+    let mut run = LeakyRun::new(&["--set", "fail=yes"]).await;
 
     assert_eq!(run.outcome.code(), Some(1), "exit code; {}", run.outcome);
     let report = error_report(&run.outcome).to_owned();
@@ -807,7 +807,7 @@ async fn test_command_runs_mask_pii_over_a_file() {
         {"op": "delete", "row": {"id": 2, "email": "bob@example.com", "name": "Bob"}},
         {"id": 3, "email": null, "name": "Nobody"},
     ]);
-    let args = with_modules(&host, &["mask_pii"], &["--config", "drop=name,phone"]);
+    let args = with_modules(&host, &["mask_pii"], &["--set", "drop=name,phone"]);
 
     let outcome = host_test(&host, &rows, &refs(&args)).await;
 
@@ -842,6 +842,29 @@ async fn test_command_runs_mask_pii_over_a_file() {
     );
 }
 
+/// `--config KEY=VALUE`, the old spelling of `--set KEY=VALUE`, still reaches the module, with
+/// a warning that names the new flag.
+#[tokio::test]
+async fn deprecated_config_spelling_still_sets_module_values() {
+    let (_db, mut host) = sqlite_users(3).await;
+    let args = with_modules(&host, &["mask_pii"], &["--config", "drop=name"]);
+
+    let outcome = host.run_once(&refs(&args)).await;
+
+    assert!(outcome.success(), "host run --config drop=name: {outcome}");
+    assert_mentions(
+        &outcome.stderr,
+        "the run's log",
+        &["--config KEY=VALUE is deprecated; use --set KEY=VALUE"],
+    );
+    let lines = host.new_lines();
+    assert_each_once(&lines, 1..=3);
+    for line in &lines {
+        assert!(!line.row.contains_key("name"), "name kept: {:?}", line.row);
+        assert_eq!(line.row["masked"], true, "{:?}", line.row);
+    }
+}
+
 /// Two modules under a fuel budget: each gets its usage line, in chain order, with the fuel it
 /// burned; `email_column` moves the hashing to another column.
 #[tokio::test]
@@ -851,7 +874,7 @@ async fn test_command_meters_each_module_of_a_chain() {
     let args = with_modules(
         &host,
         &["passthrough", "mask_pii"],
-        &["--config", "email_column=contact", "--fuel", "1000000000"],
+        &["--set", "email_column=contact", "--fuel", "1000000000"],
     );
 
     let outcome = host_test(&host, &rows, &refs(&args)).await;
@@ -938,7 +961,7 @@ async fn max_in_flight_caps_requests_sent_together() {
             &[
                 "--pipeline",
                 "fanout",
-                "--config",
+                "--set",
                 &url,
                 "--allow-host",
                 &origin,
@@ -1020,7 +1043,7 @@ async fn destination_module_ends_the_chain() {
         let args = with_modules(
             &host,
             &["guest_denied_destination"],
-            &["--pipeline", mode, "--config", &config],
+            &["--pipeline", mode, "--set", &config],
         );
         let outcome = host.run_once(&refs(&args)).await;
         assert_eq!(

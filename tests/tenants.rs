@@ -253,6 +253,7 @@ async fn bad_files_exit_2_naming_the_line_and_the_key() {
     for flag in [
         vec!["--table", "users"],
         vec!["--batch-size", "5"],
+        vec!["--set", "x=y"],
         vec!["--config", "x=y"],
     ] {
         let outcome = tenants.run(&flag).await;

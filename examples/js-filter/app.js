@@ -1,6 +1,6 @@
 // Keeps the rows that match a condition and reshapes them.
 //
-// Configuration (`--config key=value`), both optional:
+// Configuration (`--set key=value`), both optional:
 //
 // - `where`: one condition `COLUMN OP VALUE`, OP one of `=`, `!=`, `<`, `<=`, `>`, `>=`.
 //   VALUE is a number (`score >= 10`), `true`, `false`, `null`, a "quoted string" or a bare

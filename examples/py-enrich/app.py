@@ -1,7 +1,7 @@
 """Enriches rows on their way: splits a full name into first and last name and normalises a
 country to its ISO 3166-1 alpha-2 code.
 
-Configuration (``--config key=value``), all optional:
+Configuration (``--set key=value``), all optional:
 
 - ``name_column`` (default ``name``): the full name. ``"Ada Lovelace"`` gives
   ``first_name: "Ada"``, ``last_name: "Lovelace"``; ``"Lovelace, Ada"`` the same; a single

@@ -202,7 +202,7 @@ def _rejections(body, rows):
 def _deliver(batch):
     url = host.config("url")
     if not url:
-        raise _Fatal("config url is not set: pass --config url=https://…")
+        raise _Fatal("config url is not set: pass --set url=https://…")
     token = host.config("token")
     body = (
         '{"id":' + json.dumps(batch.id)

@@ -37,7 +37,7 @@
 //!
 //! Rows arrive as [`Change`]s: an [`Op`] (upsert or delete) and the row as a JSON object. Read a
 //! row as your own type with [`Change::row_as`]; build one from a type with [`Change::from_row`].
-//! Configuration (`--config key=value`) and secrets (`--secret key=ENV_VAR`) come from
+//! Configuration (`--set key=value`) and secrets (`--secret key=ENV_VAR`) come from
 //! [`config`]; [`log`] writes to the host's log, tagged with the module and pipeline.
 
 use serde::de::DeserializeOwned;
@@ -191,7 +191,7 @@ pub enum DeliveryError {
     Fatal(String),
 }
 
-/// The value of a `--config` key or `--secret` key, if given.
+/// The value of a `--set` key or `--secret` key, if given.
 pub fn config(key: &str) -> Option<String> {
     wit_host::config(key)
 }
@@ -200,7 +200,7 @@ pub fn config(key: &str) -> Option<String> {
 pub fn require_config(key: &str) -> Result<String> {
     config(key).ok_or_else(|| {
         Error(format!(
-            "missing configuration {key:?}: pass --config {key}=VALUE"
+            "missing configuration {key:?}: pass --set {key}=VALUE"
         ))
     })
 }

@@ -27,12 +27,13 @@ pub enum Command {
     /// Run processors over rows from a JSON file, without a database, and print the result.
     Test(Box<TestArgs>),
     /// List the rows a pipeline's destination rejected.
-    Deadletters(DeadLettersArgs),
+    #[command(alias = "deadletters")]
+    DeadLetters(DeadLettersArgs),
     /// Send a pipeline's rejected rows to its destination again; drop those it takes.
     Retry(Box<RetryArgs>),
 }
 
-/// Processors and their sandbox, shared by `run` and `test`.
+/// Processors and their sandbox, shared by `run`, `test` and `retry`.
 #[derive(Debug, Args)]
 pub struct ProcessorArgs {
     /// A processor component (.wasm); repeat to chain transforms, in order. A destination
@@ -40,10 +41,9 @@ pub struct ProcessorArgs {
     #[arg(long = "module", value_name = "PATH")]
     pub modules: Vec<PathBuf>,
 
-    /// A configuration value for the modules; repeatable. For `run`, a path instead (no `=`)
-    /// names a pipelines file (tidemark.toml) that lists many pipelines to run together.
-    #[arg(long = "config", value_name = "KEY=VALUE")]
-    pub config: Vec<String>,
+    /// A configuration value for the modules, which they read with `config(key)`; repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 
     /// A secret for the modules, read from the host's environment variable ENV_VAR; never
     /// logged or shown. Repeatable.
@@ -127,6 +127,10 @@ pub struct TestArgs {
     #[command(flatten)]
     pub processors: ProcessorArgs,
 
+    /// The deprecated spelling of --set KEY=VALUE.
+    #[arg(long = "config", value_name = "KEY=VALUE", hide = true)]
+    pub config: Vec<String>,
+
     /// A JSON array of rows: objects, or `{"op": "upsert"|"delete", "row": {...}}` envelopes.
     #[arg(long, value_name = "PATH")]
     pub input: PathBuf,
@@ -209,6 +213,12 @@ pub struct RunArgs {
     #[command(flatten)]
     pub processors: ProcessorArgs,
 
+    /// A pipelines file (tidemark.toml) that lists many pipelines to run together; then only
+    /// --once and --metrics may be given besides. (`--config KEY=VALUE` is the deprecated
+    /// spelling of --set KEY=VALUE.)
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Vec<String>,
+
     #[command(flatten)]
     pub retry: RetryPolicyArgs,
 
@@ -272,6 +282,10 @@ pub struct RetryArgs {
     /// --module) received them, so only the destination sees them again.
     #[command(flatten)]
     pub processors: ProcessorArgs,
+
+    /// The deprecated spelling of --set KEY=VALUE.
+    #[arg(long = "config", value_name = "KEY=VALUE", hide = true)]
+    pub config: Vec<String>,
 
     #[command(flatten)]
     pub retry: RetryPolicyArgs,

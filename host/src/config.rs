@@ -80,8 +80,8 @@ impl ProcessorConfig {
     /// missing one stops the run before any row is read.
     pub fn from_args(args: ProcessorArgs) -> Result<Self> {
         let mut config = ModuleConfig::default();
-        for pair in &args.config {
-            let (key, value) = split_pair(pair, "--config", "KEY=VALUE")?;
+        for pair in &args.set {
+            let (key, value) = split_pair(pair, "--set", "KEY=VALUE")?;
             config.values.insert(key.to_owned(), value.to_owned());
         }
         for pair in &args.secrets {

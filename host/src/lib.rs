@@ -6,6 +6,7 @@
 //! checkpoint in the [`state`] store. [`model`] holds the vocabulary all of them share.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod failpoint;
@@ -16,6 +17,7 @@ pub mod output;
 pub mod pipeline;
 pub mod pipelines_file;
 pub mod progress;
+pub mod replay;
 pub mod retry;
 pub mod runtime;
 pub mod source;

@@ -75,6 +75,7 @@ const NOT_PER_PIPELINE: &[(&str, &str)] = &[
     ("pipeline", "write name = \"…\""),
     ("module", "write modules = [\"…\"]"),
     ("secret", "write secrets = { key = \"ENV_VAR\" }"),
+    ("set", "write config = { key = \"value\" }"),
     ("allow_host", "write allow_hosts = [\"https://…\"]"),
 ];
 
@@ -195,7 +196,7 @@ fn pipeline_config(text: &str, table: &Table, state_url: &str) -> Result<RunConf
             "config" => {
                 for (key, value) in as_table(value).map_err(at)? {
                     let value = scalar(value).map_err(at)?;
-                    argv.push(arg("--config", format!("{key}={value}")));
+                    argv.push(arg("--set", format!("{key}={value}")));
                 }
             }
             "secrets" => {

@@ -297,7 +297,7 @@ async fn deliver<O: Output>(
             .record_rejections(&state.name, id, &delivered.rejected)
             .await?;
         tracing::warn!(
-            "{}: the destination rejected {} of {} rows of batch {id}; see `host deadletters --pipeline {}`",
+            "{}: the destination rejected {} of {} rows of batch {id}; see `host dead-letters --pipeline {}`",
             state.name,
             delivered.rejected.len(),
             page.rows.len(),

@@ -5,11 +5,11 @@
 //!
 //! ```text
 //! host run --table users --module target/wasm32-wasip2/release/mailchimp.wasm \
-//!   --config list_id=abc123 --secret api_key=MAILCHIMP_API_KEY \
+//!   --set list_id=abc123 --secret api_key=MAILCHIMP_API_KEY \
 //!   --allow-host https://us6.api.mailchimp.com
 //! ```
 //!
-//! Configuration (`--config key=value`; `api_key` best as `--secret`):
+//! Configuration (`--set key=value`; `api_key` best as `--secret`):
 //!
 //! | key | default | meaning |
 //! |---|---|---|
@@ -115,7 +115,7 @@ impl Settings {
         let required = |key: &str, how: &str| {
             given(key).ok_or_else(|| format!("missing configuration {key:?}: pass {how}"))
         };
-        let list_id = required("list_id", "--config list_id=<audience id>")?;
+        let list_id = required("list_id", "--set list_id=<audience id>")?;
         let api_key = required("api_key", "--secret api_key=<variable holding the key>")?;
         let base = match given("base_url") {
             Some(base) => base.trim().trim_end_matches('/').to_owned(),
@@ -124,7 +124,7 @@ impl Settings {
                 None => {
                     return Err(
                         "the API key has no data center suffix (like \"-us6\"): pass \
-                                --config base_url=https://<dc>.api.mailchimp.com"
+                                --set base_url=https://<dc>.api.mailchimp.com"
                             .to_owned(),
                     )
                 }
@@ -434,7 +434,7 @@ mod tests {
     #[test]
     fn settings_errors_name_the_flag() {
         let err = Settings::from_config(config(&[("api_key", "k-us6")])).unwrap_err();
-        assert!(err.contains("--config list_id="), "{err}");
+        assert!(err.contains("--set list_id="), "{err}");
         let err = Settings::from_config(config(&[("list_id", "l")])).unwrap_err();
         assert!(err.contains("--secret api_key="), "{err}");
         let err = Settings::from_config(config(&[("list_id", "l"), ("api_key", "k")])).unwrap_err();

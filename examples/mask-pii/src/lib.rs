@@ -1,9 +1,9 @@
 //! Masks personal data before it leaves: the `email` column is lowercased and replaced by its
-//! SHA-256 (hex), columns named in `--config drop=a,b` are removed, and `masked: true` is added.
+//! SHA-256 (hex), columns named in `--set drop=a,b` are removed, and `masked: true` is added.
 //!
 //! ```text
 //! host run --source sqlite://demo.db --table users \
-//!   --module target/wasm32-wasip2/release/mask_pii.wasm --config drop=phone
+//!   --module target/wasm32-wasip2/release/mask_pii.wasm --set drop=phone
 //! ```
 
 use sha2::{Digest, Sha256};

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! host run --table users --module target/wasm32-wasip2/release/webhook.wasm \
-//!   --config url=https://hooks.example.com/users --secret token=WEBHOOK_TOKEN \
+//!   --set url=https://hooks.example.com/users --secret token=WEBHOOK_TOKEN \
 //!   --allow-host https://hooks.example.com
 //! ```
 //!

@@ -1,0 +1,78 @@
+//! `host run`: one pipeline from flags, or every pipeline of a pipelines file
+//! (`--config tidemark.toml`), until `--once` is done or a signal stops it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{new_runtime, open_store, split_config, watch_signals};
+use crate::cli::RunArgs;
+use crate::config::RunConfig;
+use crate::error::Error;
+use crate::pipelines_file::PipelinesFile;
+use crate::supervisor::Supervisor;
+use crate::sync::Shutdown;
+use crate::{metrics, pipeline};
+
+/// Flags that may go with a pipelines file, by clap id; the file sets everything else.
+const WITH_A_FILE: [&str; 3] = ["config", "once", "metrics"];
+
+/// Runs `host run`. `explicit` holds the ids of the flags given on the command line (not
+/// defaults): a pipelines file takes the place of most.
+pub async fn run(mut args: RunArgs, explicit: &[String]) -> anyhow::Result<()> {
+    let files = split_config(std::mem::take(&mut args.config), &mut args.processors.set);
+    match &files[..] {
+        [] => run_flags(args).await,
+        [file] => run_file(args, Path::new(file), explicit).await,
+        _ => Err(Error::invalid(
+            "--config names a pipelines file, and then it must be the only --config",
+        )
+        .with_hint("list every pipeline in one file; a host runs one pipelines file")
+        .into()),
+    }
+}
+
+/// One pipeline, described by the flags.
+async fn run_flags(args: RunArgs) -> anyhow::Result<()> {
+    let metrics = args.metrics;
+    let config = RunConfig::from_args(args)?;
+    let store = Arc::new(open_store(&config.state_url).await?);
+    if let Some(address) = metrics {
+        metrics::serve(address, store.clone()).await?;
+    }
+    let runtime = new_runtime(&config.processors)?;
+    let shutdown = Shutdown::default();
+    watch_signals(shutdown.clone());
+    pipeline::run(&config, runtime.as_ref(), &store, &shutdown, None).await?;
+    Ok(())
+}
+
+/// `host run --config tidemark.toml`: every pipeline of the file, in this process.
+async fn run_file(args: RunArgs, path: &Path, explicit: &[String]) -> anyhow::Result<()> {
+    if !args.processors.set.is_empty() {
+        return Err(Error::invalid(
+            "module configuration (--set, or --config KEY=VALUE) cannot be combined with a pipelines file",
+        )
+        .with_hint("put module configuration in the file: config = { key = \"value\" }")
+        .into());
+    }
+    if let Some(flag) = explicit
+        .iter()
+        .find(|id| !WITH_A_FILE.contains(&id.as_str()))
+    {
+        return Err(Error::invalid(format!(
+            "the flag for {flag:?} cannot be combined with a pipelines file"
+        ))
+        .with_hint("set it in the file, in a pipeline or under [defaults]; only --once and --metrics go with --config FILE")
+        .into());
+    }
+    let file = PipelinesFile::load(path)?;
+    let metrics = args.metrics.or(file.metrics);
+    let supervisor = Supervisor::new(file, args.once).await?;
+    if let Some(address) = metrics {
+        metrics::serve(address, supervisor.store()).await?;
+    }
+    let shutdown = Shutdown::default();
+    watch_signals(shutdown.clone());
+    supervisor.run(&shutdown).await?.into_result()?;
+    Ok(())
+}
