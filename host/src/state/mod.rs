@@ -23,8 +23,17 @@ use crate::source::redact_url;
 
 pub use accounting::Accounting;
 use checkpoint::decode_position;
-pub use checkpoint::{Identity, PendingBatch, PipelineState};
+pub use checkpoint::{PendingBatch, PipelineState};
 pub use dead_letters::DeadLetter;
+
+/// What a pipeline reads: a pipeline keeps its name only while these stay the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub source: String,
+    pub table: String,
+    pub cursor: String,
+    pub key: String,
+}
 
 /// The pipelines' checkpoints, kept in SQLite (`sqlite://PATH`) or PostgreSQL
 /// (`postgres://…`, in the schema `tidemark`).
