@@ -289,7 +289,10 @@ mod tests {
         }
         assert_eq!(minified("  7\n").as_deref(), Some("7"));
         // Unicode passes untouched.
-        assert_eq!(minified("[\"é ü\" , \"😀\"]").as_deref(), Some("[\"é ü\",\"😀\"]"));
+        assert_eq!(
+            minified("[\"é ü\" , \"😀\"]").as_deref(),
+            Some("[\"é ü\",\"😀\"]")
+        );
     }
 
     #[test]
