@@ -328,6 +328,23 @@ async fn a_link_planted_in_the_cache_is_neither_loaded_nor_written_through() {
     );
 }
 
+/// A module above the size cap is refused before it is read or compiled, naming the cap.
+#[tokio::test]
+async fn a_module_above_the_size_cap_is_refused() {
+    let host = Host::scratch();
+    let module = host.dir().join("huge.wasm");
+    // Sparse: 65 MiB on paper, nothing on disk.
+    let file = std::fs::File::create(&module).unwrap();
+    file.set_len(65 << 20).unwrap();
+    let outcome = check(&host, &module, &host.cache_dir()).await;
+    assert_eq!(outcome.code(), Some(2), "{outcome}");
+    assert_mentions(
+        error_report(&outcome),
+        "the refusal",
+        &[&module.display().to_string(), "64 MiB"],
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Metrics under load
 
