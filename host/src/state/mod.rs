@@ -109,6 +109,19 @@ impl StateStore {
         Ok(store)
     }
 
+    /// A second handle on the same store with a connection of its own, opened when first
+    /// used: for readers (metrics) that must neither wait behind a checkpoint nor hold one up.
+    /// SQLite's write-ahead log lets it read while the other connection writes.
+    pub fn reader(&self) -> StateStore {
+        let options = (*self.pool.connect_options()).clone();
+        StateStore {
+            pool: AnyPoolOptions::new()
+                .max_connections(1)
+                .connect_lazy_with(options),
+            prefix: self.prefix,
+        }
+    }
+
     fn is_sqlite(&self) -> bool {
         self.prefix.is_empty()
     }
