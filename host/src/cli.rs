@@ -75,7 +75,7 @@ pub struct ProcessorArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Outbound HTTP (destination modules)")]
 pub struct HttpArgs {
-    /// An origin the destination may send requests to, as scheme://host[:port]; repeatable.
+    /// An origin the destination may send requests to, as `scheme://host[:port]`; repeatable.
     /// Loopback and private addresses must be listed by IP address (http://127.0.0.1:8080).
     #[arg(long = "allow-host", value_name = "ORIGIN")]
     pub allow_hosts: Vec<String>,

@@ -6,7 +6,7 @@
 //! connection of its own (never the one checkpoints are written on), at most once per
 //! [`REFRESH`] whatever the number of scrapes (one scrape renders, the others wait for it or
 //! take its text), and the listener holds at most [`MAX_CONNECTIONS`] connections, each for
-//! at most [`CONNECTION_LIFETIME`]; connections beyond that are closed at once.
+//! at most `CONNECTION_LIFETIME`; connections beyond that are closed at once.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

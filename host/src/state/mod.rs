@@ -2,9 +2,9 @@
 //! the rows its destination rejected.
 //!
 //! This module opens the store and reads pipelines back; the jobs live apart: [`file`] (the
-//! SQLite file and who may read it), [`schema`] (versions and migrations), [`checkpoint`]
-//! (positions and the compare-and-set that guards them), [`dead_letters`] and
-//! [`accounting`]. How a watermark reads to a person is the source driver's business
+//! SQLite file and who may read it), `schema` (versions and migrations), `checkpoint`
+//! (positions and the compare-and-set that guards them), `dead_letters` and
+//! `accounting`. How a watermark reads to a person is the source driver's business
 //! ([`crate::source::Driver::shown_value`]), not the store's.
 
 mod accounting;
