@@ -262,3 +262,59 @@ async fn config_file_runs_the_pipelines_it_lists() {
         &["--set", "config = {"],
     );
 }
+
+/// Scenario (issue 11, hole 8): a PostgreSQL password given as a query parameter
+/// (`?password=…`, which sqlx reads) never shows: not in the error of a failed run, not in
+/// `status --json`, not in the state store's files. (The server trusts local connections, so
+/// the password is carried but not needed.)
+#[tokio::test]
+async fn a_password_in_the_source_query_never_shows() {
+    const SECRET: &str = "hunter2-in-the-query";
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let table = db.create_users().await;
+    db.insert_users(&table, (1..=3).map(|id| (id, Val::Ts(at(id)))))
+        .await;
+    let separator = if db.url().contains('?') { '&' } else { '?' };
+    let source = format!(
+        "{}{separator}password={SECRET}&application_name=tidemark",
+        db.url()
+    );
+
+    let missing = Host::with_source(&source, "no_such_table");
+    let failed = run_once_with(&missing, &[]).await;
+    assert_bad_input(
+        &failed,
+        "a missing table",
+        &["no_such_table", "password=***"],
+    );
+    assert!(
+        !failed.stderr.contains(SECRET),
+        "the error shows the password: {failed}"
+    );
+
+    let mut host = Host::with_source(&source, &table);
+    let lines = host.once(&[]).await;
+    assert_eq!(ids(&lines), vec![1, 2, 3]);
+    let status = host.status_json().await;
+    let shown = serde_json::to_string(&status).unwrap();
+    assert!(
+        shown.contains("password=***"),
+        "status hides the source: {shown}"
+    );
+    assert!(
+        !shown.contains(SECRET),
+        "status shows the password: {shown}"
+    );
+    for file in ["state.db", "state.db-wal"] {
+        let path = host.dir().join(file);
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains(SECRET),
+            "{} holds the password",
+            path.display()
+        );
+    }
+}
