@@ -18,6 +18,7 @@
 mod cli;
 mod destinations;
 mod hostile_data;
+mod hostile_fair;
 mod mariadb_time_zones;
 mod polyglot;
 mod processors;

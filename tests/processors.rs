@@ -996,18 +996,25 @@ async fn max_in_flight_caps_requests_sent_together() {
 
 #[test]
 fn every_test_guest_has_a_test() {
-    // The hostile-tenant guests of issue 11 are run by their own test files.
-    let source = [
-        include_str!("processors.rs"),
-        include_str!("hostile_data.rs"),
-    ]
-    .concat();
+    // This file, and the hostile-tenant tests (tests/hostile_*.rs), which run their guests
+    // next to a healthy tenant.
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests");
+    let mut source = include_str!("processors.rs").to_owned();
+    for entry in std::fs::read_dir(&tests)
+        .expect("the tests directory")
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("hostile_") && name.ends_with(".rs") {
+            source += &std::fs::read_to_string(entry.path()).expect("a test file");
+        }
+    }
     let names = test_guest_names();
     assert!(!names.is_empty(), "no guests found in tests/guests");
     for name in names {
         assert!(
             source.contains(&format!("\"{name}\"")),
-            "tests/guests builds {name}, but no test in tests/processors.rs runs it"
+            "tests/guests builds {name}, but no test in tests/processors.rs or tests/hostile_*.rs runs it"
         );
     }
 }

@@ -97,10 +97,10 @@ pub async fn run<S: Source, O: Output>(
     shutdown: &Shutdown,
 ) -> Result<Totals> {
     let mut totals = Totals::default();
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::default();
     loop {
         match run_pass(source, output, store, state, options, shutdown, &mut totals).await {
-            Ok(()) => backoff = Duration::from_millis(500),
+            Ok(()) => backoff = Backoff::default(),
             // A stop that interrupted a retry: the batch was not checkpointed, and comes again
             // under the same id next run.
             Err(err) if shutdown.is_requested() && err.kind() != ErrorKind::Fatal => {
@@ -111,12 +111,12 @@ pub async fn run<S: Source, O: Output>(
                 if matches!(err.kind(), ErrorKind::Transient | ErrorKind::Processor)
                     && !options.once =>
             {
-                tracing::warn!("{}: {err:#}; retrying in {backoff:?}", state.name);
+                let wait = backoff.next(err.kind());
+                tracing::warn!("{}: {err:#}; retrying in {wait:?}", state.name);
                 if let Err(unrecorded) = store.record_error(&state.name, &err, None).await {
                     tracing::warn!("{}: {unrecorded:#}", state.name);
                 }
-                shutdown.sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(60));
+                shutdown.sleep(wait).await;
             }
             Err(err) => return Err(err),
         }
@@ -127,6 +127,36 @@ pub async fn run<S: Source, O: Output>(
         if shutdown.is_requested() {
             return Ok(totals);
         }
+    }
+}
+
+/// Waits between failed passes. A lost connection is tried again soon (from 0.5 s, doubling to
+/// a minute); a module that fails (its deadline, its memory, a trap) waits longer each time,
+/// from 1 s doubling to 5 minutes, so that a module spinning to its deadline on every batch
+/// costs little guest CPU once it has failed a few times.
+#[derive(Debug, Default)]
+struct Backoff {
+    transient: u32,
+    processor: u32,
+}
+
+impl Backoff {
+    fn next(&mut self, kind: ErrorKind) -> Duration {
+        let (failures, first, last) = match kind {
+            ErrorKind::Processor => (
+                &mut self.processor,
+                Duration::from_secs(1),
+                Duration::from_secs(300),
+            ),
+            _ => (
+                &mut self.transient,
+                Duration::from_millis(500),
+                Duration::from_secs(60),
+            ),
+        };
+        let wait = first.saturating_mul(1 << (*failures).min(16)).min(last);
+        *failures += 1;
+        wait
     }
 }
 
@@ -395,6 +425,26 @@ fn describe(position: &Position) -> String {
 mod tests {
     use super::*;
     use crate::model::Watermark;
+
+    #[test]
+    fn failing_modules_back_off_longer_than_lost_connections() {
+        let mut backoff = Backoff::default();
+        let waits: Vec<u64> = (0..11)
+            .map(|_| backoff.next(ErrorKind::Processor).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        // Each kind counts its own failures.
+        assert_eq!(
+            backoff.next(ErrorKind::Transient),
+            Duration::from_millis(500)
+        );
+        assert_eq!(backoff.next(ErrorKind::Transient), Duration::from_secs(1));
+        let mut backoff = Backoff::default();
+        for _ in 0..20 {
+            backoff.next(ErrorKind::Transient);
+        }
+        assert_eq!(backoff.next(ErrorKind::Transient), Duration::from_secs(60));
+    }
 
     fn after(cursor: &str, key: &str) -> Position {
         Position::After(Watermark {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 
-use super::{Batch, DeliveryError, Outcome, Processor, World};
+use super::{rejections, Batch, DeliveryError, Outcome, Processor, World};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{self, Delivered, RejectedRow, Rows, Usage};
 use crate::output::{JsonLines, Output};
@@ -136,28 +136,31 @@ fn delivery_result(destination: &Processor, call: &Batch, outcome: Outcome) -> R
     match outcome {
         Outcome::Delivered(Ok(rejections)) if rejections.is_empty() => Ok(Delivered::default()),
         Outcome::Delivered(Ok(rejections)) => {
-            let rows = split_rows(&call.rows);
+            // The rule is checked before any row is copied: each row at most once, and only
+            // rows the batch has; what is kept of each reason is bounded.
+            let rows = split_rows(&call.rows).unwrap_or_default();
+            rejections::check(rejections.iter().map(|r| r.index), rows.len()).map_err(|what| {
+                Error::new(
+                    ErrorKind::Processor,
+                    format!(
+                        "module {} {what}, on batch {} of pipeline {:?}",
+                        destination.name(),
+                        call.id,
+                        call.pipeline
+                    ),
+                )
+                .with_hint(rejections::RULE_HINT)
+            })?;
             let rejected = rejections
                 .into_iter()
-                .map(|rejection| {
-                    let row = rows
-                        .as_ref()
-                        .and_then(|rows| rows.get(rejection.index as usize))
-                        .map(|row| row.get().to_owned());
-                    if row.is_none() {
-                        tracing::error!(
-                            "{}: {} rejected row {} of batch {}, which has no such row",
-                            call.pipeline,
-                            destination.name(),
-                            rejection.index,
-                            call.id
-                        );
-                    }
-                    RejectedRow {
-                        index: rejection.index,
-                        row: row.unwrap_or_else(|| "null".to_owned()),
-                        reason: destination.redact(&rejection.reason),
-                    }
+                .map(|rejection| RejectedRow {
+                    index: rejection.index,
+                    row: rows
+                        .get(rejection.index as usize)
+                        .map_or_else(|| "null".to_owned(), |row| row.get().to_owned()),
+                    reason: rejections::bounded_reason(&rejection.reason, |text| {
+                        destination.redact(text)
+                    }),
                 })
                 .collect();
             Ok(Delivered { rejected })

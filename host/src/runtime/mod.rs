@@ -9,10 +9,12 @@
 mod bindings;
 pub mod chain;
 pub mod engine;
+mod fairness;
 mod host;
 mod http;
 pub mod limits;
 mod origin;
+mod rejections;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -342,12 +344,15 @@ impl Processor {
         // forever, until its deadline) shares the worker threads with the other pipelines
         // instead of holding one.
         let deadline = started + self.limits.deadline;
-        store.set_epoch_deadline(1);
+        // Guest code runs in its pipeline's fair turn of guest CPU (runtime/fairness.rs): the
+        // first epoch check (deadline 0) and every tick after check in with the scheduler.
+        let turn = fairness::turn(self.tag.pipeline.clone(), deadline, engine);
+        store.set_epoch_deadline(0);
         store.epoch_deadline_callback(move |_| {
             Ok(if Instant::now() >= deadline {
                 UpdateDeadline::Interrupt
             } else {
-                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+                UpdateDeadline::YieldCustom(1, Box::pin(turn.clone().tick()))
             })
         });
         let budget = self.limits.fuel.unwrap_or(u64::MAX);

@@ -27,6 +27,11 @@ pub struct DeadLetter {
 impl StateStore {
     /// Keeps the rows of batch `batch_id` that the destination rejected. Recording the same
     /// rejection again (the batch was delivered again) counts an attempt.
+    ///
+    /// Written [`CHUNK`] rows to a statement, each statement its own transaction, so that a
+    /// batch with thousands of rejections never holds the store (one connection for SQLite)
+    /// for long: other pipelines' checkpoints go in between. A crash between chunks is safe:
+    /// the batch is delivered again and its rejections recorded again, as attempts.
     pub async fn record_rejections(
         &self,
         pipeline: &str,
@@ -34,39 +39,49 @@ impl StateStore {
         rejected: &[RejectedRow],
     ) -> Result<()> {
         let now = now_rfc3339();
-        let mut transaction = self
-            .pool
-            .begin()
-            .await
-            .map_err(|err| Error::database("cannot record rejected rows", err))?;
-        for row in rejected {
-            sqlx::query(&format!(
-                "INSERT INTO {p}dead_letters AS d (pipeline, batch_id, row_index, row_json, reason, \
-                 first_failed_at, last_failed_at) VALUES ($1, $2, $3, $4, $5, $6, $6) \
-                 ON CONFLICT (pipeline, batch_id, row_index) DO UPDATE SET \
-                 reason = excluded.reason, last_failed_at = excluded.last_failed_at, \
-                 attempts = d.attempts + 1",
-                p = self.prefix
-            ))
-            .bind(pipeline)
-            .bind(batch_id)
-            .bind(i64::from(row.index))
-            .bind(&row.row)
-            .bind(&row.reason)
-            .bind(&now)
-            .execute(&mut *transaction)
-            .await
-            .map_err(|err| {
-                Error::database(
-                    format!("cannot record rejected rows of pipeline {pipeline:?}"),
-                    err,
-                )
-            })?;
+        for chunk in chunks(rejected) {
+            self.record_chunk(pipeline, batch_id, &now, &chunk).await?;
         }
-        transaction
-            .commit()
-            .await
-            .map_err(|err| Error::database("cannot record rejected rows", err))
+        Ok(())
+    }
+
+    async fn record_chunk(
+        &self,
+        pipeline: &str,
+        batch_id: &str,
+        now: &str,
+        rows: &[&RejectedRow],
+    ) -> Result<()> {
+        // $1 pipeline, $2 batch, $3 time, then index, row and reason of each row.
+        let values: Vec<String> = (0..rows.len())
+            .map(|n| {
+                let first = 4 + 3 * n;
+                format!("($1, $2, ${first}, ${}, ${}, $3, $3)", first + 1, first + 2)
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO {p}dead_letters AS d (pipeline, batch_id, row_index, row_json, reason, \
+             first_failed_at, last_failed_at) VALUES {values} \
+             ON CONFLICT (pipeline, batch_id, row_index) DO UPDATE SET \
+             reason = excluded.reason, last_failed_at = excluded.last_failed_at, \
+             attempts = d.attempts + 1",
+            p = self.prefix,
+            values = values.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(pipeline).bind(batch_id).bind(now);
+        for row in rows {
+            query = query
+                .bind(i64::from(row.index))
+                .bind(&row.row)
+                .bind(&row.reason);
+        }
+        query.execute(&self.pool).await.map_err(|err| {
+            Error::database(
+                format!("cannot record rejected rows of pipeline {pipeline:?}"),
+                err,
+            )
+        })?;
+        Ok(())
     }
 
     /// The dead letters of `pipeline`, oldest first; at most `limit` of those with an id
@@ -120,6 +135,26 @@ impl StateStore {
         .map_err(|err| Error::database("cannot update a dead letter", err))?;
         Ok(())
     }
+}
+
+/// Rejected rows written by one statement: 3 parameters each, far below every database's
+/// limit on parameters.
+pub const CHUNK: usize = 500;
+
+/// `rejected` in statements of at most [`CHUNK`] rows. A row rejected twice in one answer
+/// keeps its last reason: one statement cannot update the same letter twice.
+fn chunks(rejected: &[RejectedRow]) -> Vec<Vec<&RejectedRow>> {
+    let mut last = std::collections::HashMap::with_capacity(rejected.len());
+    for (position, row) in rejected.iter().enumerate() {
+        last.insert(row.index, position);
+    }
+    let unique: Vec<&RejectedRow> = rejected
+        .iter()
+        .enumerate()
+        .filter(|(position, row)| last.get(&row.index) == Some(position))
+        .map(|(_, row)| row)
+        .collect();
+    unique.chunks(CHUNK).map(<[_]>::to_vec).collect()
 }
 
 fn decode(row: &AnyRow) -> Result<DeadLetter> {
@@ -210,5 +245,46 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn rejections_are_written_in_bounded_chunks_each_row_once() {
+        let mut many: Vec<RejectedRow> = (0..1_201).map(|i| rejected(i, "no")).collect();
+        many.push(rejected(7, "last word"));
+        let chunks = super::chunks(&many);
+        let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [super::CHUNK, super::CHUNK, 201]);
+        let sevens: Vec<&str> = chunks
+            .iter()
+            .flatten()
+            .filter(|row| row.index == 7)
+            .map(|row| row.reason.as_str())
+            .collect();
+        assert_eq!(sevens, ["last word"]);
+    }
+
+    #[tokio::test]
+    async fn thousands_of_rejections_are_kept_across_chunks() {
+        let dir = TempDir::new();
+        let store = dir.open().await;
+        store
+            .load_or_create("users", &identity(), Position::Start)
+            .await
+            .unwrap();
+        let reason = "x".repeat(1024);
+        let many: Vec<RejectedRow> = (0..5_000).map(|i| rejected(i, &reason)).collect();
+        store.record_rejections("users", "b1", &many).await.unwrap();
+        // Again, as after a crash: one more attempt each, no new letters.
+        store.record_rejections("users", "b1", &many).await.unwrap();
+        let letters = store.dead_letters("users", 0, 10_000).await.unwrap();
+        assert_eq!(letters.len(), 5_000);
+        assert!(letters
+            .iter()
+            .enumerate()
+            .all(|(i, l)| l.index == i as i64 && l.attempts == 2 && l.reason == reason));
+        assert_eq!(
+            letters[4_999].row.get(),
+            r#"{"op":"upsert","row":{"id":4999}}"#
+        );
     }
 }
