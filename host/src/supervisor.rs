@@ -18,9 +18,9 @@
 //! delivered again under the same id on the next start.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -338,16 +338,15 @@ fn fingerprint(config: &RunConfig) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// What a module file holds, as a digest: a module rebuilt in place is a change even when its
+/// size and modification time were kept (the compile cache keys on content too).
 fn module_stamp(path: &Path) -> String {
-    let stamp = std::fs::metadata(path).ok().map(|meta| {
-        let modified = meta
-            .modified()
-            .ok()
-            .and_then(|time| time.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .unwrap_or_default();
-        (meta.len(), modified)
-    });
-    format!("{}:{stamp:?}", PathBuf::from(path).display())
+    use sha2::{Digest, Sha256};
+    match std::fs::read(path) {
+        Ok(bytes) => hex::encode(Sha256::digest(&bytes)),
+        // Unreadable now: the restart that follows reports why.
+        Err(err) => format!("{}: {err}", path.display()),
+    }
 }
 
 impl Summary {
