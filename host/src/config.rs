@@ -107,6 +107,17 @@ impl ProcessorConfig {
             ))
             .with_hint("pass --memory-limit between 1MiB and 4GiB"));
         }
+        let log_bytes = parse_size(&args.max_log_bytes).map_err(|err| {
+            Error::invalid(format!("--max-log-bytes: {err}"))
+                .with_hint("pass --max-log-bytes such as 64KiB or 1MiB")
+        })?;
+        if log_bytes > 1 << 30 || args.max_log_lines > 10_000_000 {
+            return Err(Error::invalid(format!(
+                "a log budget of {} lines or {} bytes per call is out of range",
+                args.max_log_lines, args.max_log_bytes
+            ))
+            .with_hint("pass --max-log-lines up to 10000000 and --max-log-bytes up to 1GiB"));
+        }
         if args.deadline.is_zero() {
             return Err(
                 Error::invalid("--deadline is zero").with_hint("pass --deadline such as 30s")
@@ -121,6 +132,8 @@ impl ProcessorConfig {
                 memory,
                 deadline: args.deadline,
                 fuel: args.fuel,
+                log_lines: args.max_log_lines,
+                log_bytes,
             },
             cache_dir: args
                 .cache_dir

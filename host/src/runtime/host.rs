@@ -1,6 +1,8 @@
 //! What a processor's store holds: WASI with no ambient authority, outbound HTTP behind the
 //! pipeline's policy, the memory limiter, and the `tidemark:processor/host` interface (logging
-//! and configuration). Secrets given to a module are masked in everything it logs.
+//! and configuration). Secrets given to a module are masked in everything it logs, control
+//! characters escaped, and one call's log is capped by its budget (`--max-log-lines`,
+//! `--max-log-bytes`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +15,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{HostApi, Level};
 use super::http::HttpPolicy;
-use super::limits::MemoryLimiter;
+use super::limits::{host_resources, Limits, MemoryLimiter, FIELDS_BYTES};
+use super::text::{escape_guest_text, prefix_at_most};
 
 /// Configuration and secrets of one module in one pipeline.
 ///
@@ -46,6 +49,11 @@ impl ModuleConfig {
             .get(key)
             .or_else(|| self.values.get(key))
             .cloned()
+    }
+
+    /// `text` as the host may show it: secrets masked, then control characters escaped.
+    pub fn shown(&self, text: &str) -> String {
+        escape_guest_text(&self.redact(text)).into_owned()
     }
 
     /// `text` with every secret value replaced by `***`.
@@ -101,27 +109,54 @@ pub struct ProcessorState {
     policy: HttpPolicy,
     pub limiter: MemoryLimiter,
     tag: Tag,
+    log: GuestLog,
+    stdout: LogSink,
+    stderr: LogSink,
 }
 
 impl ProcessorState {
-    pub fn new(tag: Tag, memory_cap: u64, policy: HttpPolicy) -> Self {
+    pub fn new(tag: Tag, limits: &Limits, policy: HttpPolicy) -> Self {
+        let log = GuestLog::new(tag.clone(), limits);
+        let stdout = LogSink::new(log.clone(), Level::Info);
+        let stderr = LogSink::new(log.clone(), Level::Warn);
         // No preopened directories, no environment, no arguments, no sockets: the guest sees
         // only what the host interface and (for destinations) the HTTP policy give it.
         let wasi = WasiCtx::builder()
-            .stdout(LogSink::new(tag.clone(), "stdout"))
-            .stderr(LogSink::new(tag.clone(), "stderr"))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        // What the guest makes the host hold lives in this table (header sets, requests,
+        // bodies, streams, pollables): capped in number here, and each header set in size
+        // below, so that a guest cannot hold many GiB of host memory with a small memory of
+        // its own.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(host_resources(limits.memory));
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(FIELDS_BYTES);
         ProcessorState {
-            table: ResourceTable::new(),
+            table,
             wasi,
-            http: WasiHttpCtx::new(),
+            http,
             policy,
-            limiter: MemoryLimiter::new(memory_cap),
+            limiter: MemoryLimiter::new(limits.memory),
             tag,
+            log,
+            stdout,
+            stderr,
         }
+    }
+}
+
+/// The end of a call: a last line without a newline is logged, and what the log budget
+/// dropped is said once.
+impl Drop for ProcessorState {
+    fn drop(&mut self) {
+        self.stdout.finish();
+        self.stderr.finish();
+        self.log.report_dropped();
     }
 }
 
@@ -146,7 +181,7 @@ impl WasiHttpView for ProcessorState {
 
 impl HostApi for ProcessorState {
     async fn log(&mut self, level: Level, message: String) {
-        emit(&self.tag, level, &message);
+        self.log.write(level, &message);
     }
 
     async fn config(&mut self, key: String) -> Option<String> {
@@ -156,8 +191,152 @@ impl HostApi for ProcessorState {
 
 impl super::bindings::transform::tidemark::processor::types::Host for ProcessorState {}
 
+/// A log line longer than this is logged in pieces, each counted as a line.
+const MAX_LINE: usize = 8 << 10;
+
+/// How much one call may still log: the host interface's `log`, stdout and stderr together.
+#[derive(Debug, Default)]
+struct LogBudget {
+    max_lines: u64,
+    max_bytes: u64,
+    lines: u64,
+    bytes: u64,
+    dropped_lines: u64,
+    dropped_bytes: u64,
+}
+
+impl LogBudget {
+    /// Whether a line of `len` bytes may still be written; once one is refused, every later
+    /// line is too, so that what was dropped is one tail of the call's log.
+    fn take(&mut self, len: usize) -> bool {
+        let len = len as u64;
+        if self.dropped_lines == 0
+            && self.lines < self.max_lines
+            && self.bytes.saturating_add(len) <= self.max_bytes
+        {
+            self.lines += 1;
+            self.bytes += len;
+            return true;
+        }
+        self.drop_lines(1, len);
+        false
+    }
+
+    fn drop_lines(&mut self, lines: u64, bytes: u64) {
+        self.dropped_lines = self.dropped_lines.saturating_add(lines);
+        self.dropped_bytes = self.dropped_bytes.saturating_add(bytes);
+    }
+
+    fn exhausted(&self) -> bool {
+        self.dropped_lines > 0
+    }
+}
+
+/// Where a module's log lines go: the host log, tagged with the module and pipeline, with its
+/// secrets masked, control characters escaped and the call's budget applied, in that order.
+#[derive(Clone)]
+struct GuestLog {
+    tag: Tag,
+    budget: Arc<Mutex<LogBudget>>,
+    /// The longest secret, in bytes: the tail of an unfinished line that is kept back so that
+    /// a secret written in two pieces is still masked.
+    longest_secret: usize,
+}
+
+impl GuestLog {
+    fn new(tag: Tag, limits: &Limits) -> Self {
+        let longest_secret = tag.config.secrets.values().map(String::len).max();
+        GuestLog {
+            tag,
+            budget: Arc::new(Mutex::new(LogBudget {
+                max_lines: limits.log_lines,
+                max_bytes: limits.log_bytes,
+                ..LogBudget::default()
+            })),
+            longest_secret: longest_secret.unwrap_or(0),
+        }
+    }
+
+    fn budget(&self) -> std::sync::MutexGuard<'_, LogBudget> {
+        // A panic while holding it cannot leave the counters inconsistent.
+        self.budget
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// One message of the host interface's `log`: one line, its newlines escaped.
+    fn write(&self, level: Level, message: &str) {
+        if self.budget().exhausted() {
+            self.budget().drop_lines(1, message.len() as u64);
+            return;
+        }
+        self.write_redacted(level, &self.tag.config.redact(message));
+    }
+
+    /// Complete lines of stdout or stderr, each ending in `\n`: masked together (a secret
+    /// cannot hide across a cut), then logged line by line.
+    fn write_lines(&self, level: Level, bytes: &[u8]) {
+        if self.budget().exhausted() {
+            let lines = bytes
+                .split(|&b| b == b'\n')
+                .filter(|line| !line.is_empty())
+                .count();
+            self.budget().drop_lines(lines as u64, bytes.len() as u64);
+            return;
+        }
+        let text = self.tag.config.redact(&String::from_utf8_lossy(bytes));
+        for line in text.split('\n') {
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if !line.is_empty() {
+                self.write_redacted(level, line);
+            }
+        }
+    }
+
+    /// A line with its secrets already masked: escaped, cut into pieces of [`MAX_LINE`],
+    /// and each piece logged while the budget lasts.
+    fn write_redacted(&self, level: Level, line: &str) {
+        let line = escape_guest_text(line);
+        let mut rest: &str = &line;
+        while !rest.is_empty() {
+            let piece = match prefix_at_most(rest, MAX_LINE) {
+                // A character longer than the cut cannot happen (MAX_LINE > 4), but never
+                // loop without progress.
+                "" => rest,
+                piece => piece,
+            };
+            rest = &rest[piece.len()..];
+            if !self.budget().take(piece.len()) {
+                self.budget().drop_lines(0, rest.len() as u64);
+                return;
+            }
+            emit(&self.tag, level, piece);
+        }
+    }
+
+    /// Says once, at the end of a call, how much its log budget dropped.
+    fn report_dropped(&self) {
+        let budget = self.budget();
+        if budget.dropped_lines == 0 {
+            return;
+        }
+        let (module, pipeline) = (&*self.tag.module, &*self.tag.pipeline);
+        tracing::warn!(
+            module,
+            pipeline,
+            "module {module} dropped {} log lines ({} bytes) of this call, past its log budget \
+             of {} lines or {} bytes per call; raise --max-log-lines or --max-log-bytes to keep \
+             more",
+            budget.dropped_lines,
+            budget.dropped_bytes,
+            budget.max_lines,
+            budget.max_bytes,
+        );
+    }
+}
+
+/// Writes one finished line (masked, escaped, cut) to the host log.
 fn emit(tag: &Tag, level: Level, message: &str) {
-    let message = tag.config.redact(message);
     let (module, pipeline) = (&*tag.module, &*tag.pipeline);
     match level {
         Level::Trace => tracing::trace!(module, pipeline, "{message}"),
@@ -172,45 +351,75 @@ fn emit(tag: &Tag, level: Level, message: &str) {
 /// stream closed, because a Rust guest panics when a write to stdout fails.
 #[derive(Clone)]
 struct LogSink {
-    tag: Tag,
-    stream: &'static str,
+    log: GuestLog,
+    level: Level,
     pending: Arc<Mutex<Vec<u8>>>,
 }
 
-/// A line longer than this is logged in pieces.
-const MAX_LINE: usize = 8 << 10;
-
 impl LogSink {
-    fn new(tag: Tag, stream: &'static str) -> Self {
+    fn new(log: GuestLog, level: Level) -> Self {
         LogSink {
-            tag,
-            stream,
+            log,
+            level,
             pending: Arc::default(),
         }
     }
 
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
     fn push(&self, bytes: &[u8]) {
-        let Ok(mut pending) = self.pending.lock() else {
-            return;
-        };
+        let mut pending = self.pending();
         pending.extend_from_slice(bytes);
-        while let Some(end) = pending
-            .iter()
-            .position(|&b| b == b'\n')
-            .or((pending.len() >= MAX_LINE).then_some(MAX_LINE))
-        {
-            let cut = end.min(pending.len() - 1);
-            let line: Vec<u8> = pending.drain(..=cut).collect();
-            let text = String::from_utf8_lossy(&line);
-            let level = if self.stream == "stderr" {
-                Level::Warn
-            } else {
-                Level::Info
-            };
-            let text = text.trim_end_matches(['\n', '\r']);
-            if !text.is_empty() {
-                emit(&self.tag, level, text);
-            }
+        // Every complete line at once: one pass, whatever the number of lines in a write.
+        if let Some(last) = pending.iter().rposition(|&b| b == b'\n') {
+            let complete: Vec<u8> = pending.drain(..=last).collect();
+            self.log.write_lines(self.level, &complete);
+        }
+        if pending.len() >= MAX_LINE {
+            self.cut_long_line(&mut pending);
+        }
+    }
+
+    /// An unfinished line past [`MAX_LINE`]: logged but for a tail as long as the longest
+    /// secret, so that a secret whose end has not been written yet is masked when it is.
+    fn cut_long_line(&self, pending: &mut Vec<u8>) {
+        if self.log.budget().exhausted() {
+            self.log.budget().drop_lines(1, pending.len() as u64);
+            pending.clear();
+            return;
+        }
+        // An incomplete character at the end waits for its last bytes.
+        let valid = match std::str::from_utf8(pending) {
+            Ok(_) => pending.len(),
+            Err(err) if err.error_len().is_none() => err.valid_up_to(),
+            Err(_) => pending.len(),
+        };
+        let text = self
+            .log
+            .tag
+            .config
+            .redact(&String::from_utf8_lossy(&pending[..valid]));
+        let keep = self.log.longest_secret.saturating_sub(1);
+        let cut = match prefix_at_most(&text, text.len().saturating_sub(keep)).len() {
+            0 => text.len(),
+            cut => cut,
+        };
+        self.log.write_redacted(self.level, &text[..cut]);
+        let mut rest = text[cut..].as_bytes().to_vec();
+        rest.extend_from_slice(&pending[valid..]);
+        *pending = rest;
+    }
+
+    /// The call is over: what is left of a last line without a newline is logged.
+    fn finish(&self) {
+        let mut pending = self.pending();
+        if !pending.is_empty() {
+            let rest = std::mem::take(&mut *pending);
+            self.log.write_lines(self.level, &rest);
         }
     }
 }

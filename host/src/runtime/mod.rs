@@ -13,12 +13,13 @@ mod host;
 mod http;
 pub mod limits;
 mod origin;
+pub mod text;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::Linker;
+use wasmtime::component::{Linker, ResourceTableError};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -303,9 +304,10 @@ impl Processor {
         &self.tag.module
     }
 
-    /// `text` with this module's secrets masked.
+    /// Text this module wrote (an error, a rejection's reason), as the host may show it: its
+    /// secrets masked and its control characters escaped.
     pub fn redact(&self, text: &str) -> String {
-        self.tag.config.redact(text)
+        self.tag.config.shown(text)
     }
 
     pub fn world(&self) -> World {
@@ -332,7 +334,7 @@ impl Processor {
         };
         let state = ProcessorState::new(
             self.tag.clone(),
-            self.limits.memory,
+            &self.limits,
             HttpPolicy::new(self.outbound.clone()),
         );
         let mut store = Store::new(engine, state);
@@ -387,7 +389,7 @@ impl Processor {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(message)) => Err(self.failure(
                 batch,
-                &format!("returned an error: {}", self.tag.config.redact(&message)),
+                &format!("returned an error: {}", self.redact(&message)),
                 None,
             )),
             Err(err) => Err(self.trap_error(batch, &err, store.data().limiter.hit)),
@@ -400,8 +402,39 @@ impl Processor {
         if memory_hit {
             return self.failure(
                 batch,
-                &format!("exceeded its memory limit of {} MiB", limits.memory >> 20),
+                &format!(
+                    "exceeded its memory limit of {} MiB (linear memory and tables)",
+                    limits.memory >> 20
+                ),
                 Some("raise --memory-limit if the module needs more"),
+            );
+        }
+        if let Some(ResourceTableError::Full) = err.downcast_ref::<ResourceTableError>() {
+            return self.failure(
+                batch,
+                &format!(
+                    "exceeded its limit of {} host resources (HTTP header sets, requests, \
+                     streams, pollables held at once), one per 256 KiB of its --memory-limit \
+                     of {} MiB",
+                    limits::host_resources(limits.memory),
+                    limits.memory >> 20
+                ),
+                Some("drop resources the module no longer needs, or raise --memory-limit"),
+            );
+        }
+        if let Some(
+            wasmtime_wasi_http::FieldMapError::TotalSizeTooBig
+            | wasmtime_wasi_http::FieldMapError::TooManyFields,
+        ) = err.downcast_ref::<wasmtime_wasi_http::FieldMapError>()
+        {
+            return self.failure(
+                batch,
+                &format!(
+                    "exceeded the limit of {} KiB per HTTP header set (names and values as the \
+                     host counts them)",
+                    limits::FIELDS_BYTES >> 10
+                ),
+                Some("send fewer or smaller headers: the limit is fixed"),
             );
         }
         match err.downcast_ref::<Trap>() {
@@ -426,7 +459,7 @@ impl Processor {
             Some(trap) => self.failure(batch, &format!("trapped: {trap}"), None),
             None => self.failure(
                 batch,
-                &format!("failed: {}", self.tag.config.redact(&format!("{err:#}"))),
+                &format!("failed: {}", self.redact(&format!("{err:#}"))),
                 None,
             ),
         }
