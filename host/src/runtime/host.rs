@@ -409,7 +409,7 @@ impl LogSink {
             cut => cut,
         };
         self.log.write_redacted(self.level, &text[..cut]);
-        let mut rest = text[cut..].as_bytes().to_vec();
+        let mut rest = text.as_bytes()[cut..].to_vec();
         rest.extend_from_slice(&pending[valid..]);
         *pending = rest;
     }
@@ -489,6 +489,151 @@ impl tokio::io::AsyncWrite for LogSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the host log received while `run` ran, one string per line.
+    fn captured(run: impl FnOnce()) -> Vec<String> {
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .with_max_level(tracing::Level::TRACE)
+            .finish();
+        tracing::subscriber::with_default(subscriber, run);
+        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    fn state(secret: &str, log_lines: u64, log_bytes: u64) -> ProcessorState {
+        let mut config = ModuleConfig::default();
+        config.secrets.insert("token".into(), secret.into());
+        let tag = Tag {
+            module: "guest".into(),
+            pipeline: "p".into(),
+            config: Arc::new(config),
+        };
+        let limits = Limits {
+            log_lines,
+            log_bytes,
+            ..Limits::default()
+        };
+        ProcessorState::new(tag, &limits, HttpPolicy::new(None))
+    }
+
+    #[test]
+    fn guest_lines_are_masked_escaped_and_cannot_start_a_host_line() {
+        let lines = captured(|| {
+            let state = state("s3cr3t-token", 100, 1 << 20);
+            // A secret written in two pieces, lines split across writes and many in one.
+            state.stdout.push(b"first s3cr");
+            state
+                .stdout
+                .push(b"3t-token line\nsecond\r\nthird\x1b[2J\n");
+            state
+                .log
+                .write(Level::Info, "log\n2026-01-01T00:00:00Z  INFO forged");
+            state.stderr.push(b"no newline at the end");
+            drop(state);
+        });
+        let messages: Vec<&str> = lines
+            .iter()
+            .map(|line| {
+                let line = line.trim_start();
+                line.split_once(' ')
+                    .map_or("", |(_, rest)| rest.trim_start())
+            })
+            .collect();
+        assert_eq!(lines.len(), 5, "{lines:#?}");
+        assert!(messages[0].starts_with("first *** line "), "{lines:#?}");
+        assert!(messages[1].starts_with("second "), "{lines:#?}");
+        assert!(messages[2].starts_with("third\\x1b[2J "), "{lines:#?}");
+        assert!(
+            messages[3].starts_with("log\\n2026-01-01T00:00:00Z  INFO forged "),
+            "{lines:#?}"
+        );
+        assert!(lines[4].contains("WARN"), "{lines:#?}");
+        assert!(
+            messages[4].starts_with("no newline at the end"),
+            "{lines:#?}"
+        );
+        assert!(lines.iter().all(|line| !line.contains("s3cr")));
+    }
+
+    #[test]
+    fn a_long_unfinished_line_is_cut_without_showing_a_secret() {
+        let secret = "0123456789-secret";
+        let lines = captured(|| {
+            let state = state(secret, 100, 1 << 20);
+            let mut text = "x".repeat(MAX_LINE - 5).into_bytes();
+            text.extend_from_slice(&secret.as_bytes()[..8]);
+            state.stdout.push(&text);
+            state.stdout.push(&secret.as_bytes()[8..]);
+            state.stdout.push(b" end\n");
+            drop(state);
+        });
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(lines[1].contains("*** end"), "{lines:#?}");
+        assert!(
+            lines.iter().all(|line| !line.contains("0123")),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn past_the_budget_lines_are_dropped_and_counted_once() {
+        let lines = captured(|| {
+            let state = state("unused-secret", 3, 1 << 20);
+            for n in 0..10 {
+                state.log.write(Level::Info, &format!("line {n}"));
+            }
+            state.stdout.push(b"a\nb\nc\n");
+            drop(state);
+        });
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(lines[2].contains("line 2"));
+        assert!(
+            lines[3].contains("dropped 10 log lines (")
+                && lines[3].contains("budget of 3 lines or 1048576 bytes")
+                && lines[3].contains("--max-log-lines or --max-log-bytes"),
+            "{lines:#?}"
+        );
+        // Bytes count too: a 10-byte budget takes the first line, then nothing.
+        let lines = captured(|| {
+            let state = state("unused-secret", 100, 10);
+            state.log.write(Level::Info, "12345678");
+            state.log.write(Level::Info, "123");
+            state.log.write(Level::Info, "1");
+            drop(state);
+        });
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(
+            lines[1].contains("dropped 2 log lines (4 bytes)"),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn a_quiet_call_says_nothing_of_its_budget() {
+        let lines = captured(|| {
+            let state = state("unused-secret", 3, 1 << 20);
+            state.log.write(Level::Info, "one");
+            drop(state);
+        });
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+    }
 
     #[test]
     fn secrets_are_masked_wherever_they_appear() {
