@@ -124,6 +124,11 @@ async fn what_a_module_makes_the_host_hold_is_capped() {
             &["module guest_hold_resources"],
         );
         assert_mentions(error, &format!("{name}'s last error"), says);
+        // The guest's backtrace comes escaped, on one line.
+        assert!(
+            !error.contains('\n'),
+            "{name}'s last error spans lines: {error}"
+        );
     }
     let healthy_status = &tenants.status().await["healthy"];
     assert_eq!(healthy_status["errors"], json!(0), "{healthy_status}");

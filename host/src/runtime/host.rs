@@ -16,7 +16,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::bindings::{HostApi, Level};
 use super::http::HttpPolicy;
 use super::limits::{host_resources, Limits, MemoryLimiter, FIELDS_BYTES};
-use super::text::{escape_guest_text, prefix_at_most};
+use super::text::{escape_guest_prefix, escape_guest_text, prefix_at_most};
 
 /// Configuration and secrets of one module in one pipeline.
 ///
@@ -293,24 +293,19 @@ impl GuestLog {
         }
     }
 
-    /// A line with its secrets already masked: escaped, cut into pieces of [`MAX_LINE`],
-    /// and each piece logged while the budget lasts.
+    /// A line with its secrets already masked: escaped and cut into pieces of at most
+    /// [`MAX_LINE`] bytes a piece at a time, each logged while the budget lasts, so that a huge
+    /// message costs no more than the pieces that are shown.
     fn write_redacted(&self, level: Level, line: &str) {
-        let line = escape_guest_text(line);
-        let mut rest: &str = &line;
+        let mut rest = line;
         while !rest.is_empty() {
-            let piece = match prefix_at_most(rest, MAX_LINE) {
-                // A character longer than the cut cannot happen (MAX_LINE > 4), but never
-                // loop without progress.
-                "" => rest,
-                piece => piece,
-            };
-            rest = &rest[piece.len()..];
+            let (piece, used) = escape_guest_prefix(rest, MAX_LINE);
+            rest = &rest[used..];
             if !self.budget().take(piece.len()) {
                 self.budget().drop_lines(0, rest.len() as u64);
                 return;
             }
-            emit(&self.tag, level, piece);
+            emit(&self.tag, level, &piece);
         }
     }
 

@@ -15,20 +15,41 @@ pub fn escape_guest_text(text: &str) -> Cow<'_, str> {
     }
     let mut escaped = String::with_capacity(text.len() + 16);
     for c in text.chars() {
-        match c {
-            '\n' => escaped.push_str("\\n"),
-            '\r' => escaped.push_str("\\r"),
-            '\t' => escaped.push_str("\\t"),
-            c if (c as u32) < 0x80 && needs_escape(c) => {
-                let _ = write!(escaped, "\\x{:02x}", c as u32);
-            }
-            c if needs_escape(c) => {
-                let _ = write!(escaped, "\\u{{{:x}}}", c as u32);
-            }
-            c => escaped.push(c),
-        }
+        push_escaped(&mut escaped, c);
     }
     Cow::Owned(escaped)
+}
+
+/// The escaped form of the start of `text`, at most `max` bytes of it (at least one
+/// character), and how many bytes of `text` it covers: a long text is escaped piece by piece,
+/// never all at once.
+pub fn escape_guest_prefix(text: &str, max: usize) -> (String, usize) {
+    let mut escaped = String::with_capacity(max.min(text.len() + 16));
+    let mut one = String::new();
+    for (at, c) in text.char_indices() {
+        one.clear();
+        push_escaped(&mut one, c);
+        if !escaped.is_empty() && escaped.len() + one.len() > max {
+            return (escaped, at);
+        }
+        escaped.push_str(&one);
+    }
+    (escaped, text.len())
+}
+
+fn push_escaped(escaped: &mut String, c: char) {
+    match c {
+        '\n' => escaped.push_str("\\n"),
+        '\r' => escaped.push_str("\\r"),
+        '\t' => escaped.push_str("\\t"),
+        c if (c as u32) < 0x80 && needs_escape(c) => {
+            let _ = write!(escaped, "\\x{:02x}", c as u32);
+        }
+        c if needs_escape(c) => {
+            let _ = write!(escaped, "\\u{{{:x}}}", c as u32);
+        }
+        c => escaped.push(c),
+    }
 }
 
 fn needs_escape(c: char) -> bool {
@@ -75,6 +96,19 @@ mod tests {
         assert_eq!(
             escape_guest_text("a\u{85}b\u{2028}c\u{202e}d"),
             "a\\u{85}b\\u{2028}c\\u{202e}d"
+        );
+    }
+
+    #[test]
+    fn long_text_is_escaped_a_piece_at_a_time() {
+        let text = "ab\ncd\x1bé";
+        assert_eq!(escape_guest_prefix(text, 3), ("ab".to_owned(), 2));
+        assert_eq!(escape_guest_prefix(text, 4), ("ab\\n".to_owned(), 3));
+        assert_eq!(escape_guest_prefix(&text[5..], 1), ("\\x1b".to_owned(), 1));
+        assert_eq!(escape_guest_prefix(text, 100).1, text.len());
+        assert_eq!(
+            escape_guest_prefix(text, 100).0,
+            escape_guest_text(text).into_owned()
         );
     }
 
