@@ -17,6 +17,7 @@
 
 mod cli;
 mod destinations;
+mod hostile_data;
 mod hostile_hostmem;
 mod mariadb_time_zones;
 mod polyglot;

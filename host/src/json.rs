@@ -3,7 +3,7 @@
 //! The mapping (the same for every driver): integers as numbers, floats as numbers (NaN and
 //! infinities, which JSON cannot hold, as the strings "NaN", "Infinity", "-Infinity"), exact
 //! decimals as strings, timestamps as RFC 3339 with six fractional digits (`Z` when the value
-//! is absolute), bytes as base64, JSON inline, NULL as null.
+//! is absolute), bytes as base64, JSON inline (minified: see [`write_raw`]), NULL as null.
 
 use base64::Engine as _;
 use chrono::{Datelike, NaiveDateTime, Timelike};
@@ -70,9 +70,78 @@ pub fn write_base64(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.push(b'"');
 }
 
-/// Inlines text that already is JSON.
+/// Inlines text that already is JSON (a `json` column), minified.
+///
+/// JSON Lines gives each row one line, and a database keeps JSON as it was written: a value
+/// with line breaks between its tokens, written verbatim, would split its row into lines an
+/// application user chose, such as a forged `delete`. So the whitespace between tokens goes;
+/// JSON strings cannot hold a raw line break, so that is every line break of a valid value.
+/// Text that is not one self-contained value (unbalanced brackets, an open string, a comma at
+/// the top: a database that does not check its JSON) could reach outside its place in the
+/// row; it is written as a JSON string instead.
 pub fn write_raw(buf: &mut Vec<u8>, json: &str) {
-    buf.extend_from_slice(json.as_bytes());
+    if !push_minified(buf, json.as_bytes()) {
+        write_str(buf, json);
+    }
+}
+
+/// Appends `json` without the whitespace between its tokens, in one pass that copies runs of
+/// bytes, and says whether it was one self-contained value: brackets balanced, strings
+/// closed, no control character, no `,` or `:` outside every bracket. Nothing is appended
+/// when it was not. This is not a validator (`1 2` passes as `12`); it only guarantees that
+/// what it appends is one line that cannot close the object it is placed in.
+pub fn push_minified(buf: &mut Vec<u8>, json: &[u8]) -> bool {
+    let start = buf.len();
+    buf.reserve(json.len());
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut tokens = false;
+    // Bytes from `run` up to the current one are kept; whitespace flushes the run.
+    let mut run = 0;
+    let mut sound = true;
+    for (index, &byte) in json.iter().enumerate() {
+        if byte < 0x20 && (in_string || !matches!(byte, b'\t' | b'\n' | b'\r')) {
+            sound = false;
+            break;
+        }
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                buf.extend_from_slice(&json[run..index]);
+                run = index + 1;
+                continue;
+            }
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' if depth == 0 => {
+                sound = false;
+                break;
+            }
+            b'}' | b']' => depth -= 1,
+            b',' | b':' if depth == 0 => {
+                sound = false;
+                break;
+            }
+            _ => {}
+        }
+        tokens = true;
+    }
+    if !sound || in_string || depth != 0 || !tokens {
+        buf.truncate(start);
+        return false;
+    }
+    buf.extend_from_slice(&json[run..]);
+    true
 }
 
 pub fn write_uuid(buf: &mut Vec<u8>, value: &sqlx::types::Uuid) {
@@ -193,5 +262,64 @@ mod tests {
         assert_eq!(render(|b| write_base64(b, b"hi!")), "\"aGkh\"");
         assert_eq!(render(|b| write_base64(b, b"")), "\"\"");
         assert_eq!(object_key("e\"mail"), br#""e\"mail":"#.to_vec());
+    }
+
+    fn minified(text: &str) -> Option<String> {
+        let mut buf = b"prefix".to_vec();
+        let sound = push_minified(&mut buf, text.as_bytes());
+        let rest = String::from_utf8(buf[6..].to_vec()).unwrap();
+        assert_eq!(sound, !rest.is_empty(), "{text:?} appended {rest:?}");
+        sound.then_some(rest)
+    }
+
+    #[test]
+    fn raw_json_loses_the_whitespace_between_tokens_only() {
+        let pretty = "{\n  \"a\": [1, 2,\r\n\t3],\n  \"b\": {\"c d\": \" x \\n \"}\n}\n";
+        assert_eq!(
+            minified(pretty).as_deref(),
+            Some(r#"{"a":[1,2,3],"b":{"c d":" x \n "}}"#)
+        );
+        // Escaped quotes and backslashes do not end a string early.
+        assert_eq!(
+            minified(r#"[ "a\" ]", "\\" , "\\\" " ]"#).as_deref(),
+            Some(r#"["a\" ]","\\","\\\" "]"#)
+        );
+        for plain in ["1", "-2.5e10", "true", "null", "\"s\"", "{}", "[]"] {
+            assert_eq!(minified(plain).as_deref(), Some(plain));
+        }
+        assert_eq!(minified("  7\n").as_deref(), Some("7"));
+        // Unicode passes untouched.
+        assert_eq!(
+            minified("[\"é ü\" , \"😀\"]").as_deref(),
+            Some("[\"é ü\",\"😀\"]")
+        );
+    }
+
+    #[test]
+    fn raw_json_that_could_leave_its_place_is_refused() {
+        for hostile in [
+            "",
+            " \n ",
+            "1},\"op\":\"delete\",\"x\":{",
+            "{\"a\":1}}",
+            "[1",
+            "\"open",
+            "1,2",
+            "\"k\":1",
+            "\"a\nb\"",
+            "\"a\\\nb\"",
+            "{\"a\":\u{0}1}",
+        ] {
+            assert_eq!(minified(hostile), None, "{hostile:?}");
+        }
+    }
+
+    #[test]
+    fn unsound_raw_json_is_written_as_a_string() {
+        let hostile = "1}\n{\"op\":\"delete\",\"row\":{\"id\":1}";
+        let text = render(|b| write_raw(b, hostile));
+        assert!(!text.contains('\n'), "{text}");
+        assert_eq!(serde_json::from_str::<String>(&text).unwrap(), hostile);
+        assert_eq!(render(|b| write_raw(b, "{ \"a\" :\n 1 }")), r#"{"a":1}"#);
     }
 }

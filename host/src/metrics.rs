@@ -1,11 +1,18 @@
 //! `--metrics ADDR`: the pipelines' accounting as Prometheus (OpenMetrics) metrics on
-//! `GET /metrics`. Every scrape reads the state store, the same numbers `host status` shows,
-//! so the two cannot disagree and a restart loses no counter.
+//! `GET /metrics`. The numbers come from the state store, the same numbers `host status`
+//! shows, so the two cannot disagree and a restart loses no counter.
+//!
+//! A scrape must never slow the pipelines down, however many arrive: the store is read on a
+//! connection of its own (never the one checkpoints are written on), at most once per
+//! [`REFRESH`] whatever the number of scrapes (one scrape renders, the others wait for it or
+//! take its text), and the listener holds at most [`MAX_CONNECTIONS`] connections, each for
+//! at most [`CONNECTION_LIFETIME`]; connections beyond that are closed at once.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -16,56 +23,132 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
 use crate::state::StateStore;
+
+/// How old the served text may be: Prometheus scrapes every 15 s or more.
+pub const REFRESH: Duration = Duration::from_secs(1);
+
+/// Connections served at once; more are closed as they are accepted.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// How long a client may take to send a request's head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one connection is kept, whatever it does: a slow or idle client gives its slot up.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PipelineLabel {
     pipeline: String,
 }
 
-/// Listens on `address` and serves metrics until the process ends.
+/// Listens on `address` and serves metrics until the process ends. `store` is only used to
+/// open a reading handle of its own.
 pub async fn serve(address: SocketAddr, store: Arc<StateStore>) -> Result<()> {
     let listener = TcpListener::bind(address).await.map_err(|err| {
         Error::invalid(format!("cannot listen on {address} for metrics: {err}"))
             .with_hint("pass --metrics with a free address, such as 127.0.0.1:9464")
     })?;
     tracing::info!("serving metrics on http://{address}/metrics");
+    let cached = Arc::new(Cached::new(store.reader()));
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(err) => {
                     tracing::warn!("metrics: cannot accept a connection: {err}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
-            let store = store.clone();
+            // Full: closed unanswered, which costs less than queueing it.
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::debug!("metrics: {MAX_CONNECTIONS} connections open; closing another");
+                continue;
+            };
+            let cached = cached.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
-                    let store = store.clone();
-                    async move { Ok::<_, Infallible>(respond(request, &store).await) }
+                    let cached = cached.clone();
+                    async move { Ok::<_, Infallible>(respond(request, &cached).await) }
                 });
-                if let Err(err) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!("metrics: connection ended: {err}");
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => tracing::debug!("metrics: connection ended: {err}"),
+                    Err(_) => {
+                        tracing::debug!("metrics: connection closed after {CONNECTION_LIFETIME:?}")
+                    }
                 }
+                drop(slot);
             });
         }
     });
     Ok(())
 }
 
+/// The last rendering, and the one refresh that may run at a time.
+struct Cached {
+    store: StateStore,
+    latest: Mutex<Option<(Instant, std::result::Result<Bytes, String>)>>,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl Cached {
+    fn new(store: StateStore) -> Self {
+        Cached {
+            store,
+            latest: Mutex::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn fresh(&self) -> Option<std::result::Result<Bytes, String>> {
+        let latest = self
+            .latest
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        match &*latest {
+            Some((at, text)) if at.elapsed() < REFRESH => Some(text.clone()),
+            _ => None,
+        }
+    }
+
+    /// The metrics text, rendered at most once per [`REFRESH`]: while one scrape renders,
+    /// the others wait for its text.
+    async fn text(&self) -> std::result::Result<Bytes, String> {
+        if let Some(text) = self.fresh() {
+            return text;
+        }
+        let _refreshing = self.refreshing.lock().await;
+        if let Some(text) = self.fresh() {
+            return text;
+        }
+        let text = render(&self.store)
+            .await
+            .map(Bytes::from)
+            .map_err(|err| err.to_string());
+        *self
+            .latest
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Some((Instant::now(), text.clone()));
+        text
+    }
+}
+
 async fn respond(
     request: Request<hyper::body::Incoming>,
-    store: &StateStore,
+    cached: &Cached,
 ) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, content_type: &str, body: String| {
-        let mut response = Response::new(Full::new(Bytes::from(body)));
+    let reply = |status: StatusCode, content_type: &str, body: Bytes| {
+        let mut response = Response::new(Full::new(body));
         *response.status_mut() = status;
         if let Ok(value) = content_type.parse() {
             response
@@ -78,10 +161,10 @@ async fn respond(
         return reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "metrics are at /metrics\n".into(),
+            Bytes::from_static(b"metrics are at /metrics\n"),
         );
     }
-    match render(store).await {
+    match cached.text().await {
         Ok(text) => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -90,7 +173,7 @@ async fn respond(
         Err(err) => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
-            format!("cannot read the state store: {err}\n"),
+            Bytes::from(format!("cannot read the state store: {err}\n")),
         ),
     }
 }

@@ -1,6 +1,6 @@
 //! The engine's vocabulary: rows, positions, batches, what a delivery left behind and what a
 //! module call used. Every other module speaks these types; this one imports nothing from
-//! the crate, so it can never be part of an import circle.
+//! the crate but the JSON writer (itself a leaf), so it can never be part of an import circle.
 
 use std::fmt;
 use std::time::Duration;
@@ -101,6 +101,9 @@ impl Rows {
     }
 
     /// Appends one `{"op": …, "row": {…}}` element, checking it.
+    ///
+    /// The row is kept minified: a module may return it pretty-printed, and each row must
+    /// stay one line of JSON Lines (see [`crate::json::write_raw`]).
     pub fn push_element(&mut self, element: &str) -> Result<(), String> {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "lowercase")]
@@ -121,7 +124,11 @@ impl Rows {
         if !row.starts_with('{') {
             return Err("\"row\" is not an object".to_owned());
         }
-        self.data.extend_from_slice(row.as_bytes());
+        // serde_json checked the value, so minifying cannot fail; were it to, the row is
+        // refused rather than written across lines.
+        if !crate::json::push_minified(&mut self.data, row.as_bytes()) {
+            return Err("\"row\" is not one JSON object".to_owned());
+        }
         self.end_row(match envelope.op {
             WireOp::Upsert => Op::Upsert,
             WireOp::Delete => Op::Delete,
@@ -253,6 +260,17 @@ mod tests {
         assert!(Rows::from_json_array(r#"{"op":"upsert"}"#).is_err());
         assert!(Rows::from_json_array(r#"[{"op":"upsert","row":{},"x":1}]"#).is_err());
         assert_eq!(Rows::from_json_array("[]").unwrap().len(), 0);
+    }
+
+    #[test]
+    fn pretty_printed_rows_from_a_module_become_one_line_each() {
+        let pretty = "[\n  {\n    \"op\": \"upsert\",\n    \"row\": {\n      \"id\": 1,\n      \"note\": \"a b\\n\",\n      \"tags\": [\n        \"x\"\n      ]\n    }\n  }\n]\n";
+        let rows = Rows::from_json_array(pretty).unwrap();
+        let items: Vec<(Op, &[u8])> = rows.iter().collect();
+        assert_eq!(
+            items,
+            vec![(Op::Upsert, &br#"{"id":1,"note":"a b\n","tags":["x"]}"#[..])]
+        );
     }
 
     #[test]

@@ -21,10 +21,6 @@
 //! `secrets`, `allow_hosts` and `source_env`. They go through the same parser and checks as
 //! the command line, so the file and the flags cannot drift apart. Paths are relative to the
 //! working directory, as on the command line.
-//!
-//! Secrets reach what their place says: a pipeline's `secrets` every module of its chain, a
-//! module table's `secrets` that module alone, `[defaults]`' `secrets` every module of each
-//! pipeline that sets none of its own.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -492,63 +488,6 @@ batch_size = 10
         .unwrap_err()
         .to_string();
         assert!(err.contains("line 8, key poll"), "{err}");
-    }
-
-    #[test]
-    fn secrets_reach_the_modules_the_file_says() {
-        // Variables of this test alone: tests run in parallel in one process.
-        for (variable, value) in [
-            ("TM_SCOPE_TEST_SHARED", "shared-value"),
-            ("TM_SCOPE_TEST_OWN", "own-value"),
-            ("TM_SCOPE_TEST_DEFAULT", "default-value"),
-        ] {
-            std::env::set_var(variable, value);
-        }
-        let file = parse(
-            r#"
-[defaults]
-secrets = { fallback = "TM_SCOPE_TEST_DEFAULT" }
-
-[[pipeline]]
-name = "a"
-source = "sqlite://a.db"
-table = "t"
-modules = ["first.wasm", { path = "last.wasm", secrets = { own = "TM_SCOPE_TEST_OWN" } }]
-secrets = { shared = "TM_SCOPE_TEST_SHARED" }
-
-[[pipeline]]
-name = "b"
-source = "sqlite://b.db"
-table = "t"
-modules = ["first.wasm", "last.wasm"]
-"#,
-        )
-        .unwrap();
-        let keys = |pipeline: &RunConfig, index: usize| -> Vec<String> {
-            let config = pipeline.processors.module_config(index);
-            config.secrets.keys().cloned().collect()
-        };
-        let [a, b] = &file.pipelines[..] else {
-            panic!("{:?}", file.pipelines)
-        };
-        // A pipeline's secrets reach every module of its chain (replacing those of
-        // [defaults]); a module's own reach that module alone.
-        assert_eq!(keys(a, 0), ["shared"]);
-        assert_eq!(keys(a, 1), ["own", "shared"]);
-        assert_eq!(
-            a.processors
-                .module_config(1)
-                .secrets
-                .get("own")
-                .map(String::as_str),
-            Some("own-value")
-        );
-        // [defaults] secrets reach every module of a pipeline that sets none of its own.
-        assert_eq!(keys(b, 0), ["fallback"]);
-        assert_eq!(keys(b, 1), ["fallback"]);
-        // And no value shows in the configuration's debug output.
-        let shown = format!("{:?}", file.pipelines);
-        assert!(!shown.contains("-value"), "{shown}");
     }
 
     #[test]

@@ -4,10 +4,23 @@
 //! milliseconds. The cache key covers the module's bytes and everything about the engine that
 //! changes compiled code (wasmtime's version and settings, fuel and epochs included), so a
 //! cached file is only ever loaded into an engine that could have written it.
+//!
+//! A cached file is mapped and run as native code, so the cache is trusted only as far as
+//! nobody else can write to it: the directory is created for its owner alone (0700), one that
+//! another user owns or may write to is refused, files are only loaded when this user owns
+//! them, and temporary files are created fresh (never through a link someone planted). The key
+//! is a hash of the module's content, read on every load: a module replaced in place, even
+//! with its size and modification time kept, is compiled anew.
+//!
+//! Compiling an untrusted module is bounded: modules above [`MAX_MODULE_SIZE`] are refused
+//! before they are read, and a compile runs on a thread of its own that the caller waits for
+//! at most [`COMPILE_TIMEOUT`], off the async workers.
 
 use std::hash::{Hash, Hasher};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
@@ -27,7 +40,18 @@ pub struct EngineOptions {
     pub cache_dir: Option<PathBuf>,
 }
 
+/// The largest module file loaded: compile time and memory grow with a module's size, and a
+/// component this large is far beyond any processor built today (Python's is about 20 MB).
+pub const MAX_MODULE_SIZE: u64 = 64 << 20;
+
+/// How long a compile may take before the module is refused. The Python component takes
+/// about 11 s on two busy cores; Cranelift's time grows about linearly with code size.
+pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(300);
+
 pub fn new_engine(options: &EngineOptions) -> Result<Engine> {
+    if let Some(dir) = &options.cache_dir {
+        prepare_cache_dir(dir)?;
+    }
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.consume_fuel(options.fuel);
@@ -82,6 +106,68 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("tidemark"))
 }
 
+/// Creates the cache directory for its owner alone, and refuses one that someone else could
+/// have filled: any `.cwasm` in it would run as native code in this process. A directory that
+/// cannot be created only turns the cache off, as it did before.
+pub fn prepare_cache_dir(dir: &Path) -> Result<()> {
+    if let Err(err) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        tracing::warn!(
+            "cannot create the compile cache {}: {err}; modules are compiled on every start",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let meta = std::fs::metadata(dir).map_err(|err| {
+        Error::io(
+            format!("cannot read the compile cache {}", dir.display()),
+            err,
+        )
+    })?;
+    check_cache_dir(dir, &meta, effective_uid())
+}
+
+fn check_cache_dir(dir: &Path, meta: &std::fs::Metadata, uid: u32) -> Result<()> {
+    let fix = |what: &str| {
+        format!(
+            "{what}; run `chown {uid} {dir} && chmod 700 {dir}`, or pass --cache-dir with a directory of your own",
+            dir = dir.display()
+        )
+    };
+    if !meta.is_dir() {
+        return Err(Error::invalid(format!(
+            "the compile cache {} is not a directory",
+            dir.display()
+        ))
+        .with_hint("pass --cache-dir with a directory of your own"));
+    }
+    if meta.uid() != uid {
+        return Err(Error::invalid(format!(
+            "the compile cache {} belongs to user {}, not to this user ({uid}): compiled modules in it run as native code",
+            dir.display(),
+            meta.uid()
+        ))
+        .with_hint(fix("use a directory this user owns")));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(Error::invalid(format!(
+            "the compile cache {} may be written by other users (mode {:o}): compiled modules in it run as native code",
+            dir.display(),
+            meta.permissions().mode() & 0o777
+        ))
+        .with_hint(fix("make it writable by its owner only")));
+    }
+    Ok(())
+}
+
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// A component ready to link, and how it was obtained.
 pub struct Compiled {
     pub component: Component,
@@ -89,34 +175,29 @@ pub struct Compiled {
     pub took: Duration,
 }
 
-/// Compiles `path`, or loads it from the cache.
+/// Compiles `path`, or loads it from the cache. Called from async code, it steps off the
+/// async worker first (the rest of the runtime's tasks move to another worker meanwhile).
 pub fn compile(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Result<Compiled> {
-    let started = std::time::Instant::now();
-    // A module seen before (same path, size and modification time) is loaded without being
-    // read or hashed: for a 20 MB Python component that is most of a cached load.
-    let stamp = cache_dir.and_then(|dir| Stamp::of(engine, dir, path));
-    if let Some(cached) = stamp.as_ref().and_then(Stamp::remembered) {
-        // SAFETY: as below; the key was computed from this module's bytes.
-        if let Ok(component) = unsafe { Component::deserialize_file(engine, &cached) } {
-            return Ok(Compiled {
-                component,
-                from_cache: true,
-                took: started.elapsed(),
-            });
+    let blocking = || compile_here(engine, path, cache_dir);
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(blocking)
         }
+        _ => blocking(),
     }
-    let wasm = std::fs::read(path).map_err(|err| {
-        Error::io(format!("cannot read module {}", path.display()), err)
-            .with_hint("pass --module with the path of a .wasm component")
-    })?;
+}
+
+fn compile_here(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Result<Compiled> {
+    let started = Instant::now();
+    let wasm = read_module(path)?;
+    // The key proves the content: a module replaced in place is a new key, whatever its
+    // metadata says. Hashing is a few milliseconds for a 20 MB component.
     let key = cache_key(engine, &wasm);
-    if let Some(stamp) = &stamp {
-        stamp.remember(&key);
-    }
     let cached = cache_dir.map(|dir| dir.join(format!("{key}.cwasm")));
-    if let Some(cached) = cached.as_deref().filter(|file| file.exists()) {
+    if let Some(cached) = cached.as_deref().filter(|file| is_ours(file)) {
         // SAFETY: the file was written by `Component::serialize` of an engine with the same
-        // compatibility hash (it is in the file name); wasmtime re-checks the header.
+        // compatibility hash (it is in the file name), into a directory only this user may
+        // write to, and this user owns it; wasmtime re-checks the header.
         match unsafe { Component::deserialize_file(engine, cached) } {
             Ok(component) => {
                 return Ok(Compiled {
@@ -128,27 +209,7 @@ pub fn compile(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Result
             Err(err) => tracing::warn!("ignoring cached {}: {err}", cached.display()),
         }
     }
-    let component = Component::new(engine, &wasm).map_err(|err| {
-        // The pooling allocator's memory slots are as large as the memory limit; a module that
-        // starts with more memory than that is refused at compile time.
-        if format!("{err:#}").contains("memory does not fit") {
-            return Error::invalid(format!(
-                "module {} starts with more linear memory than the memory limit allows ({err})",
-                path.display()
-            ))
-            .with_hint("raise --memory-limit (memory_limit in a pipelines file); JavaScript and Python components need 32MiB or more");
-        }
-        let plain_module = wasm.get(4..8) == Some(&[1, 0, 0, 0]);
-        let error = Error::invalid(format!(
-            "{} is not a WebAssembly component: {err}",
-            path.display()
-        ));
-        if plain_module {
-            error.with_hint("it is a core module; build processors for the wasm32-wasip2 target, which produces components")
-        } else {
-            error.with_hint("pass --module with a component built against wit/processor.wit")
-        }
-    })?;
+    let component = compile_bounded(engine, wasm, path)?;
     if let Some(cached) = cached {
         if let Err(err) = store_compiled(&component, &cached) {
             tracing::warn!(
@@ -164,74 +225,133 @@ pub fn compile(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Result
     })
 }
 
+/// Reads a module, refusing one above [`MAX_MODULE_SIZE`] before reading it (and one that
+/// grows past it while being read).
+fn read_module(path: &Path) -> Result<Vec<u8>> {
+    let unreadable = |err| {
+        Error::io(format!("cannot read module {}", path.display()), err)
+            .with_hint("pass --module with the path of a .wasm component")
+    };
+    let too_large = |size: u64| {
+        Error::invalid(format!(
+            "module {} is {} bytes, more than the {} MiB a module may be",
+            path.display(),
+            size,
+            MAX_MODULE_SIZE >> 20
+        ))
+        .with_hint("pass --module with a smaller component (strip debug information with wasm-tools strip)")
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let size = file.metadata().map_err(unreadable)?.len();
+    if size > MAX_MODULE_SIZE {
+        return Err(too_large(size));
+    }
+    let mut wasm = Vec::with_capacity(size as usize);
+    file.take(MAX_MODULE_SIZE + 1)
+        .read_to_end(&mut wasm)
+        .map_err(unreadable)?;
+    if wasm.len() as u64 > MAX_MODULE_SIZE {
+        return Err(too_large(wasm.len() as u64));
+    }
+    Ok(wasm)
+}
+
+/// Compiles on a thread of its own, waiting at most [`COMPILE_TIMEOUT`]. Cranelift cannot be
+/// interrupted: a compile that times out goes on in the background until it ends, and its
+/// result is dropped. The size cap bounds how long that can be.
+fn compile_bounded(engine: &Engine, wasm: Vec<u8>, path: &Path) -> Result<Component> {
+    let plain_module = wasm.get(4..8) == Some(&[1, 0, 0, 0]);
+    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+    let compiling = engine.clone();
+    std::thread::Builder::new()
+        .name("tidemark-compile".into())
+        .spawn(move || {
+            // The receiver is gone only after a timeout; nobody is left to tell.
+            let _ = sender.send(Component::new(&compiling, &wasm));
+        })
+        .map_err(|err| Error::io("cannot start a compile thread", err))?;
+    let compiled = match receiver.recv_timeout(COMPILE_TIMEOUT) {
+        Ok(compiled) => compiled,
+        Err(_) => {
+            return Err(Error::invalid(format!(
+                "module {} did not compile within {:?}",
+                path.display(),
+                COMPILE_TIMEOUT
+            ))
+            .with_hint("pass --module with a smaller component; its compile goes on in the background until it ends"))
+        }
+    };
+    compiled.map_err(|err| {
+        // The pooling allocator's memory slots are as large as the memory limit; a module that
+        // starts with more memory than that is refused at compile time.
+        if format!("{err:#}").contains("memory does not fit") {
+            return Error::invalid(format!(
+                "module {} starts with more linear memory than the memory limit allows ({err})",
+                path.display()
+            ))
+            .with_hint("raise --memory-limit (memory_limit in a pipelines file); JavaScript and Python components need 32MiB or more");
+        }
+        let error = Error::invalid(format!(
+            "{} is not a WebAssembly component: {err}",
+            path.display()
+        ));
+        if plain_module {
+            error.with_hint("it is a core module; build processors for the wasm32-wasip2 target, which produces components")
+        } else {
+            error.with_hint("pass --module with a component built against wit/processor.wit")
+        }
+    })
+}
+
+/// Whether a cached file may be loaded: a regular file (not a link to elsewhere) that this
+/// user owns and nobody else may write.
+fn is_ours(path: &Path) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() && meta.uid() == effective_uid() && meta.mode() & 0o022 == 0 => {
+            true
+        }
+        Ok(_) => {
+            tracing::warn!(
+                "ignoring cached {}: not a file of this user's alone",
+                path.display()
+            );
+            false
+        }
+        Err(_) => false,
+    }
+}
+
 fn store_compiled(component: &Component, path: &Path) -> std::io::Result<()> {
     let bytes = component
         .serialize()
         .map_err(|err| std::io::Error::other(err.to_string()))?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    // Write aside under a name nobody can guess, created new (`O_EXCL` never follows a link
+    // planted at the name), then rename: a reader never sees half a file, and the rename
+    // replaces a link at the final name rather than writing through it.
+    let partial = dir.join(format!(
+        ".{}.{:016x}.partial",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        fastrand::u64(..)
+    ));
+    let written = write_new(&partial, &bytes).and_then(|()| std::fs::rename(&partial, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
     }
-    // Write aside, then rename: a reader never sees half a file.
-    let partial = path.with_extension(format!("partial-{}", std::process::id()));
-    std::fs::write(&partial, bytes)?;
-    std::fs::rename(&partial, path)
+    written
 }
 
-/// Where the cache key of one module file is remembered: a small file in `<cache>/stamps`,
-/// named after the module's path, size, modification time and the engine's settings.
-struct Stamp {
-    dir: PathBuf,
-    file: PathBuf,
-}
-
-impl Stamp {
-    fn of(engine: &Engine, cache_dir: &Path, path: &Path) -> Option<Self> {
-        let meta = std::fs::metadata(path).ok()?;
-        let modified = meta
-            .modified()
-            .ok()?
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()?;
-        let canonical = std::fs::canonicalize(path).ok()?;
-        let mut hasher = Sha256Hasher(Sha256::new());
-        hasher.write(canonical.as_os_str().as_encoded_bytes());
-        meta.len().hash(&mut hasher);
-        modified.as_nanos().hash(&mut hasher);
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        let name = hex::encode(&hasher.0.finalize()[..20]);
-        Some(Stamp {
-            dir: cache_dir.to_owned(),
-            file: cache_dir.join("stamps").join(name),
-        })
-    }
-
-    /// The compiled module, if this stamp was seen with a key whose file still exists.
-    fn remembered(&self) -> Option<PathBuf> {
-        let key = std::fs::read_to_string(&self.file).ok()?;
-        let key = key.trim();
-        let valid = key.len() == 40 && key.bytes().all(|b| b.is_ascii_hexdigit());
-        let cached = self.dir.join(format!("{key}.cwasm"));
-        (valid && cached.exists()).then_some(cached)
-    }
-
-    fn remember(&self, key: &str) {
-        let write = || -> std::io::Result<()> {
-            if let Some(dir) = self.file.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let partial = self
-                .file
-                .with_extension(format!("partial-{}", std::process::id()));
-            std::fs::write(&partial, key)?;
-            std::fs::rename(&partial, &self.file)
-        };
-        if let Err(err) = write() {
-            tracing::debug!(
-                "cannot remember the cache key in {}: {err}",
-                self.file.display()
-            );
-        }
-    }
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_data()
 }
 
 struct Sha256Hasher(Sha256);
@@ -251,4 +371,107 @@ fn cache_key(engine: &Engine, wasm: &[u8]) -> String {
     hasher.write(wasm);
     engine.precompile_compatibility_hash().hash(&mut hasher);
     hex::encode(&hasher.0.finalize()[..20])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "tidemark-engine-{name}-{}-{:x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_cache_is_created_for_its_owner_alone() {
+        let dir = scratch("create").join("a").join("cache");
+        prepare_cache_dir(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn a_cache_others_may_write_or_own_is_refused() {
+        let dir = scratch("shared");
+        for mode in [0o777, 0o775, 0o1777] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = prepare_cache_dir(&dir).unwrap_err();
+            assert_eq!(err.kind(), crate::error::ErrorKind::Invalid);
+            let text = format!("{err:#}");
+            assert!(text.contains("may be written by other users"), "{text}");
+            assert!(text.contains(&dir.display().to_string()), "{text}");
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        prepare_cache_dir(&dir).unwrap();
+        let meta = std::fs::metadata(&dir).unwrap();
+        let err = check_cache_dir(&dir, &meta, meta.uid() + 1).unwrap_err();
+        assert!(format!("{err:#}").contains("belongs to user"), "{err:#}");
+    }
+
+    #[test]
+    fn temporary_files_never_follow_a_planted_link() {
+        let dir = scratch("link");
+        let target = dir.join("elsewhere");
+        std::fs::write(&target, b"keep").unwrap();
+        let planted = dir.join("planted.partial");
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+        assert!(write_new(&planted, b"compiled code").is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn only_this_users_own_files_are_loaded() {
+        let dir = scratch("ours");
+        let file = dir.join("k.cwasm");
+        std::fs::write(&file, b"x").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(is_ours(&file));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(!is_ours(&file));
+        let link = dir.join("l.cwasm");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(!is_ours(&link));
+    }
+
+    #[test]
+    fn the_key_follows_the_content_and_large_modules_are_refused() {
+        let engine = Engine::default();
+        assert_ne!(
+            cache_key(&engine, b"\0asm a"),
+            cache_key(&engine, b"\0asm b")
+        );
+        let dir = scratch("large");
+        let module = dir.join("big.wasm");
+        let file = std::fs::File::create(&module).unwrap();
+        file.set_len(MAX_MODULE_SIZE + 1).unwrap();
+        let err = read_module(&module).unwrap_err();
+        assert!(format!("{err:#}").contains("64 MiB"), "{err:#}");
+    }
+
+    /// How long reading and hashing a component of the Python guest's size takes: the price
+    /// of a key that proves the content. `cargo test --release -- --ignored hashing`.
+    #[test]
+    #[ignore]
+    fn hashing_a_python_sized_component() {
+        let dir = scratch("hash");
+        let module = dir.join("big.wasm");
+        let bytes: Vec<u8> = (0..18 << 20).map(|_| fastrand::u8(..)).collect();
+        std::fs::write(&module, &bytes).unwrap();
+        let engine = Engine::default();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let wasm = read_module(&module).unwrap();
+            let read = started.elapsed();
+            let key = cache_key(&engine, &wasm);
+            eprintln!(
+                "read 18 MiB in {read:?}, hashed in {:?} ({key})",
+                started.elapsed() - read
+            );
+        }
+    }
 }

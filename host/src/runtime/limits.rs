@@ -148,6 +148,35 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// What a failed call hit, if it was one of the caps on host resources: what to say after
+/// "module M …", and the hint.
+pub fn host_limit_hit(err: &wasmtime::Error, limits: &Limits) -> Option<(String, &'static str)> {
+    use wasmtime::component::ResourceTableError;
+    use wasmtime_wasi_http::FieldMapError;
+    if let Some(ResourceTableError::Full) = err.downcast_ref::<ResourceTableError>() {
+        return Some((
+            format!(
+                "exceeded its limit of {} host resources (HTTP header sets, requests, streams, \
+                 pollables held at once), one per 256 KiB of its --memory-limit of {} MiB",
+                host_resources(limits.memory),
+                limits.memory >> 20
+            ),
+            "drop resources the module no longer needs, or raise --memory-limit",
+        ));
+    }
+    match err.downcast_ref::<FieldMapError>() {
+        Some(FieldMapError::TotalSizeTooBig | FieldMapError::TooManyFields) => Some((
+            format!(
+                "exceeded the limit of {} KiB per HTTP header set (names and values as the host \
+                 counts them)",
+                FIELDS_BYTES >> 10
+            ),
+            "send fewer or smaller headers: the limit is fixed",
+        )),
+        _ => None,
+    }
+}
+
 /// Parses `256MiB`, `64 MB`, `1GiB` or a plain number of bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -206,6 +235,19 @@ mod tests {
         // A million elements no longer fit a small module, whatever wasmtime would allow.
         let mut small = MemoryLimiter::new(1 << 20);
         assert!(!small.table_growing(0, 1_000_000, None).unwrap());
+    }
+
+    #[test]
+    fn hitting_a_host_cap_is_named() {
+        let limits = Limits::default();
+        let full = wasmtime::Error::new(wasmtime::component::ResourceTableError::Full);
+        let (what, hint) = host_limit_hit(&full, &limits).unwrap();
+        assert!(what.contains("limit of 1024 host resources"), "{what}");
+        assert!(what.contains("--memory-limit of 256 MiB"), "{what}");
+        assert!(hint.contains("--memory-limit"));
+        let big = wasmtime::Error::new(wasmtime_wasi_http::FieldMapError::TotalSizeTooBig);
+        assert!(host_limit_hit(&big, &limits).unwrap().0.contains("32 KiB"));
+        assert!(host_limit_hit(&wasmtime::Error::msg("other"), &limits).is_none());
     }
 
     #[test]

@@ -9,9 +9,11 @@
 mod bindings;
 pub mod chain;
 pub mod engine;
+mod guest_log;
 mod host;
 mod http;
 pub mod limits;
+mod module_config;
 mod origin;
 pub mod text;
 
@@ -19,17 +21,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Linker, ResourceTableError};
+use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::Usage;
 pub use bindings::{Batch, DeliveryError, Rejection};
-pub use host::ModuleConfig;
-use host::{ProcessorState, Tag};
+use host::ProcessorState;
 pub use http::HttpOptions;
 use http::{HttpPolicy, Outbound};
 pub use limits::Limits;
+pub use module_config::ModuleConfig;
+use module_config::Tag;
 pub use origin::Origin;
 
 /// The WIT package every processor implements, and the versions this host runs.
@@ -409,33 +412,8 @@ impl Processor {
                 Some("raise --memory-limit if the module needs more"),
             );
         }
-        if let Some(ResourceTableError::Full) = err.downcast_ref::<ResourceTableError>() {
-            return self.failure(
-                batch,
-                &format!(
-                    "exceeded its limit of {} host resources (HTTP header sets, requests, \
-                     streams, pollables held at once), one per 256 KiB of its --memory-limit \
-                     of {} MiB",
-                    limits::host_resources(limits.memory),
-                    limits.memory >> 20
-                ),
-                Some("drop resources the module no longer needs, or raise --memory-limit"),
-            );
-        }
-        if let Some(
-            wasmtime_wasi_http::FieldMapError::TotalSizeTooBig
-            | wasmtime_wasi_http::FieldMapError::TooManyFields,
-        ) = err.downcast_ref::<wasmtime_wasi_http::FieldMapError>()
-        {
-            return self.failure(
-                batch,
-                &format!(
-                    "exceeded the limit of {} KiB per HTTP header set (names and values as the \
-                     host counts them)",
-                    limits::FIELDS_BYTES >> 10
-                ),
-                Some("send fewer or smaller headers: the limit is fixed"),
-            );
+        if let Some((what, hint)) = limits::host_limit_hit(err, limits) {
+            return self.failure(batch, &what, Some(hint));
         }
         match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => self.failure(

@@ -113,6 +113,29 @@ pub(crate) fn timestamp_lag(is_time: bool, now: &str, cursor: &str) -> Option<f6
     Some(lag.num_microseconds()? as f64 / 1e6)
 }
 
+/// The safe horizon of a pass: `settled` (the database's now minus `--settle`), held back to
+/// the start of the oldest transaction still open, when the server shows it, since that
+/// transaction may still commit rows stamped before `settled`. Says so when a transaction has
+/// been holding the horizon for over five minutes.
+pub(crate) fn held_back_horizon(
+    settled: chrono::NaiveDateTime,
+    oldest_open: Option<chrono::NaiveDateTime>,
+    now: chrono::NaiveDateTime,
+) -> chrono::NaiveDateTime {
+    match oldest_open.filter(|oldest| *oldest < settled) {
+        Some(oldest) => {
+            if (now - oldest).num_seconds() > 300 {
+                tracing::warn!(
+                    "a transaction open since {oldest} UTC holds the sync horizon back; rows \
+                     changed after its start wait until it ends"
+                );
+            }
+            oldest
+        }
+        None => settled,
+    }
+}
+
 /// A database table read as a stream of deltas.
 ///
 /// Contract: [`Source::read`] returns rows strictly after `after` in `(cursor, key)` order

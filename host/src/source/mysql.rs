@@ -375,16 +375,7 @@ impl Source for MySqlSource {
             .map_err(|err| Error::database("cannot read the database clock", err))?;
         let settled: NaiveDateTime = row.get(0);
         let now: NaiveDateTime = row.get(1);
-        let mut horizon = settled;
-        if let Some(oldest) = oldest.filter(|oldest| *oldest < settled) {
-            horizon = oldest;
-            if (now - oldest).num_seconds() > 300 {
-                tracing::warn!(
-                    "a transaction open since {oldest} UTC holds the sync horizon back; rows \
-                     changed after its start wait until it ends"
-                );
-            }
-        }
+        let horizon = super::held_back_horizon(settled, oldest, now);
         let (horizon, now) = if self.plan.cursor_type == CursorType::LocalTime
             && !is_utc(&self.time_zone)
         {

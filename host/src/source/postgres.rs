@@ -372,18 +372,12 @@ impl Source for PgSource {
         let settled: DateTime<Utc> = row.get(0);
         let oldest: Option<DateTime<Utc>> = row.get(1);
         let now: DateTime<Utc> = row.get(2);
-        let mut horizon = settled;
-        if let Some(oldest) = oldest {
-            if oldest < horizon {
-                horizon = oldest;
-                if (now - oldest).num_seconds() > 300 {
-                    tracing::warn!(
-                        "a transaction open since {oldest} holds the sync horizon back; rows \
-                         changed after its start wait until it ends"
-                    );
-                }
-            }
-        }
+        let horizon = super::held_back_horizon(
+            settled.naive_utc(),
+            oldest.map(|oldest| oldest.naive_utc()),
+            now.naive_utc(),
+        )
+        .and_utc();
         let (horizon, now) = match self.plan.cursor_type {
             CursorType::Instant => (
                 json::timestamp_text(&horizon.naive_utc(), true),

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use sqlx::any::AnyRow;
 
-use super::checkpoint::Identity;
-use super::{column, now_rfc3339, to_bigint, Bind, StateStore};
+use super::{column, now_rfc3339, to_bigint, Bind, Identity, StateStore};
 use crate::error::{Error, Result};
 use crate::model::Usage;
 

@@ -2,18 +2,9 @@
 //! row's revision that every position write goes through (see [`StateStore`]'s contract).
 
 use super::accounting::{Accounting, Charge};
-use super::{now_rfc3339, to_bigint, Bind, StateStore};
+use super::{now_rfc3339, to_bigint, Bind, Identity, StateStore};
 use crate::error::{Error, Result};
 use crate::model::{Delivered, Position, Usage, Watermark};
-
-/// What a pipeline reads: a pipeline keeps its name only while these stay the same.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub source: String,
-    pub table: String,
-    pub cursor: String,
-    pub key: String,
-}
 
 /// A batch that was handed on but whose checkpoint was not yet written.
 #[derive(Debug, Clone, PartialEq, Eq)]

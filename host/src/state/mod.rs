@@ -23,8 +23,17 @@ use crate::source::redact_url;
 
 pub use accounting::Accounting;
 use checkpoint::decode_position;
-pub use checkpoint::{Identity, PendingBatch, PipelineState};
+pub use checkpoint::{PendingBatch, PipelineState};
 pub use dead_letters::DeadLetter;
+
+/// What a pipeline reads: a pipeline keeps its name only while these stay the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub source: String,
+    pub table: String,
+    pub cursor: String,
+    pub key: String,
+}
 
 /// The pipelines' checkpoints, kept in SQLite (`sqlite://PATH`) or PostgreSQL
 /// (`postgres://…`, in the schema `tidemark`).
@@ -98,6 +107,19 @@ impl StateStore {
         let store = StateStore { pool, prefix };
         schema::migrate(&store.pool, store.is_sqlite()).await?;
         Ok(store)
+    }
+
+    /// A second handle on the same store with a connection of its own, opened when first
+    /// used: for readers (metrics) that must neither wait behind a checkpoint nor hold one up.
+    /// SQLite's write-ahead log lets it read while the other connection writes.
+    pub fn reader(&self) -> StateStore {
+        let options = (*self.pool.connect_options()).clone();
+        StateStore {
+            pool: AnyPoolOptions::new()
+                .max_connections(1)
+                .connect_lazy_with(options),
+            prefix: self.prefix,
+        }
     }
 
     fn is_sqlite(&self) -> bool {
