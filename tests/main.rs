@@ -19,6 +19,7 @@ mod cli;
 mod destinations;
 mod hostile_data;
 mod hostile_fair;
+mod hostile_hostmem;
 mod mariadb_time_zones;
 mod polyglot;
 mod processors;

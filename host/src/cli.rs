@@ -45,8 +45,9 @@ pub struct ProcessorArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
 
-    /// A secret for the modules, read from the host's environment variable ENV_VAR; never
-    /// logged or shown. Repeatable.
+    /// A secret for every module of the chain, read from the host's environment variable
+    /// ENV_VAR; never logged or shown. Repeatable. (A pipelines file can give a secret to one
+    /// module only.)
     #[arg(long = "secret", value_name = "KEY=ENV_VAR")]
     pub secrets: Vec<String>,
 
@@ -62,6 +63,15 @@ pub struct ProcessorArgs {
     /// [default: unmetered].
     #[arg(long, value_name = "N")]
     pub fuel: Option<u64>,
+
+    /// Log lines one module call may write (its `log`, stdout and stderr together); past this
+    /// or --max-log-bytes, lines are dropped and one line at the end of the call counts them.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_log_lines: u64,
+
+    /// Bytes of log text one module call may write.
+    #[arg(long, value_name = "SIZE", default_value = "64KiB")]
+    pub max_log_bytes: String,
 
     /// Where compiled modules are cached [default: $TIDEMARK_CACHE_DIR, else ~/.cache/tidemark].
     #[arg(long, value_name = "DIR")]

@@ -55,7 +55,9 @@ pub struct ProcessorConfig {
 }
 
 impl ProcessorConfig {
-    /// What module `index` sees: the pipeline's configuration, then its own on top.
+    /// What module `index` sees: the pipeline's configuration (values and secrets, from the
+    /// flags, a `[[pipeline]]` or `[defaults]`), then its own on top (a module table's `config`
+    /// and `secrets` in a pipelines file). So a secret given to one module reaches no other.
     pub fn module_config(&self, index: usize) -> ModuleConfig {
         let mut config = self.config.clone();
         if let Some(own) = self.module_overrides.get(index) {
@@ -107,6 +109,17 @@ impl ProcessorConfig {
             ))
             .with_hint("pass --memory-limit between 1MiB and 4GiB"));
         }
+        let log_bytes = parse_size(&args.max_log_bytes).map_err(|err| {
+            Error::invalid(format!("--max-log-bytes: {err}"))
+                .with_hint("pass --max-log-bytes such as 64KiB or 1MiB")
+        })?;
+        if log_bytes > 1 << 30 || args.max_log_lines > 10_000_000 {
+            return Err(Error::invalid(format!(
+                "a log budget of {} lines or {} bytes per call is out of range",
+                args.max_log_lines, args.max_log_bytes
+            ))
+            .with_hint("pass --max-log-lines up to 10000000 and --max-log-bytes up to 1GiB"));
+        }
         if args.deadline.is_zero() {
             return Err(
                 Error::invalid("--deadline is zero").with_hint("pass --deadline such as 30s")
@@ -121,6 +134,8 @@ impl ProcessorConfig {
                 memory,
                 deadline: args.deadline,
                 fuel: args.fuel,
+                log_lines: args.max_log_lines,
+                log_bytes,
             },
             cache_dir: args
                 .cache_dir
@@ -261,5 +276,71 @@ impl RunConfig {
                 retry: retry_policy(&args.retry)?,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::pipelines_file::PipelinesFile;
+
+    #[test]
+    fn secrets_reach_the_modules_the_file_says() {
+        // Variables of this test alone: tests run in parallel in one process.
+        for (variable, value) in [
+            ("TM_SCOPE_TEST_SHARED", "shared-value"),
+            ("TM_SCOPE_TEST_OWN", "own-value"),
+            ("TM_SCOPE_TEST_DEFAULT", "default-value"),
+        ] {
+            std::env::set_var(variable, value);
+        }
+        let file = PipelinesFile::parse(
+            Path::new("tidemark.toml"),
+            r#"
+[defaults]
+secrets = { fallback = "TM_SCOPE_TEST_DEFAULT" }
+
+[[pipeline]]
+name = "a"
+source = "sqlite://a.db"
+table = "t"
+modules = ["first.wasm", { path = "last.wasm", secrets = { own = "TM_SCOPE_TEST_OWN" } }]
+secrets = { shared = "TM_SCOPE_TEST_SHARED" }
+
+[[pipeline]]
+name = "b"
+source = "sqlite://b.db"
+table = "t"
+modules = ["first.wasm", "last.wasm"]
+"#,
+        )
+        .unwrap();
+        let keys = |pipeline: &RunConfig, index: usize| -> Vec<String> {
+            let config = pipeline.processors.module_config(index);
+            config.secrets.keys().cloned().collect()
+        };
+        let [a, b] = &file.pipelines[..] else {
+            panic!("{:?}", file.pipelines)
+        };
+        // A pipeline's secrets reach every module of its chain (replacing those of
+        // [defaults]); a module's own reach that module alone.
+        assert_eq!(keys(a, 0), ["shared"]);
+        assert_eq!(keys(a, 1), ["own", "shared"]);
+        assert_eq!(
+            a.processors
+                .module_config(1)
+                .secrets
+                .get("own")
+                .map(String::as_str),
+            Some("own-value")
+        );
+        // [defaults] secrets reach every module of a pipeline that sets none of its own.
+        assert_eq!(keys(b, 0), ["fallback"]);
+        assert_eq!(keys(b, 1), ["fallback"]);
+        // And no value shows in the configuration's debug output.
+        let shown = format!("{:?}", file.pipelines);
+        assert!(!shown.contains("-value"), "{shown}");
     }
 }

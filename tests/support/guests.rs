@@ -48,6 +48,7 @@ const DESTINATIONS: &[&str] = &[
     "guest_denied_destination",
     "guest_concurrent_requests",
     "guest_reject_flood",
+    "guest_hold_resources",
 ];
 
 /// Whether `text` (a path, or a pipelines file's keys) names a destination component.

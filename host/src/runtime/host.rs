@@ -1,98 +1,17 @@
 //! What a processor's store holds: WASI with no ambient authority, outbound HTTP behind the
-//! pipeline's policy, the memory limiter, and the `tidemark:processor/host` interface (logging
-//! and configuration). Secrets given to a module are masked in everything it logs.
-
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+//! pipeline's policy, the memory limiter, the cap on host resources, and the
+//! `tidemark:processor/host` interface (logging, through [`super::guest_log`], and
+//! configuration).
 
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{HostApi, Level};
+use super::guest_log::CallLog;
 use super::http::HttpPolicy;
-use super::limits::MemoryLimiter;
-
-/// Configuration and secrets of one module in one pipeline.
-///
-/// Secret values never leave through `Debug` (keys only) or `Serialize` (keys and a digest of
-/// each value, enough for a configuration fingerprint to change with a secret).
-#[derive(Default, Clone)]
-pub struct ModuleConfig {
-    pub values: BTreeMap<String, String>,
-    pub secrets: BTreeMap<String, String>,
-}
-
-impl ModuleConfig {
-    /// Each secret's key with a digest of its value, in key order.
-    fn secret_digests(&self) -> BTreeMap<&str, String> {
-        use sha2::{Digest, Sha256};
-        self.secrets
-            .iter()
-            .map(|(key, value)| {
-                let digest = Sha256::digest(value.as_bytes());
-                (
-                    key.as_str(),
-                    format!("sha256:{}", hex::encode(&digest[..8])),
-                )
-            })
-            .collect()
-    }
-
-    fn get(&self, key: &str) -> Option<String> {
-        self.secrets
-            .get(key)
-            .or_else(|| self.values.get(key))
-            .cloned()
-    }
-
-    /// `text` with every secret value replaced by `***`.
-    pub fn redact(&self, text: &str) -> String {
-        let mut text = text.to_owned();
-        for secret in self.secrets.values().filter(|secret| !secret.is_empty()) {
-            if text.contains(secret.as_str()) {
-                text = text.replace(secret.as_str(), "***");
-            }
-        }
-        text
-    }
-}
-
-impl std::fmt::Debug for ModuleConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ModuleConfig")
-            .field("values", &self.values)
-            .field(
-                "secrets",
-                &self
-                    .secrets
-                    .keys()
-                    .map(|key| (key, "***"))
-                    .collect::<BTreeMap<_, _>>(),
-            )
-            .finish()
-    }
-}
-
-impl serde::Serialize for ModuleConfig {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut config = serializer.serialize_struct("ModuleConfig", 2)?;
-        config.serialize_field("values", &self.values)?;
-        config.serialize_field("secrets", &self.secret_digests())?;
-        config.end()
-    }
-}
-
-/// Who is talking: the module and the pipeline, for every log line.
-#[derive(Debug, Clone)]
-pub struct Tag {
-    pub module: Arc<str>,
-    pub pipeline: Arc<str>,
-    pub config: Arc<ModuleConfig>,
-}
+use super::limits::{host_resources, Limits, MemoryLimiter, FIELDS_BYTES};
+use super::module_config::Tag;
 
 pub struct ProcessorState {
     table: ResourceTable,
@@ -101,27 +20,46 @@ pub struct ProcessorState {
     policy: HttpPolicy,
     pub limiter: MemoryLimiter,
     tag: Tag,
+    log: CallLog,
 }
 
 impl ProcessorState {
-    pub fn new(tag: Tag, memory_cap: u64, policy: HttpPolicy) -> Self {
+    pub fn new(tag: Tag, limits: &Limits, policy: HttpPolicy) -> Self {
+        let log = CallLog::new(tag.clone(), limits);
         // No preopened directories, no environment, no arguments, no sockets: the guest sees
         // only what the host interface and (for destinations) the HTTP policy give it.
         let wasi = WasiCtx::builder()
-            .stdout(LogSink::new(tag.clone(), "stdout"))
-            .stderr(LogSink::new(tag.clone(), "stderr"))
+            .stdout(log.stdout.clone())
+            .stderr(log.stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        // What the guest makes the host hold lives in this table (header sets, requests,
+        // bodies, streams, pollables): capped in number here, and each header set in size
+        // below, so that a guest cannot hold many GiB of host memory with a small memory of
+        // its own.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(host_resources(limits.memory));
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(FIELDS_BYTES);
         ProcessorState {
-            table: ResourceTable::new(),
+            table,
             wasi,
-            http: WasiHttpCtx::new(),
+            http,
             policy,
-            limiter: MemoryLimiter::new(memory_cap),
+            limiter: MemoryLimiter::new(limits.memory),
             tag,
+            log,
         }
+    }
+}
+
+/// The end of a call: a last line without a newline is logged, and what the log budget
+/// dropped is said once.
+impl Drop for ProcessorState {
+    fn drop(&mut self) {
+        self.log.finish();
     }
 }
 
@@ -146,7 +84,7 @@ impl WasiHttpView for ProcessorState {
 
 impl HostApi for ProcessorState {
     async fn log(&mut self, level: Level, message: String) {
-        emit(&self.tag, level, &message);
+        self.log.write(level, &message);
     }
 
     async fn config(&mut self, key: String) -> Option<String> {
@@ -155,143 +93,3 @@ impl HostApi for ProcessorState {
 }
 
 impl super::bindings::transform::tidemark::processor::types::Host for ProcessorState {}
-
-fn emit(tag: &Tag, level: Level, message: &str) {
-    let message = tag.config.redact(message);
-    let (module, pipeline) = (&*tag.module, &*tag.pipeline);
-    match level {
-        Level::Trace => tracing::trace!(module, pipeline, "{message}"),
-        Level::Debug => tracing::debug!(module, pipeline, "{message}"),
-        Level::Info => tracing::info!(module, pipeline, "{message}"),
-        Level::Warn => tracing::warn!(module, pipeline, "{message}"),
-        Level::Error => tracing::error!(module, pipeline, "{message}"),
-    }
-}
-
-/// A guest's stdout or stderr: complete lines go to the host log, tagged. Never reports the
-/// stream closed, because a Rust guest panics when a write to stdout fails.
-#[derive(Clone)]
-struct LogSink {
-    tag: Tag,
-    stream: &'static str,
-    pending: Arc<Mutex<Vec<u8>>>,
-}
-
-/// A line longer than this is logged in pieces.
-const MAX_LINE: usize = 8 << 10;
-
-impl LogSink {
-    fn new(tag: Tag, stream: &'static str) -> Self {
-        LogSink {
-            tag,
-            stream,
-            pending: Arc::default(),
-        }
-    }
-
-    fn push(&self, bytes: &[u8]) {
-        let Ok(mut pending) = self.pending.lock() else {
-            return;
-        };
-        pending.extend_from_slice(bytes);
-        while let Some(end) = pending
-            .iter()
-            .position(|&b| b == b'\n')
-            .or((pending.len() >= MAX_LINE).then_some(MAX_LINE))
-        {
-            let cut = end.min(pending.len() - 1);
-            let line: Vec<u8> = pending.drain(..=cut).collect();
-            let text = String::from_utf8_lossy(&line);
-            let level = if self.stream == "stderr" {
-                Level::Warn
-            } else {
-                Level::Info
-            };
-            let text = text.trim_end_matches(['\n', '\r']);
-            if !text.is_empty() {
-                emit(&self.tag, level, text);
-            }
-        }
-    }
-}
-
-impl IsTerminal for LogSink {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for LogSink {
-    fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.clone())
-    }
-
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl Pollable for LogSink {
-    async fn ready(&mut self) {}
-}
-
-#[wasmtime_wasi::async_trait]
-impl OutputStream for LogSink {
-    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
-        self.push(&bytes);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> StreamResult<()> {
-        Ok(())
-    }
-
-    fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(64 << 10)
-    }
-}
-
-impl tokio::io::AsyncWrite for LogSink {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.push(buf);
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_are_masked_wherever_they_appear() {
-        let mut config = ModuleConfig::default();
-        config.secrets.insert("api_key".into(), "s3cr3t-us6".into());
-        config.values.insert("list".into(), "abc".into());
-        assert_eq!(
-            config.redact("key=s3cr3t-us6; again s3cr3t-us6"),
-            "key=***; again ***"
-        );
-        assert_eq!(config.get("api_key").as_deref(), Some("s3cr3t-us6"));
-        assert_eq!(config.get("list").as_deref(), Some("abc"));
-        assert_eq!(config.get("missing"), None);
-    }
-}

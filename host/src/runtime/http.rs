@@ -241,6 +241,12 @@ impl WasiHttpHooks for HttpPolicy {
             Ok((response, done))
         })
     }
+
+    /// A request body buffers two writes of at most this much, so that the unsent requests a
+    /// module holds stay within what its memory limit allows (see `limits::host_resources`).
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        super::limits::BODY_CHUNK_BYTES
+    }
 }
 
 /// Spaces requests `1 / rate` seconds apart: a destination's rate limit is met by waiting

@@ -10,11 +10,14 @@ mod bindings;
 pub mod chain;
 pub mod engine;
 mod fairness;
+mod guest_log;
 mod host;
 mod http;
 pub mod limits;
+mod module_config;
 mod origin;
 mod rejections;
+pub mod text;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,11 +29,12 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::Usage;
 pub use bindings::{Batch, DeliveryError, Rejection};
-pub use host::ModuleConfig;
-use host::{ProcessorState, Tag};
+use host::ProcessorState;
 pub use http::HttpOptions;
 use http::{HttpPolicy, Outbound};
 pub use limits::Limits;
+pub use module_config::ModuleConfig;
+use module_config::Tag;
 pub use origin::Origin;
 
 /// The WIT package every processor implements, and the versions this host runs.
@@ -305,9 +309,10 @@ impl Processor {
         &self.tag.module
     }
 
-    /// `text` with this module's secrets masked.
+    /// Text this module wrote (an error, a rejection's reason), as the host may show it: its
+    /// secrets masked and its control characters escaped.
     pub fn redact(&self, text: &str) -> String {
-        self.tag.config.redact(text)
+        self.tag.config.shown(text)
     }
 
     pub fn world(&self) -> World {
@@ -334,7 +339,7 @@ impl Processor {
         };
         let state = ProcessorState::new(
             self.tag.clone(),
-            self.limits.memory,
+            &self.limits,
             HttpPolicy::new(self.outbound.clone()),
         );
         let mut store = Store::new(engine, state);
@@ -392,7 +397,7 @@ impl Processor {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(message)) => Err(self.failure(
                 batch,
-                &format!("returned an error: {}", self.tag.config.redact(&message)),
+                &format!("returned an error: {}", self.redact(&message)),
                 None,
             )),
             Err(err) => Err(self.trap_error(batch, &err, store.data().limiter.hit)),
@@ -405,9 +410,15 @@ impl Processor {
         if memory_hit {
             return self.failure(
                 batch,
-                &format!("exceeded its memory limit of {} MiB", limits.memory >> 20),
+                &format!(
+                    "exceeded its memory limit of {} MiB (linear memory and tables)",
+                    limits.memory >> 20
+                ),
                 Some("raise --memory-limit if the module needs more"),
             );
+        }
+        if let Some((what, hint)) = limits::host_limit_hit(err, limits) {
+            return self.failure(batch, &what, Some(hint));
         }
         match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => self.failure(
@@ -431,7 +442,7 @@ impl Processor {
             Some(trap) => self.failure(batch, &format!("trapped: {trap}"), None),
             None => self.failure(
                 batch,
-                &format!("failed: {}", self.tag.config.redact(&format!("{err:#}"))),
+                &format!("failed: {}", self.redact(&format!("{err:#}"))),
                 None,
             ),
         }

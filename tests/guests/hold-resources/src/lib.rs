@@ -1,0 +1,47 @@
+//! Test guest: a destination that makes the host hold resources and never lets go: with
+//! `--set hold=fields` (the default) HTTP header sets of 24 KiB each, with `--set
+//! hold=pollables` clock pollables, with `--set hold=headers` one header set that grows until
+//! it is refused. Its own memory stays small: what grows is the host's, until the host's caps
+//! stop it.
+
+use tidemark_sdk::destination::wasi::clocks::monotonic_clock;
+use tidemark_sdk::destination::wasi::http::types::Fields;
+use tidemark_sdk::{Batch, DeliveryError, Rejection};
+
+fn hold(_batch: Batch) -> Result<Vec<Rejection>, DeliveryError> {
+    let value = vec![b'x'; 8 << 10];
+    let mut fields = Vec::new();
+    let mut pollables = Vec::new();
+    let hold = tidemark_sdk::config("hold").unwrap_or_else(|| "fields".to_owned());
+    for n in 0u64.. {
+        match hold.as_str() {
+            "pollables" => {
+                pollables.push(monotonic_clock::subscribe_duration(3_600_000_000_000 + n));
+            }
+            "headers" => {
+                let headers = Fields::new();
+                for name in 0.. {
+                    if headers.append(&format!("x-hold-{name}"), &value).is_err() {
+                        break;
+                    }
+                }
+                fields.push(headers);
+            }
+            _ => {
+                let headers = Fields::new();
+                for name in 0..3 {
+                    // Refused or not, the set is kept.
+                    let _ = headers.append(&format!("x-hold-{name}"), &value);
+                }
+                fields.push(headers);
+            }
+        }
+    }
+    Err(DeliveryError::Fatal(format!(
+        "still holding {} header sets and {} pollables",
+        fields.len(),
+        pollables.len()
+    )))
+}
+
+tidemark_sdk::destination!(hold);
