@@ -36,9 +36,11 @@ pub fn check(indexes: impl ExactSizeIterator<Item = u32>, rows: usize) -> Result
                     "rejected row {index} of a batch of {rows}, which has no such row"
                 ))
             }
-            Some(true) => return Err(format!(
+            Some(true) => {
+                return Err(format!(
                 "rejected row {index} more than once: a destination rejects each row at most once"
-            )),
+            ))
+            }
             Some(seen) => *seen = true,
         }
     }
