@@ -139,6 +139,14 @@ fn http_options(args: &HttpArgs) -> Result<HttpOptions> {
         Error::invalid(format!("--max-response-size: {err}"))
             .with_hint("pass --max-response-size such as 1MiB or 64MiB")
     })?;
+    let max_request_bytes = parse_size(&args.max_request_size).map_err(|err| {
+        Error::invalid(format!("--max-request-size: {err}"))
+            .with_hint("pass --max-request-size such as 1MiB or 64MiB")
+    })?;
+    if max_request_bytes == 0 {
+        return Err(Error::invalid("--max-request-size is zero")
+            .with_hint("pass --max-request-size such as 1MiB or 64MiB"));
+    }
     if args.http_timeout.is_zero() {
         return Err(
             Error::invalid("--http-timeout is zero").with_hint("pass --http-timeout such as 30s")
@@ -148,6 +156,10 @@ fn http_options(args: &HttpArgs) -> Result<HttpOptions> {
         return Err(
             Error::invalid("--max-in-flight is zero").with_hint("pass --max-in-flight 1 or more")
         );
+    }
+    if args.max_requests_per_batch == 0 {
+        return Err(Error::invalid("--max-requests-per-batch is zero")
+            .with_hint("pass --max-requests-per-batch 1 or more"));
     }
     if let Some(rate) = args.max_requests_per_second {
         if !(rate.is_finite() && rate > 0.0 && rate <= 1e6) {
@@ -161,7 +173,9 @@ fn http_options(args: &HttpArgs) -> Result<HttpOptions> {
         allow,
         timeout: args.http_timeout,
         max_response_bytes,
+        max_request_bytes,
         max_in_flight: args.max_in_flight,
+        max_requests_per_batch: args.max_requests_per_batch,
         requests_per_second: args.max_requests_per_second,
     })
 }

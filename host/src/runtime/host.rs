@@ -58,6 +58,50 @@ impl ModuleConfig {
         }
         text
     }
+
+    /// Masks every secret in raw bytes (a log line not yet cut or decoded).
+    fn redact_bytes(&self, bytes: &mut Vec<u8>) {
+        for secret in self.secrets.values().filter(|secret| !secret.is_empty()) {
+            replace_all(bytes, secret.as_bytes(), b"***");
+        }
+    }
+}
+
+fn replace_all(bytes: &mut Vec<u8>, needle: &[u8], with: &[u8]) {
+    let mut at = 0;
+    while let Some(found) = bytes[at..]
+        .windows(needle.len())
+        .position(|window| window == needle)
+    {
+        let start = at + found;
+        bytes.splice(start..start + needle.len(), with.iter().copied());
+        at = start + with.len();
+    }
+}
+
+/// How many bytes of `text` (secrets already masked) go into a piece of at most `max`: fewer
+/// when the piece would end in the beginning of a secret, whose rest may follow, so that no
+/// secret is split across two pieces where masking each cannot see it.
+fn piece_length(text: &[u8], max: usize, secrets: &[&[u8]]) -> usize {
+    let mut cut = max.min(text.len());
+    loop {
+        let before = cut;
+        for secret in secrets {
+            if let Some(k) = (1..secret.len().min(cut + 1))
+                .rev()
+                .find(|&k| text[cut - k..cut] == secret[..k])
+            {
+                cut -= k;
+            }
+        }
+        if cut == 0 {
+            // A secret longer than a piece: cut where asked.
+            return max.min(text.len());
+        }
+        if cut == before {
+            return cut;
+        }
+    }
 }
 
 impl std::fmt::Debug for ModuleConfig {
@@ -194,11 +238,19 @@ impl LogSink {
             return;
         };
         pending.extend_from_slice(bytes);
-        while let Some(end) = pending
-            .iter()
-            .position(|&b| b == b'\n')
-            .or((pending.len() >= MAX_LINE).then_some(MAX_LINE))
-        {
+        loop {
+            let end = match pending.iter().position(|&b| b == b'\n') {
+                Some(newline) => newline,
+                None if pending.len() >= MAX_LINE => {
+                    // Masked before the cut: a secret across it would be in neither piece whole.
+                    let config = &self.tag.config;
+                    config.redact_bytes(&mut pending);
+                    let secrets: Vec<&[u8]> =
+                        config.secrets.values().map(|secret| secret.as_bytes()).collect();
+                    piece_length(&pending, MAX_LINE, &secrets) - 1
+                }
+                None => break,
+            };
             let cut = end.min(pending.len() - 1);
             let line: Vec<u8> = pending.drain(..=cut).collect();
             let text = String::from_utf8_lossy(&line);
@@ -293,5 +345,46 @@ mod tests {
         assert_eq!(config.get("api_key").as_deref(), Some("s3cr3t-us6"));
         assert_eq!(config.get("list").as_deref(), Some("abc"));
         assert_eq!(config.get("missing"), None);
+    }
+
+    #[test]
+    fn a_secret_across_a_cut_goes_whole_into_the_next_piece() {
+        let secret = b"s3cr3t-us6".as_slice();
+        // The piece would end in "s3cr": it ends before, and the secret stays whole.
+        let text = b"0123456789s3cr3t-us6 and more";
+        assert_eq!(piece_length(text, 14, &[secret]), 10);
+        assert_eq!(piece_length(text, 14, &[]), 14);
+        // Only the start of a secret so far: held back, too.
+        assert_eq!(piece_length(b"0123456789s3c", 13, &[secret]), 10);
+        // A secret longer than a piece cannot be kept whole.
+        assert_eq!(piece_length(b"s3cr3t-us6", 4, &[secret]), 4);
+        let mut bytes = b"a s3cr3t-us6 b s3cr3t-us6".to_vec();
+        let mut config = ModuleConfig::default();
+        config.secrets.insert("k".into(), "s3cr3t-us6".into());
+        config.redact_bytes(&mut bytes);
+        assert_eq!(bytes, b"a *** b ***");
+    }
+
+    #[test]
+    fn log_lines_cut_in_pieces_never_show_a_secret() {
+        let mut config = ModuleConfig::default();
+        config.secrets.insert("k".into(), "s3cr3t-us6".into());
+        let tag = Tag {
+            module: "m".into(),
+            pipeline: "p".into(),
+            config: Arc::new(config),
+        };
+        let sink = LogSink::new(tag, "stderr");
+        // The secret straddles the cut at MAX_LINE, written in two parts.
+        let mut line = vec![b'x'; MAX_LINE - 4];
+        line.extend_from_slice(b"s3cr");
+        sink.push(&line);
+        sink.push(b"3t-us6 tail");
+        let pending = sink.pending.lock().unwrap().clone();
+        assert!(
+            pending.starts_with(b"s3cr3t-us6") || pending.starts_with(b"***"),
+            "the secret's start was cut off and logged: {:?}",
+            String::from_utf8_lossy(&pending[..20.min(pending.len())])
+        );
     }
 }
