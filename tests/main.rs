@@ -17,6 +17,7 @@
 
 mod cli;
 mod destinations;
+mod hostile_wall;
 mod mariadb_time_zones;
 mod polyglot;
 mod processors;

@@ -403,9 +403,9 @@ fn failure(message: impl Into<String>) -> HttpError {
 fn from_error_code(code: ErrorCode) -> HttpError {
     let address_prohibited = matches!(code, ErrorCode::DestinationIpProhibited);
     let message = match &code {
-        ErrorCode::HttpRequestBodySize(Some(max)) => format!(
-            "the request body is over the host's cap of {max} bytes (--max-request-size)"
-        ),
+        ErrorCode::HttpRequestBodySize(Some(max)) => {
+            format!("the request body is over the host's cap of {max} bytes (--max-request-size)")
+        }
         ErrorCode::HttpResponseBodySize(_) => {
             format!("the response body is over the host's cap (--max-response-size): {code:?}")
         }

@@ -47,6 +47,7 @@ const DESTINATIONS: &[&str] = &[
     "py_webhook",
     "guest_denied_destination",
     "guest_concurrent_requests",
+    "guest_hostile_http",
 ];
 
 /// Whether `text` (a path, or a pipelines file's keys) names a destination component.

@@ -245,8 +245,11 @@ impl LogSink {
                     // Masked before the cut: a secret across it would be in neither piece whole.
                     let config = &self.tag.config;
                     config.redact_bytes(&mut pending);
-                    let secrets: Vec<&[u8]> =
-                        config.secrets.values().map(|secret| secret.as_bytes()).collect();
+                    let secrets: Vec<&[u8]> = config
+                        .secrets
+                        .values()
+                        .map(|secret| secret.as_bytes())
+                        .collect();
                     piece_length(&pending, MAX_LINE, &secrets) - 1
                 }
                 None => break,

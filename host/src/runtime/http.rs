@@ -18,11 +18,12 @@
 //!    redirect to another origin is a new request that meets the allow-list again.
 //!
 //! The rule for a guest that sends several requests before reading their responses (the
-//! SDK's `http::send_all`): requests past `--max-in-flight` wait for a slot, their bodies
-//! already taken in (all waiting bodies of a pipeline together up to `--max-request-size`), so
-//! the guest goes on to read the first responses, which frees slots. A guest that holds
-//! `--max-in-flight` unread response bodies and then waits for another response waits on
-//! itself, until its deadline.
+//! SDK's `http::send_all`): requests past `--max-in-flight` wait for a slot in the order they
+//! were started, their bodies already taken in (all waiting bodies of a pipeline together up
+//! to `--max-request-size`), so the guest goes on to read the first responses, which frees
+//! slots for the next ones. A guest that reads responses in the order it started the requests
+//! never waits on itself; one that holds `--max-in-flight` unread response bodies and then
+//! waits for another response does, until its deadline.
 //!
 //! The host's log names a request by its origin only: a path, query or user name may carry a
 //! secret.
@@ -118,9 +119,26 @@ impl Outbound {
         })
     }
 
+    /// Queues for an in-flight slot, in the order the guest starts its requests: the guest
+    /// reads responses in that order (the SDK's `send_all` does), and a later request that took
+    /// a slot first would hold it with a response the guest does not read until the earlier
+    /// one, which waits for that slot, is answered. Tasks run in any order, so the place in
+    /// the queue is taken here, synchronously, when the guest starts the request.
+    fn queue_for_slot(&self) -> Slot {
+        let mut slot: Slot = Box::pin(self.in_flight.clone().acquire_owned());
+        // The first poll joins the semaphore's queue (or takes a free slot); the request's
+        // task polls it again with its own waker.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match slot.as_mut().poll(&mut cx) {
+            Poll::Ready(taken) => Box::pin(std::future::ready(taken)),
+            Poll::Pending => slot,
+        }
+    }
+
     async fn send(
         self: Arc<Self>,
         request: http::Request<WasiBody>,
+        slot: Slot,
     ) -> std::result::Result<http::Response<WasiBody>, HttpError> {
         let uri = request.uri().clone();
         let origin = match Origin::of(&uri) {
@@ -145,10 +163,7 @@ impl Outbound {
         };
         let (parts, body) = request.into_parts();
         let (body, held) = self.take_body(body, &origin).await?;
-        let slot = self
-            .in_flight
-            .clone()
-            .acquire_owned()
+        let slot = slot
             .await
             .map_err(|_| HttpError::InternalError(Some("the request queue closed".into())))?;
         if let Some(pacer) = &self.pacer {
@@ -286,6 +301,14 @@ impl Outbound {
     }
 }
 
+/// A place in the queue for an in-flight slot, taken when the guest starts the request.
+type Slot = Pin<
+    Box<
+        dyn Future<Output = std::result::Result<OwnedSemaphorePermit, tokio::sync::AcquireError>>
+            + Send,
+    >,
+>;
+
 /// Semaphore permits for a number of bytes (a semaphore holds fewer than `usize::MAX`).
 fn permits(bytes: u64) -> usize {
     usize::try_from(bytes)
@@ -345,8 +368,9 @@ impl WasiHttpHooks for HttpPolicy {
                 return Box::new(async move { Err(HttpError::InternalError(Some(why))) });
             }
         }
+        let slot = outbound.as_ref().map(|outbound| outbound.queue_for_slot());
         Box::new(async move {
-            let Some(outbound) = outbound else {
+            let (Some(outbound), Some(slot)) = (outbound, slot) else {
                 let origin = Origin::of(request.uri())
                     .map_or_else(|| "a URL without an origin".to_owned(), |o| o.to_string());
                 tracing::warn!(
@@ -354,7 +378,7 @@ impl WasiHttpHooks for HttpPolicy {
                 );
                 return Err(HttpError::HttpRequestDenied);
             };
-            let response = outbound.send(request).await?;
+            let response = outbound.send(request, slot).await?;
             let done: Box<dyn Future<Output = std::result::Result<(), HttpError>> + Send> =
                 Box::new(async { Ok(()) });
             Ok((response, done))

@@ -125,7 +125,8 @@ fn hoard() -> Result<Vec<Rejection>, DeliveryError> {
             .map_err(|()| DeliveryError::Fatal("no body".into()))?;
         let pending = outgoing_handler::handle(request, None)
             .map_err(|code| DeliveryError::Fatal(format!("{code:?}")))?;
-        OutgoingBody::finish(body, None).map_err(|code| DeliveryError::Fatal(format!("{code:?}")))?;
+        OutgoingBody::finish(body, None)
+            .map_err(|code| DeliveryError::Fatal(format!("{code:?}")))?;
         pending.subscribe().block();
         let Some(Ok(Ok(response))) = pending.get() else {
             std::thread::sleep(Duration::from_millis(10));
