@@ -13,6 +13,11 @@
 //! - A secret in a request URL (query, path, user info) and one split across the host's cut of
 //!   a long log line appear nowhere: not in the log, `status --json`, the state store's bytes or
 //!   the metrics.
+//!
+//! Measured on a 2-core machine: peak RSS of the whole process about 50 MiB in each test
+//! (asserted under 128 MiB); the healthy tenant's slowest round under 2 s next to four guests
+//! holding both batch permits for their 1 s deadline, under 0.6 s otherwise; every waiting
+//! call charged 1.00 s with a deadline of 1 s and an HTTP timeout of 60 s.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -193,7 +198,7 @@ async fn guests_waiting_in_host_calls_stop_at_their_deadline_and_free_their_perm
     let peak = peak_rss_kib(running.pid().expect("the host runs"));
     eprintln!("peak RSS next to waiting guests: {peak} KiB");
     assert!(
-        peak < 256 << 10,
+        peak < 128 << 10,
         "peak RSS {peak} KiB next to waiting guests"
     );
 
@@ -328,7 +333,7 @@ async fn request_bodies_and_requests_per_batch_are_capped() {
     let peak = peak_rss_kib(running.pid().expect("the host runs"));
     eprintln!("peak RSS next to greedy senders: {peak} KiB");
     assert!(
-        peak < 256 << 10,
+        peak < 128 << 10,
         "peak RSS {peak} KiB next to greedy senders"
     );
     assert!(running.try_finish().is_none(), "the host exited");
@@ -513,7 +518,7 @@ async fn unread_response_bodies_keep_their_slots() {
     );
     let peak = peak_rss_kib(running.pid().expect("the host runs"));
     eprintln!("peak RSS next to a hoarder: {peak} KiB");
-    assert!(peak < 256 << 10, "peak RSS {peak} KiB next to a hoarder");
+    assert!(peak < 128 << 10, "peak RSS {peak} KiB next to a hoarder");
     let outcome = running.terminate().await;
     assert_eq!(outcome.code(), Some(0), "SIGTERM: {outcome}");
 }
