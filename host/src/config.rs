@@ -277,3 +277,43 @@ impl RunConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        http: HttpArgs,
+    }
+
+    fn http(args: &[&str]) -> Result<HttpOptions> {
+        let flags = Flags::try_parse_from(std::iter::once("host").chain(args.iter().copied()))
+            .expect("flags parse");
+        http_options(&flags.http)
+    }
+
+    #[test]
+    fn request_caps_have_defaults_and_refuse_zero() {
+        let options = http(&[]).unwrap();
+        assert_eq!(options.max_request_bytes, 16 << 20);
+        assert_eq!(options.max_requests_per_batch, 1000);
+        assert_eq!(
+            http(&["--max-request-size", "1MiB"])
+                .unwrap()
+                .max_request_bytes,
+            1 << 20
+        );
+        for (flag, value) in [
+            ("--max-request-size", "0"),
+            ("--max-request-size", "lots"),
+            ("--max-requests-per-batch", "0"),
+        ] {
+            let err = http(&[flag, value]).unwrap_err();
+            assert!(err.to_string().contains(flag), "{flag} {value}: {err}");
+            assert!(err.hint().unwrap_or_default().contains(flag), "{err:?}");
+        }
+    }
+}
