@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::support::db::USERS_COLUMNS;
-use crate::support::guests::{guest, test_guest_names};
+use crate::support::guests::{guest, repo_dir, test_guest_names};
 use crate::support::host::{assert_mentions, error_report, Outcome};
 use crate::support::http_server::{Reply, Server};
 use crate::support::lines::{assert_each_once, batches, ids};
@@ -1037,7 +1037,7 @@ async fn destination_module_ends_the_chain() {
         &outcome.stderr,
         "the log of a destination refused the network",
         &[
-            "refused outbound request to https://example.com/",
+            "refused outbound request to https://example.com:443",
             "request denied as expected",
             "guest_denied_destination",
         ],

@@ -164,15 +164,22 @@ impl Request {
             .map_err(|()| failure("request body unavailable"))?;
         // The request goes out before its body is written, so a large body streams.
         let pending = outgoing_handler::handle(request, None).map_err(from_error_code)?;
-        {
+        let written = {
             let stream = body
                 .write()
                 .map_err(|()| failure("request body unavailable"))?;
-            for chunk in self.body.chunks(4096) {
-                stream
-                    .blocking_write_and_flush(chunk)
-                    .map_err(|err| failure(format!("sending the body: {err:?}")))?;
-            }
+            self.body
+                .chunks(4096)
+                .try_for_each(|chunk| stream.blocking_write_and_flush(chunk))
+        };
+        if let Err(err) = written {
+            // The host stopped taking the body (e.g. it is over the host's cap): its reason
+            // is the request's result.
+            drop(body);
+            return Err(match receive_head(&pending) {
+                Err(reason) => reason,
+                Ok(_) => failure(format!("sending the body: {err:?}")),
+            });
         }
         OutgoingBody::finish(body, None).map_err(from_error_code)?;
         Ok(pending)
@@ -190,14 +197,21 @@ pub fn send_all(requests: Vec<Request>) -> Vec<Result<Response, HttpError>> {
         .collect()
 }
 
-/// Waits for a response and reads its whole body.
-fn receive(pending: FutureIncomingResponse) -> Result<Response, HttpError> {
+/// Waits for a response's head.
+fn receive_head(
+    pending: &FutureIncomingResponse,
+) -> Result<crate::destination::wasi::http::types::IncomingResponse, HttpError> {
     pending.subscribe().block();
-    let response = pending
+    pending
         .get()
         .ok_or_else(|| failure("no response"))?
         .map_err(|()| failure("response already taken"))?
-        .map_err(from_error_code)?;
+        .map_err(from_error_code)
+}
+
+/// Waits for a response and reads its whole body.
+fn receive(pending: FutureIncomingResponse) -> Result<Response, HttpError> {
+    let response = receive_head(&pending)?;
     let status = response.status();
     let headers = response.headers().entries();
     let incoming = response
@@ -388,10 +402,20 @@ fn failure(message: impl Into<String>) -> HttpError {
 
 fn from_error_code(code: ErrorCode) -> HttpError {
     let address_prohibited = matches!(code, ErrorCode::DestinationIpProhibited);
+    let message = match &code {
+        ErrorCode::HttpRequestBodySize(Some(max)) => {
+            format!("the request body is over the host's cap of {max} bytes (--max-request-size)")
+        }
+        ErrorCode::HttpResponseBodySize(_) => {
+            format!("the response body is over the host's cap (--max-response-size): {code:?}")
+        }
+        ErrorCode::InternalError(Some(message)) => message.clone(),
+        other => format!("{other:?}"),
+    };
     HttpError {
         denied: address_prohibited || matches!(code, ErrorCode::HttpRequestDenied),
         address_prohibited,
-        message: format!("{code:?}"),
+        message,
     }
 }
 

@@ -98,9 +98,18 @@ pub struct HttpArgs {
     #[arg(long, value_name = "SIZE", default_value = "16MiB")]
     pub max_response_size: String,
 
-    /// Requests one pipeline may have in flight at once (until their response head arrives).
+    /// Largest request body a destination may send.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB")]
+    pub max_request_size: String,
+
+    /// Requests one pipeline may have in flight at once, from sending one until its response
+    /// body is read to the end or dropped.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub max_in_flight: usize,
+
+    /// Requests one module call (one batch) may start; the rest are refused.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_requests_per_batch: usize,
 
     /// Requests one pipeline may start per second (e.g. 10, or 0.5) [default: no cap].
     #[arg(long, value_name = "RATE")]

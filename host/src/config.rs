@@ -154,6 +154,14 @@ fn http_options(args: &HttpArgs) -> Result<HttpOptions> {
         Error::invalid(format!("--max-response-size: {err}"))
             .with_hint("pass --max-response-size such as 1MiB or 64MiB")
     })?;
+    let max_request_bytes = parse_size(&args.max_request_size).map_err(|err| {
+        Error::invalid(format!("--max-request-size: {err}"))
+            .with_hint("pass --max-request-size such as 1MiB or 64MiB")
+    })?;
+    if max_request_bytes == 0 {
+        return Err(Error::invalid("--max-request-size is zero")
+            .with_hint("pass --max-request-size such as 1MiB or 64MiB"));
+    }
     if args.http_timeout.is_zero() {
         return Err(
             Error::invalid("--http-timeout is zero").with_hint("pass --http-timeout such as 30s")
@@ -163,6 +171,10 @@ fn http_options(args: &HttpArgs) -> Result<HttpOptions> {
         return Err(
             Error::invalid("--max-in-flight is zero").with_hint("pass --max-in-flight 1 or more")
         );
+    }
+    if args.max_requests_per_batch == 0 {
+        return Err(Error::invalid("--max-requests-per-batch is zero")
+            .with_hint("pass --max-requests-per-batch 1 or more"));
     }
     if let Some(rate) = args.max_requests_per_second {
         if !(rate.is_finite() && rate > 0.0 && rate <= 1e6) {
@@ -176,7 +188,9 @@ fn http_options(args: &HttpArgs) -> Result<HttpOptions> {
         allow,
         timeout: args.http_timeout,
         max_response_bytes,
+        max_request_bytes,
         max_in_flight: args.max_in_flight,
+        max_requests_per_batch: args.max_requests_per_batch,
         requests_per_second: args.max_requests_per_second,
     })
 }
@@ -283,6 +297,8 @@ impl RunConfig {
 mod tests {
     use std::path::Path;
 
+    use clap::Parser;
+
     use super::*;
     use crate::pipelines_file::PipelinesFile;
 
@@ -342,5 +358,39 @@ modules = ["first.wasm", "last.wasm"]
         // And no value shows in the configuration's debug output.
         let shown = format!("{:?}", file.pipelines);
         assert!(!shown.contains("-value"), "{shown}");
+    }
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        http: HttpArgs,
+    }
+
+    fn http(args: &[&str]) -> Result<HttpOptions> {
+        let flags = Flags::try_parse_from(std::iter::once("host").chain(args.iter().copied()))
+            .expect("flags parse");
+        http_options(&flags.http)
+    }
+
+    #[test]
+    fn request_caps_have_defaults_and_refuse_zero() {
+        let options = http(&[]).unwrap();
+        assert_eq!(options.max_request_bytes, 16 << 20);
+        assert_eq!(options.max_requests_per_batch, 1000);
+        assert_eq!(
+            http(&["--max-request-size", "1MiB"])
+                .unwrap()
+                .max_request_bytes,
+            1 << 20
+        );
+        for (flag, value) in [
+            ("--max-request-size", "0"),
+            ("--max-request-size", "lots"),
+            ("--max-requests-per-batch", "0"),
+        ] {
+            let err = http(&[flag, value]).unwrap_err();
+            assert!(err.to_string().contains(flag), "{flag} {value}: {err}");
+            assert!(err.hint().unwrap_or_default().contains(flag), "{err:?}");
+        }
     }
 }

@@ -49,6 +49,7 @@ const DESTINATIONS: &[&str] = &[
     "guest_concurrent_requests",
     "guest_reject_flood",
     "guest_hold_resources",
+    "guest_hostile_http",
 ];
 
 /// Whether `text` (a path, or a pipelines file's keys) names a destination component.

@@ -6,10 +6,27 @@
 //!    addresses are reachable only when the allow-list names them as IP literals, so neither
 //!    DNS rebinding nor a `localhost` alias reaches inside the network. The address that was
 //!    checked is the one connected to: the check runs inside the client's resolver;
-//! 3. the pipeline's caps on requests in flight and per second are waited for;
-//! 4. the request is sent with a timeout that covers the whole response, whose body is cut
+//! 3. one call (one batch) may start `--max-requests-per-batch` requests; later ones are
+//!    refused;
+//! 4. the request body is taken in, up to `--max-request-size`, before the request waits for
+//!    a slot (see [`Outbound::take_body`] for why);
+//! 5. the pipeline's caps on requests in flight and per second are waited for. A request
+//!    holds its in-flight slot until its response body is read to the end or dropped, so
+//!    `--max-in-flight` bounds the pipeline's open connections too;
+//! 6. the request is sent with a timeout that covers the whole response, whose body is cut
 //!    off at `--max-response-size`. Redirects are returned to the guest, never followed, so a
 //!    redirect to another origin is a new request that meets the allow-list again.
+//!
+//! The rule for a guest that sends several requests before reading their responses (the
+//! SDK's `http::send_all`): requests past `--max-in-flight` wait for a slot in the order they
+//! were started, their bodies already taken in (all waiting bodies of a pipeline together up
+//! to `--max-request-size`), so the guest goes on to read the first responses, which frees
+//! slots for the next ones. A guest that reads responses in the order it started the requests
+//! never waits on itself; one that holds `--max-in-flight` unread response bodies and then
+//! waits for another response does, until its deadline.
+//!
+//! The host's log names a request by its origin only: a path, query or user name may carry a
+//! secret.
 //!
 //! One client per destination and pipeline keeps connections alive from batch to batch.
 
@@ -25,7 +42,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -40,7 +57,11 @@ pub struct HttpOptions {
     /// From sending a request to the end of its response body.
     pub timeout: Duration,
     pub max_response_bytes: u64,
+    pub max_request_bytes: u64,
+    /// Requests of the pipeline from sending to the end (or drop) of the response body.
     pub max_in_flight: usize,
+    /// Requests one call may start.
+    pub max_requests_per_batch: usize,
     pub requests_per_second: Option<f64>,
 }
 
@@ -50,7 +71,9 @@ impl Default for HttpOptions {
             allow: Vec::new(),
             timeout: Duration::from_secs(30),
             max_response_bytes: 16 << 20,
+            max_request_bytes: 16 << 20,
             max_in_flight: 4,
+            max_requests_per_batch: 1000,
             requests_per_second: None,
         }
     }
@@ -63,8 +86,12 @@ pub struct Outbound {
     pipeline: Arc<str>,
     options: HttpOptions,
     client: reqwest::Client,
-    /// Requests sent and waiting for their response head.
-    in_flight: Semaphore,
+    /// Requests sent whose response body is not yet read to its end or dropped.
+    in_flight: Arc<Semaphore>,
+    /// Bytes of request bodies held by the host, from taking them in until they are sent:
+    /// `--max-request-size` for the whole pipeline, so that many requests waiting for a slot
+    /// cannot hold many bodies.
+    body_bytes: Arc<Semaphore>,
     pacer: Option<Pacer>,
 }
 
@@ -77,42 +104,66 @@ impl Outbound {
             .dns_resolver(Arc::new(PublicResolver))
             .connect_timeout(options.timeout)
             .pool_idle_timeout(Duration::from_secs(60))
+            // Connections in use are bounded by the in-flight slots; idle ones by this.
+            .pool_max_idle_per_host(options.max_in_flight.max(1))
             .build()
             .map_err(|err| Error::fatal(format!("cannot create the HTTP client: {err}")))?;
         Ok(Outbound {
             module,
             pipeline,
             client,
-            in_flight: Semaphore::new(options.max_in_flight.max(1)),
+            in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+            body_bytes: Arc::new(Semaphore::new(permits(options.max_request_bytes))),
             pacer: options.requests_per_second.map(Pacer::new),
             options: options.clone(),
         })
     }
 
+    /// Queues for an in-flight slot, in the order the guest starts its requests: the guest
+    /// reads responses in that order (the SDK's `send_all` does), and a later request that took
+    /// a slot first would hold it with a response the guest does not read until the earlier
+    /// one, which waits for that slot, is answered. Tasks run in any order, so the place in
+    /// the queue is taken here, synchronously, when the guest starts the request.
+    fn queue_for_slot(&self) -> Slot {
+        let mut slot: Slot = Box::pin(self.in_flight.clone().acquire_owned());
+        // The first poll joins the semaphore's queue (or takes a free slot); the request's
+        // task polls it again with its own waker.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match slot.as_mut().poll(&mut cx) {
+            Poll::Ready(taken) => Box::pin(std::future::ready(taken)),
+            Poll::Pending => slot,
+        }
+    }
+
     async fn send(
         self: Arc<Self>,
         request: http::Request<WasiBody>,
+        slot: Slot,
     ) -> std::result::Result<http::Response<WasiBody>, HttpError> {
         let uri = request.uri().clone();
         let origin = match Origin::of(&uri) {
             Some(origin) if self.options.allow.contains(&origin) => origin,
-            other => {
-                let fix = match other {
-                    Some(origin) => format!("allow it with --allow-host {origin}"),
-                    None => "give the request an http:// or https:// URL".to_owned(),
-                };
-                self.refuse(&uri, &format!("its origin is not on the allow-list; {fix}"));
+            Some(origin) => {
+                self.refuse(
+                    &origin,
+                    &format!(
+                        "its origin is not on the allow-list; allow it with --allow-host {origin}"
+                    ),
+                );
+                return Err(HttpError::HttpRequestDenied);
+            }
+            None => {
+                tracing::warn!(
+                    module = &*self.module,
+                    pipeline = &*self.pipeline,
+                    "refused an outbound request without an http:// or https:// origin"
+                );
                 return Err(HttpError::HttpRequestDenied);
             }
         };
-        // The body is taken in before waiting for a slot: a guest that writes the bodies of
-        // several requests before reading any response must never block on a full pipe while
-        // the slot it waits for is held by a response it has not read yet.
         let (parts, body) = request.into_parts();
-        let body = body.collect().await?.to_bytes();
-        let _in_flight = self
-            .in_flight
-            .acquire()
+        let (body, held) = self.take_body(body, &origin).await?;
+        let slot = slot
             .await
             .map_err(|_| HttpError::InternalError(Some("the request queue closed".into())))?;
         if let Some(pacer) = &self.pacer {
@@ -126,13 +177,15 @@ impl Outbound {
             .timeout(self.options.timeout)
             .send()
             .await
-            .map_err(|err| self.request_error(&uri, &origin, &err))?;
+            .map_err(|err| self.request_error(&origin, err))?;
+        // The body went out with the request.
+        drop(held);
         let max = self.options.max_response_bytes;
         if let Some(length) = response.content_length().filter(|&length| length > max) {
             tracing::warn!(
                 module = &*self.module,
                 pipeline = &*self.pipeline,
-                "response from {uri} has {length} bytes, over the cap of {max}; raise --max-response-size to accept it"
+                "response from {origin} has {length} bytes, over the cap of {max}; raise --max-response-size to accept it"
             );
             return Err(HttpError::HttpResponseBodySize(Some(length)));
         }
@@ -142,21 +195,70 @@ impl Outbound {
                 body,
                 remaining: max,
                 max,
+                slot: Some(slot),
             }
             .boxed_unsync()
         }))
     }
 
-    fn refuse(&self, uri: &http::Uri, why: &str) {
+    /// Takes in a request body, refusing it past `--max-request-size`. It is taken in before
+    /// the request waits for its slot: a guest that writes the bodies of several requests
+    /// before reading any response must never block on a full pipe while the slot it waits
+    /// for is held by a response it has not read yet. Bodies waiting for slots share one
+    /// budget of `--max-request-size` per pipeline (a guest past it waits to write); the
+    /// returned permit holds this body's share until the request is sent. The body is sent
+    /// whole, with its `Content-Length`, as receivers expect.
+    async fn take_body(
+        &self,
+        mut body: WasiBody,
+        origin: &Origin,
+    ) -> std::result::Result<(Bytes, Option<OwnedSemaphorePermit>), HttpError> {
+        let max = self.options.max_request_bytes;
+        let mut taken = bytes::BytesMut::new();
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            if taken.len() as u64 + data.len() as u64 > max {
+                self.refuse(
+                    origin,
+                    &format!(
+                        "its body is over the cap of {max} bytes; raise --max-request-size to send it"
+                    ),
+                );
+                return Err(HttpError::HttpRequestBodySize(Some(max)));
+            }
+            let share = u32::try_from(data.len()).map_err(|_| {
+                HttpError::InternalError(Some("a request body frame over 4 GiB".into()))
+            })?;
+            let permit = self
+                .body_bytes
+                .clone()
+                .acquire_many_owned(share)
+                .await
+                .map_err(|_| HttpError::InternalError(Some("the request queue closed".into())))?;
+            match &mut held {
+                Some(held) => held.merge(permit),
+                None => held = Some(permit),
+            }
+            taken.extend_from_slice(&data);
+        }
+        Ok((taken.freeze(), held))
+    }
+
+    fn refuse(&self, origin: &Origin, why: &str) {
         tracing::warn!(
             module = &*self.module,
             pipeline = &*self.pipeline,
-            "refused outbound request to {uri}: {why}"
+            "refused outbound request to {origin}: {why}"
         );
     }
 
-    fn request_error(&self, uri: &http::Uri, origin: &Origin, err: &reqwest::Error) -> HttpError {
-        if let Some(refusal) = find_cause::<ResolveError>(err) {
+    fn request_error(&self, origin: &Origin, err: reqwest::Error) -> HttpError {
+        // reqwest's message names the whole URL, which may carry a secret.
+        let err = err.without_url();
+        if let Some(refusal) = find_cause::<ResolveError>(&err) {
             return match refusal {
                 ResolveError::NotPublic {
                     host,
@@ -168,7 +270,7 @@ impl Outbound {
                         ..origin.clone()
                     };
                     self.refuse(
-                        uri,
+                        origin,
                         &format!("{host} resolves to the {kind} address {address}; to reach it, list it by address: --allow-host {literal}"),
                     );
                     HttpError::DestinationIpProhibited
@@ -182,8 +284,8 @@ impl Outbound {
         tracing::debug!(
             module = &*self.module,
             pipeline = &*self.pipeline,
-            "request to {uri} failed: {}",
-            chain(err)
+            "request to {origin} failed: {}",
+            chain(&err)
         );
         if err.is_timeout() {
             if err.is_connect() {
@@ -194,20 +296,41 @@ impl Outbound {
         } else if err.is_connect() {
             HttpError::ConnectionRefused
         } else {
-            HttpError::InternalError(Some(chain(err)))
+            HttpError::InternalError(Some(chain(&err)))
         }
     }
 }
 
-/// The hooks one instance's wasi:http calls go through. Transforms have no outbound side:
-/// they do not even link wasi:http, and a destination without one is refused everything.
+/// A place in the queue for an in-flight slot, taken when the guest starts the request.
+type Slot = Pin<
+    Box<
+        dyn Future<Output = std::result::Result<OwnedSemaphorePermit, tokio::sync::AcquireError>>
+            + Send,
+    >,
+>;
+
+/// Semaphore permits for a number of bytes (a semaphore holds fewer than `usize::MAX`).
+fn permits(bytes: u64) -> usize {
+    usize::try_from(bytes)
+        .unwrap_or(usize::MAX)
+        .clamp(1, Semaphore::MAX_PERMITS)
+}
+
+/// The hooks one instance's wasi:http calls go through, so one per call. Transforms have no
+/// outbound side: they do not even link wasi:http, and a destination without one is refused
+/// everything.
 pub struct HttpPolicy {
     outbound: Option<Arc<Outbound>>,
+    /// Requests this call has started.
+    started: usize,
 }
 
 impl HttpPolicy {
     pub fn new(outbound: Option<Arc<Outbound>>) -> Self {
-        HttpPolicy { outbound }
+        HttpPolicy {
+            outbound,
+            started: 0,
+        }
     }
 }
 
@@ -227,15 +350,35 @@ impl WasiHttpHooks for HttpPolicy {
         _fut: Box<dyn Future<Output = std::result::Result<(), HttpError>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         let outbound = self.outbound.clone();
+        self.started = self.started.saturating_add(1);
+        if let Some(outbound) = &outbound {
+            let max = outbound.options.max_requests_per_batch;
+            if self.started > max {
+                // Logged once per call: a guest looping on refusals would flood the log.
+                if self.started == max + 1 {
+                    tracing::warn!(
+                        module = &*outbound.module,
+                        pipeline = &*outbound.pipeline,
+                        "refused outbound requests past the cap of {max} per batch; raise --max-requests-per-batch if the module needs more"
+                    );
+                }
+                let why = format!(
+                    "more than {max} requests in one batch; raise --max-requests-per-batch"
+                );
+                return Box::new(async move { Err(HttpError::InternalError(Some(why))) });
+            }
+        }
+        let slot = outbound.as_ref().map(|outbound| outbound.queue_for_slot());
         Box::new(async move {
-            let Some(outbound) = outbound else {
+            let (Some(outbound), Some(slot)) = (outbound, slot) else {
+                let origin = Origin::of(request.uri())
+                    .map_or_else(|| "a URL without an origin".to_owned(), |o| o.to_string());
                 tracing::warn!(
-                    "refused outbound request to {}: this module has no network access",
-                    request.uri()
+                    "refused outbound request to {origin}: this module has no network access"
                 );
                 return Err(HttpError::HttpRequestDenied);
             };
-            let response = outbound.send(request).await?;
+            let response = outbound.send(request, slot).await?;
             let done: Box<dyn Future<Output = std::result::Result<(), HttpError>> + Send> =
                 Box::new(async { Ok(()) });
             Ok((response, done))
@@ -279,11 +422,13 @@ impl Pacer {
     }
 }
 
-/// A response body that fails once it passes the cap.
+/// A response body that fails once it passes the cap, and holds its request's in-flight slot
+/// until it ends, fails or is dropped: an open body is an open connection.
 struct CappedBody {
     body: reqwest::Body,
     remaining: u64,
     max: u64,
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Body for CappedBody {
@@ -296,19 +441,24 @@ impl Body for CappedBody {
     ) -> Poll<Option<std::result::Result<Frame<Bytes>, HttpError>>> {
         let frame = match Pin::new(&mut self.body).poll_frame(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(None) => {
+                self.slot = None;
+                return Poll::Ready(None);
+            }
             Poll::Ready(Some(Err(err))) => {
+                self.slot = None;
                 return Poll::Ready(Some(Err(if err.is_timeout() {
                     HttpError::HttpResponseTimeout
                 } else {
                     HttpError::HttpResponseIncomplete
-                })))
+                })));
             }
             Poll::Ready(Some(Ok(frame))) => frame,
         };
         if let Some(data) = frame.data_ref() {
             let length = data.len() as u64;
             if length > self.remaining {
+                self.slot = None;
                 let max = self.max;
                 return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(max)))));
             }

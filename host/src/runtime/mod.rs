@@ -367,24 +367,31 @@ impl Processor {
                 return (Err(error), Usage::default());
             }
         }
-        let result = match &self.pre {
-            Pre::Transform(pre) => match pre.instantiate_async(&mut store).await {
-                Ok(instance) => instance
-                    .tidemark_processor_transformer()
-                    .call_transform(&mut store, batch)
-                    .await
-                    .map(|rows| rows.map(Outcome::Rows)),
-                Err(err) => Err(err),
-            },
-            Pre::Destination(pre) => match pre.instantiate_async(&mut store).await {
-                Ok(instance) => instance
-                    .tidemark_processor_deliverer()
-                    .call_deliver(&mut store, batch)
-                    .await
-                    .map(|delivered| Ok(Outcome::Delivered(delivered))),
-                Err(err) => Err(err),
-            },
+        let work = async {
+            match &self.pre {
+                Pre::Transform(pre) => match pre.instantiate_async(&mut store).await {
+                    Ok(instance) => instance
+                        .tidemark_processor_transformer()
+                        .call_transform(&mut store, batch)
+                        .await
+                        .map(|rows| rows.map(Outcome::Rows)),
+                    Err(err) => Err(err),
+                },
+                Pre::Destination(pre) => match pre.instantiate_async(&mut store).await {
+                    Ok(instance) => instance
+                        .tidemark_processor_deliverer()
+                        .call_deliver(&mut store, batch)
+                        .await
+                        .map(|delivered| Ok(Outcome::Delivered(delivered))),
+                    Err(err) => Err(err),
+                },
+            }
         };
+        // Epoch ticks interrupt a guest only while it computes. One that waits in a host call
+        // (a sleep, a response that never comes, a stream that never ends) is stopped here:
+        // at the deadline the call is dropped, and with the store go its requests in flight,
+        // their connections and slots, and the batch's permit once this returns.
+        let result = tokio::time::timeout_at(deadline.into(), work).await;
         let usage = Usage {
             time: started.elapsed(),
             fuel: match self.fuel_metered {
@@ -394,14 +401,16 @@ impl Processor {
             peak_memory: store.data().limiter.peak,
         };
         let result = match result {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(message)) => Err(self.failure(
+            Ok(Ok(Ok(outcome))) => Ok(outcome),
+            Ok(Ok(Err(message))) => Err(self.failure(
                 batch,
                 &format!("returned an error: {}", self.redact(&message)),
                 None,
             )),
-            Err(err) => Err(self.trap_error(batch, &err, store.data().limiter.hit)),
+            Ok(Err(err)) => Err(self.trap_error(batch, &err, store.data().limiter.hit)),
+            Err(_elapsed) => Err(self.past_deadline(batch)),
         };
+        drop(store);
         (result, usage)
     }
 
@@ -421,11 +430,7 @@ impl Processor {
             return self.failure(batch, &what, Some(hint));
         }
         match err.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => self.failure(
-                batch,
-                &format!("exceeded its deadline of {:?} per call", limits.deadline),
-                Some("raise --deadline if the module needs more time"),
-            ),
+            Some(Trap::Interrupt) => self.past_deadline(batch),
             Some(Trap::OutOfFuel) => self.failure(
                 batch,
                 &format!(
@@ -446,6 +451,19 @@ impl Processor {
                 None,
             ),
         }
+    }
+
+    /// One error for both ways a call is stopped at its deadline: interrupted while
+    /// computing, or dropped while waiting.
+    fn past_deadline(&self, batch: &Batch) -> Error {
+        self.failure(
+            batch,
+            &format!(
+                "exceeded its deadline of {:?} per call (--deadline)",
+                self.limits.deadline
+            ),
+            Some("raise --deadline if the module needs more time"),
+        )
     }
 
     fn failure(&self, batch: &Batch, what: &str, hint: Option<&str>) -> Error {
