@@ -8,7 +8,7 @@
 //! - [`sync_scenarios`]: the delivery guarantees, written once and run on all three databases.
 //! - [`mariadb_time_zones`]: TIMESTAMP and DATETIME written from sessions in other zones.
 //! - [`cli`]: exit codes, error messages, `status` and `reset`.
-//! - [`processors`]: WebAssembly processors in the pipeline: chains, config and secrets,
+//! - [`modules`]: WebAssembly modules in the pipeline: chains, config and secrets,
 //!   failing guests, the compile cache, `check` and `test`.
 //! - [`destinations`]: the webhook and Mailchimp destinations against a fake receiver:
 //!   the allow-list, timeouts, retries, dead letters, crashes.
@@ -22,8 +22,8 @@ mod hostile_fair;
 mod hostile_hostmem;
 mod hostile_wall;
 mod mariadb_time_zones;
+mod modules;
 mod polyglot;
-mod processors;
 mod support;
 mod sync_scenarios;
 mod tenants;

@@ -1,4 +1,4 @@
-//! The fixed cost of one processor call: an empty batch through `passthrough.wasm` (a fresh
+//! The fixed cost of one module call: an empty batch through `passthrough.wasm` (a fresh
 //! instance from the pre-instantiated component, the call, the store dropped), and for scale
 //! the rows/s of the call alone on a 1,000-row batch.
 //!
@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use tidemark::runtime::{engine::EngineOptions, limits, Batch, ModuleConfig, Outcome, Runtime};
-use tidemark::runtime::{HttpOptions, Limits, Processor};
+use tidemark::runtime::{HttpOptions, Limits, Module};
 
 const WARMUP_CALLS: usize = 100;
 const EMPTY_CALLS: usize = 2_000;
@@ -60,7 +60,7 @@ fn run() -> anyhow::Result<()> {
         cache_dir: None,
     })?;
     let loading = Instant::now();
-    let processor = runtime.load(
+    let module = runtime.load(
         &path,
         "bench",
         ModuleConfig::default(),
@@ -74,14 +74,10 @@ fn run() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    tokio.block_on(bench(&processor, &path, load_time))
+    tokio.block_on(bench(&module, &path, load_time))
 }
 
-async fn bench(
-    processor: &Processor,
-    path: &std::path::Path,
-    load_time: Duration,
-) -> anyhow::Result<()> {
+async fn bench(module: &Module, path: &std::path::Path, load_time: Duration) -> anyhow::Result<()> {
     let empty = Batch {
         id: "b".into(),
         pipeline: "bench".into(),
@@ -94,12 +90,12 @@ async fn bench(
     };
 
     // Check the module does what is expected before timing it.
-    let rows = call_rows(processor, &empty).await?;
+    let rows = call_rows(module, &empty).await?;
     anyhow::ensure!(
         count_rows(&rows)? == 0,
         "passthrough returned rows for an empty batch: {rows}"
     );
-    let rows = call_rows(processor, &full).await?;
+    let rows = call_rows(module, &full).await?;
     let returned = count_rows(&rows)?;
     anyhow::ensure!(
         returned == FULL_ROWS,
@@ -107,13 +103,13 @@ async fn bench(
     );
 
     for _ in 0..WARMUP_CALLS {
-        call_rows(processor, &empty).await?;
+        call_rows(module, &empty).await?;
     }
     let mut times = Vec::with_capacity(EMPTY_CALLS);
     let mut peak_memory = 0;
     for _ in 0..EMPTY_CALLS {
         let started = Instant::now();
-        let (outcome, usage) = processor.call(&empty).await;
+        let (outcome, usage) = module.call(&empty).await;
         let outcome = outcome?;
         times.push(started.elapsed());
         drop(outcome);
@@ -121,14 +117,14 @@ async fn bench(
     }
 
     for _ in 0..(WARMUP_CALLS / 10) {
-        call_rows(processor, &full).await?;
+        call_rows(module, &full).await?;
     }
     let mut full_times = Vec::with_capacity(FULL_CALLS);
     let mut full_peak_memory = 0;
     let full_started = Instant::now();
     for _ in 0..FULL_CALLS {
         let started = Instant::now();
-        let (outcome, usage) = processor.call(&full).await;
+        let (outcome, usage) = module.call(&full).await;
         let outcome = outcome?;
         full_times.push(started.elapsed());
         drop(outcome);
@@ -141,7 +137,7 @@ async fn bench(
     let rows_per_s = (FULL_CALLS * FULL_ROWS) as f64 / full_total.as_secs_f64();
 
     println!();
-    println!("processor call: {}", path.display());
+    println!("module call: {}", path.display());
     println!(
         "  load (compile, no cache): {:.1} ms",
         load_time.as_secs_f64() * 1e3
@@ -178,8 +174,8 @@ async fn bench(
     Ok(())
 }
 
-async fn call_rows(processor: &Processor, batch: &Batch) -> anyhow::Result<String> {
-    match processor.call(batch).await.0? {
+async fn call_rows(module: &Module, batch: &Batch) -> anyhow::Result<String> {
+    match module.call(batch).await.0? {
         Outcome::Rows(rows) => Ok(rows),
         other => anyhow::bail!("expected rows from a transform, got {other:?}"),
     }

@@ -22,9 +22,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Forget a pipeline's watermark so that its next run is a full sync.
     Reset(ResetArgs),
-    /// Say which world and version a processor module implements, and what it imports.
+    /// Say which world and version a module implements, and what it imports.
     Check(CheckArgs),
-    /// Run processors over rows from a JSON file, without a database, and print the result.
+    /// Run modules over rows from a JSON file, without a database, and print the result.
     Test(Box<TestArgs>),
     /// List the rows a pipeline's destination rejected.
     #[command(alias = "deadletters")]
@@ -35,8 +35,8 @@ pub enum Command {
 
 /// Processors and their sandbox, shared by `run`, `test` and `retry`.
 #[derive(Debug, Args)]
-pub struct ProcessorArgs {
-    /// A processor component (.wasm); repeat to chain transforms, in order. A destination
+pub struct ModuleArgs {
+    /// A module component (.wasm); repeat to chain transforms, in order. A destination
     /// module, if any, comes last.
     #[arg(long = "module", value_name = "PATH")]
     pub modules: Vec<PathBuf>,
@@ -144,7 +144,7 @@ pub struct CheckArgs {
 #[derive(Debug, Args)]
 pub struct TestArgs {
     #[command(flatten)]
-    pub processors: ProcessorArgs,
+    pub modules_config: ModuleArgs,
 
     /// The deprecated spelling of --set KEY=VALUE.
     #[arg(long = "config", value_name = "KEY=VALUE", hide = true)]
@@ -230,7 +230,7 @@ pub struct RunArgs {
     pub null_cursor: NullCursor,
 
     #[command(flatten)]
-    pub processors: ProcessorArgs,
+    pub modules_config: ModuleArgs,
 
     /// A pipelines file (tidemark.toml) that lists many pipelines to run together; then only
     /// --once and --metrics may be given besides. (`--config KEY=VALUE` is the deprecated
@@ -297,10 +297,10 @@ pub struct RetryArgs {
     #[arg(long, value_name = "N", default_value_t = 500)]
     pub batch_size: usize,
 
-    /// The pipeline's processors, as for `run`: rows were stored as the destination (the last
+    /// The pipeline's modules, as for `run`: rows were stored as the destination (the last
     /// --module) received them, so only the destination sees them again.
     #[command(flatten)]
-    pub processors: ProcessorArgs,
+    pub modules_config: ModuleArgs,
 
     /// The deprecated spelling of --set KEY=VALUE.
     #[arg(long = "config", value_name = "KEY=VALUE", hide = true)]

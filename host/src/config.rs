@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{HttpArgs, NullCursor, ProcessorArgs, RetryPolicyArgs, RunArgs};
+use crate::cli::{HttpArgs, ModuleArgs, NullCursor, RetryPolicyArgs, RunArgs};
 use crate::error::{Error, Result};
 use crate::model::NullCursorPolicy;
 use crate::retry::RetryPolicy;
@@ -23,7 +23,7 @@ pub struct RunConfig {
     pub pipeline: String,
     pub output: Option<PathBuf>,
     pub sync: SyncOptions,
-    pub processors: ProcessorConfig,
+    pub modules_config: ModulesConfig,
 }
 
 /// The source URL shows without its password: configuration is logged in debug output.
@@ -36,14 +36,14 @@ impl std::fmt::Debug for RunConfig {
             .field("pipeline", &self.pipeline)
             .field("output", &self.output)
             .field("sync", &self.sync)
-            .field("processors", &self.processors)
+            .field("modules", &self.modules_config)
             .finish()
     }
 }
 
-/// The processor chain of a pipeline: modules in order, their configuration and limits.
+/// The module chain of a pipeline: modules in order, their configuration and limits.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct ProcessorConfig {
+pub struct ModulesConfig {
     pub modules: Vec<PathBuf>,
     pub config: ModuleConfig,
     pub limits: Limits,
@@ -54,7 +54,7 @@ pub struct ProcessorConfig {
     pub module_overrides: Vec<ModuleConfig>,
 }
 
-impl ProcessorConfig {
+impl ModulesConfig {
     /// What module `index` sees: the pipeline's configuration (values and secrets, from the
     /// flags, a `[[pipeline]]` or `[defaults]`), then its own on top (a module table's `config`
     /// and `secrets` in a pipelines file). So a secret given to one module reaches no other.
@@ -77,10 +77,10 @@ impl ProcessorConfig {
     }
 }
 
-impl ProcessorConfig {
+impl ModulesConfig {
     /// Validates the flags; reads each secret from its environment variable now, so that a
     /// missing one stops the run before any row is read.
-    pub fn from_args(args: ProcessorArgs) -> Result<Self> {
+    pub fn from_args(args: ModuleArgs) -> Result<Self> {
         let mut config = ModuleConfig::default();
         for pair in &args.set {
             let (key, value) = split_pair(pair, "--set", "KEY=VALUE")?;
@@ -125,7 +125,7 @@ impl ProcessorConfig {
                 Error::invalid("--deadline is zero").with_hint("pass --deadline such as 30s")
             );
         }
-        Ok(ProcessorConfig {
+        Ok(ModulesConfig {
             http: http_options(&args.http)?,
             module_overrides: Vec::new(),
             modules: args.modules,
@@ -277,7 +277,7 @@ impl RunConfig {
             state_url: args.state.state,
             pipeline,
             output: args.output,
-            processors: ProcessorConfig::from_args(args.processors)?,
+            modules_config: ModulesConfig::from_args(args.modules_config)?,
             sync: SyncOptions {
                 batch_size: args.batch_size,
                 poll: args.poll,
@@ -334,7 +334,7 @@ modules = ["first.wasm", "last.wasm"]
         )
         .unwrap();
         let keys = |pipeline: &RunConfig, index: usize| -> Vec<String> {
-            let config = pipeline.processors.module_config(index);
+            let config = pipeline.modules_config.module_config(index);
             config.secrets.keys().cloned().collect()
         };
         let [a, b] = &file.pipelines[..] else {
@@ -345,7 +345,7 @@ modules = ["first.wasm", "last.wasm"]
         assert_eq!(keys(a, 0), ["shared"]);
         assert_eq!(keys(a, 1), ["own", "shared"]);
         assert_eq!(
-            a.processors
+            a.modules_config
                 .module_config(1)
                 .secrets
                 .get("own")

@@ -1,6 +1,6 @@
 //! The engine's typed error. Callers branch on [`ErrorKind`], never on message text:
 //! the sync loop retries [`ErrorKind::RetryLater`] deliveries at once (same batch, same id),
-//! [`ErrorKind::Transient`] and [`ErrorKind::Processor`] errors on its next pass when it polls,
+//! [`ErrorKind::Transient`] and [`ErrorKind::Module`] errors on its next pass when it polls,
 //! and stops on the rest.
 
 use std::fmt;
@@ -15,9 +15,9 @@ pub enum ErrorKind {
     Invalid,
     /// The database or the network failed in a way a later attempt may not.
     Transient,
-    /// A processor failed the batch (trap, limit, error): the watermark stays, and a later
+    /// A module failed the batch (trap, limit, error): the watermark stays, and a later
     /// attempt runs the batch in a fresh instance.
-    Processor,
+    Module,
     /// The destination asked for the same batch again later (it is down, or rate limited).
     RetryLater,
     /// Anything else: stop, keep the watermark where it is.

@@ -200,11 +200,11 @@ pub async fn render(store: &StateStore) -> Result<String> {
         "Times a destination asked for a batch again",
     );
     let errors = counter(&mut registry, "errors", "Failed passes and runs");
-    let fuel = counter(&mut registry, "fuel_used", "Fuel burned by processors");
+    let fuel = counter(&mut registry, "fuel_used", "Fuel burned by modules");
     let guest_seconds = Family::<PipelineLabel, Counter<f64, AtomicU64>>::default();
     registry.register(
         "guest_seconds",
-        "Time spent inside processor calls, failed ones included",
+        "Time spent inside module calls, failed ones included",
         guest_seconds.clone(),
     );
     let gauge = |registry: &mut Registry, name: &str, help: &str| {
@@ -215,7 +215,7 @@ pub async fn render(store: &StateStore) -> Result<String> {
     let peak_memory = gauge(
         &mut registry,
         "peak_guest_memory_bytes",
-        "Largest linear memory one processor instance reached",
+        "Largest linear memory one module instance reached",
     );
     let lag = gauge(
         &mut registry,

@@ -1,5 +1,5 @@
 //! Where batches go: the [`Output`] trait the sync loop delivers to, and JSON Lines on
-//! standard output or appended to a file. The processor chain
+//! standard output or appended to a file. The module chain
 //! ([`crate::runtime::chain::Chain`]) is the other output: modules, then lines or a
 //! destination module.
 

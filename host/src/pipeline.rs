@@ -1,4 +1,4 @@
-//! One pipeline, wired: its source driver, its processor chain and output, its state, then the
+//! One pipeline, wired: its source driver, its module chain and output, its state, then the
 //! sync loop. Used the same way by a single `host run` and by each pipeline of a pipelines
 //! file.
 
@@ -6,22 +6,22 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::config::{ProcessorConfig, RunConfig};
+use crate::config::{ModulesConfig, RunConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Batch, Delivered, Usage};
 use crate::output::Output;
 use crate::runtime::chain::Chain;
-use crate::runtime::{Processor, Runtime};
+use crate::runtime::{Module, Runtime};
 use crate::source::{self, redact_url, Source};
 use crate::state::{Identity, StateStore};
 use crate::sync::{self, Shutdown, Totals};
 
 /// Loads the modules of a pipeline, in order, and checks them before any row is read.
-pub fn load_processors(
+pub fn load_modules(
     runtime: &Runtime,
-    config: &ProcessorConfig,
+    config: &ModulesConfig,
     pipeline: &str,
-) -> Result<Vec<Processor>> {
+) -> Result<Vec<Module>> {
     config
         .modules
         .iter()
@@ -48,12 +48,12 @@ pub async fn run(
     shutdown: &Shutdown,
     permits: Option<Arc<Semaphore>>,
 ) -> Result<Totals> {
-    let processors = match runtime {
-        Some(runtime) => load_processors(runtime, &config.processors, &config.pipeline)?,
+    let modules = match runtime {
+        Some(runtime) => load_modules(runtime, &config.modules_config, &config.pipeline)?,
         None => Vec::new(),
     };
-    let chain = Chain::new(processors, config.output.as_deref())?;
-    if !config.processors.http.allow.is_empty() && !chain.has_destination() {
+    let chain = Chain::new(modules, config.output.as_deref())?;
+    if !config.modules_config.http.allow.is_empty() && !chain.has_destination() {
         tracing::warn!(
             "{}: allowed hosts have no effect: no destination module is loaded",
             config.pipeline

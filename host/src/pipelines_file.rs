@@ -286,7 +286,7 @@ fn pipeline_config(text: &str, table: &Table, state_url: &str) -> Result<RunConf
     let args =
         RunArgs::from_arg_matches(&matches).map_err(|err| Error::invalid(err.to_string()))?;
     let mut config = RunConfig::from_args(args)?;
-    config.processors.module_overrides = overrides;
+    config.modules_config.module_overrides = overrides;
     Ok(config)
 }
 
@@ -423,10 +423,10 @@ batch_size = 10
         assert_eq!(a.sync.batch_size, 250);
         assert_eq!(a.sync.poll, Duration::from_secs(2));
         assert_eq!(a.sync.retry.max_retries, 2);
-        assert_eq!(a.processors.modules.len(), 2);
-        assert_eq!(a.processors.module_config(0).values.get("url"), None);
+        assert_eq!(a.modules_config.modules.len(), 2);
+        assert_eq!(a.modules_config.module_config(0).values.get("url"), None);
         assert_eq!(
-            a.processors
+            a.modules_config
                 .module_config(1)
                 .values
                 .get("url")
@@ -434,14 +434,14 @@ batch_size = 10
             Some("http://x")
         );
         assert_eq!(
-            a.processors
+            a.modules_config
                 .module_config(1)
                 .values
                 .get("n")
                 .map(String::as_str),
             Some("5")
         );
-        assert_eq!(a.processors.http.allow.len(), 1);
+        assert_eq!(a.modules_config.http.allow.len(), 1);
         assert_eq!(b.sync.batch_size, 10);
         assert_eq!(b.state_url, "sqlite://state.db");
     }

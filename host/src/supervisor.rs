@@ -1,6 +1,6 @@
 //! Many pipelines in one process, from a pipelines file.
 //!
-//! Each pipeline runs as its own task with its own source connection, processor instances,
+//! Each pipeline runs as its own task with its own source connection, module instances,
 //! configuration, secrets and allow-list; they share the WebAssembly engine, the state store
 //! and a bound on the batches delivered at once (`max_batches_in_flight`, handed out first
 //! come first served, so no pipeline starves another).
@@ -260,7 +260,7 @@ async fn supervise(
 ) -> bool {
     let mut backoff = FIRST_RESTART;
     loop {
-        let runtime = (!config.processors.modules.is_empty()).then_some(&*runtime);
+        let runtime = (!config.modules_config.modules.is_empty()).then_some(&*runtime);
         let started = tokio::time::Instant::now();
         match pipeline::run(&config, runtime, &store, &shutdown, Some(permits.clone())).await {
             Ok(_) => return true,
@@ -309,15 +309,15 @@ fn run_once(file: &mut PipelinesFile, once: bool) {
 /// The engine every pipeline of the file fits in: fuel metering if any pipeline has a fuel
 /// budget, memory slots as large as the largest limit.
 fn engine_options(file: &PipelinesFile) -> EngineOptions {
-    let processors = file.pipelines.iter().map(|config| &config.processors);
+    let modules = file.pipelines.iter().map(|config| &config.modules_config);
     EngineOptions {
-        fuel: processors.clone().any(|p| p.limits.fuel.is_some()),
-        max_memory: processors
+        fuel: modules.clone().any(|p| p.limits.fuel.is_some()),
+        max_memory: modules
             .clone()
             .map(|p| p.limits.memory)
             .max()
             .unwrap_or(crate::runtime::limits::DEFAULT_MEMORY),
-        cache_dir: processors.clone().find_map(|p| p.cache_dir.clone()),
+        cache_dir: modules.clone().find_map(|p| p.cache_dir.clone()),
     }
 }
 
@@ -331,7 +331,7 @@ fn fingerprint(config: &RunConfig) -> String {
         // Plain data always serialises; were it ever to fail, the error text stands in.
         Err(err) => hasher.update(err.to_string().as_bytes()),
     }
-    for path in &config.processors.modules {
+    for path in &config.modules_config.modules {
         hasher.update([0]);
         hasher.update(module_stamp(path).as_bytes());
     }

@@ -108,7 +108,7 @@ pub async fn run<S: Source, O: Output>(
                 return Ok(totals);
             }
             Err(err)
-                if matches!(err.kind(), ErrorKind::Transient | ErrorKind::Processor)
+                if matches!(err.kind(), ErrorKind::Transient | ErrorKind::Module)
                     && !options.once =>
             {
                 let wait = backoff.next(err.kind());
@@ -137,14 +137,14 @@ pub async fn run<S: Source, O: Output>(
 #[derive(Debug, Default)]
 struct Backoff {
     transient: u32,
-    processor: u32,
+    module: u32,
 }
 
 impl Backoff {
     fn next(&mut self, kind: ErrorKind) -> Duration {
         let (failures, first, last) = match kind {
-            ErrorKind::Processor => (
-                &mut self.processor,
+            ErrorKind::Module => (
+                &mut self.module,
                 Duration::from_secs(1),
                 Duration::from_secs(300),
             ),
@@ -430,7 +430,7 @@ mod tests {
     fn failing_modules_back_off_longer_than_lost_connections() {
         let mut backoff = Backoff::default();
         let waits: Vec<u64> = (0..11)
-            .map(|_| backoff.next(ErrorKind::Processor).as_secs())
+            .map(|_| backoff.next(ErrorKind::Module).as_secs())
             .collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
         // Each kind counts its own failures.

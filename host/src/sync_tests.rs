@@ -326,7 +326,7 @@ async fn rejected_rows_become_dead_letters_and_the_watermark_moves_past_them() {
 async fn failed_attempts_are_charged_to_the_pipeline() {
     let mut harness = Harness::new("charged").await;
     let mut table = Table::with_rows([(1, 1)]);
-    let mut output = Recorder::failing_with([Error::new(ErrorKind::Processor, "trap")]);
+    let mut output = Recorder::failing_with([Error::new(ErrorKind::Module, "trap")]);
     harness.pass(&mut table, &mut output).await.unwrap_err();
     let state = harness.reloaded().await;
     assert!(

@@ -1,4 +1,4 @@
-//! The processors under test as built components: the examples and the guests of
+//! The modules under test as built components: the examples and the guests of
 //! `tests/guests/`, which `scripts/build-guests` compiles to
 //! `<target>/wasm32-wasip2/release/<name>.wasm`, `<target>` being the target directory of the
 //! `host` binary under test.

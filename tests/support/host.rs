@@ -1,6 +1,6 @@
 //! Running the real `host` binary: one temp directory per test as its working directory,
 //! holding the state database, the JSON Lines output, the failpoint files, the compile cache
-//! of processor modules and the logs of hosts that run in the background.
+//! of modules and the logs of hosts that run in the background.
 
 use std::ffi::OsStr;
 use std::fs;

@@ -1,5 +1,5 @@
 //! The harness: databases ([`db`]), the host binary ([`host`]), its output ([`lines`]),
-//! temporary directories ([`temp`]), the processor components under test ([`guests`]) and a
+//! temporary directories ([`temp`]), the module components under test ([`guests`]) and a
 //! fake HTTP receiver for destinations ([`http_server`]).
 
 pub mod db;

@@ -18,10 +18,10 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::config::ProcessorConfig;
+use crate::config::ModulesConfig;
 use crate::error::Error;
 use crate::pipeline;
-use crate::runtime::{Processor, Runtime};
+use crate::runtime::{Module, Runtime};
 use crate::state::StateStore;
 use crate::sync::Shutdown;
 
@@ -72,7 +72,7 @@ async fn open_store(url: &str) -> anyhow::Result<StateStore> {
 }
 
 /// An engine for these modules; none when there are no modules.
-fn new_runtime(config: &ProcessorConfig) -> anyhow::Result<Option<Runtime>> {
+fn new_runtime(config: &ModulesConfig) -> anyhow::Result<Option<Runtime>> {
     if config.modules.is_empty() {
         return Ok(None);
     }
@@ -80,9 +80,9 @@ fn new_runtime(config: &ProcessorConfig) -> anyhow::Result<Option<Runtime>> {
 }
 
 /// Loads the modules of a pipeline, in order, under one engine.
-fn load_processors(config: &ProcessorConfig, pipeline: &str) -> anyhow::Result<Vec<Processor>> {
+fn load_modules(config: &ModulesConfig, pipeline: &str) -> anyhow::Result<Vec<Module>> {
     match new_runtime(config)? {
-        Some(runtime) => Ok(pipeline::load_processors(&runtime, config, pipeline)?),
+        Some(runtime) => Ok(pipeline::load_modules(&runtime, config, pipeline)?),
         None => Ok(Vec::new()),
     }
 }

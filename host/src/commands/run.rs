@@ -19,7 +19,10 @@ const WITH_A_FILE: [&str; 3] = ["config", "once", "metrics"];
 /// Runs `host run`. `explicit` holds the ids of the flags given on the command line (not
 /// defaults): a pipelines file takes the place of most.
 pub async fn run(mut args: RunArgs, explicit: &[String]) -> anyhow::Result<()> {
-    let files = split_config(std::mem::take(&mut args.config), &mut args.processors.set);
+    let files = split_config(
+        std::mem::take(&mut args.config),
+        &mut args.modules_config.set,
+    );
     match &files[..] {
         [] => run_flags(args).await,
         [file] => run_file(args, Path::new(file), explicit).await,
@@ -39,7 +42,7 @@ async fn run_flags(args: RunArgs) -> anyhow::Result<()> {
     if let Some(address) = metrics {
         metrics::serve(address, store.clone()).await?;
     }
-    let runtime = new_runtime(&config.processors)?;
+    let runtime = new_runtime(&config.modules_config)?;
     let shutdown = Shutdown::default();
     watch_signals(shutdown.clone());
     pipeline::run(&config, runtime.as_ref(), &store, &shutdown, None).await?;
@@ -48,7 +51,7 @@ async fn run_flags(args: RunArgs) -> anyhow::Result<()> {
 
 /// `host run --config tidemark.toml`: every pipeline of the file, in this process.
 async fn run_file(args: RunArgs, path: &Path, explicit: &[String]) -> anyhow::Result<()> {
-    if !args.processors.set.is_empty() {
+    if !args.modules_config.set.is_empty() {
         return Err(Error::invalid(
             "module configuration (--set, or --config KEY=VALUE) cannot be combined with a pipelines file",
         )

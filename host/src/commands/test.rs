@@ -1,18 +1,21 @@
-//! `host test`: processors over rows from a JSON file, without a database; prints what the
+//! `host test`: modules over rows from a JSON file, without a database; prints what the
 //! last one returned, and each module's time, fuel and memory on standard error.
 
 use anyhow::Context as _;
 
-use super::{load_processors, module_values_only};
+use super::{load_modules, module_values_only};
 use crate::cli::TestArgs;
-use crate::config::ProcessorConfig;
+use crate::config::ModulesConfig;
 use crate::error::Error;
 use crate::runtime::{self, Outcome};
 
 /// Runs `host test`.
 pub async fn run(mut args: TestArgs) -> anyhow::Result<()> {
-    module_values_only(std::mem::take(&mut args.config), &mut args.processors.set)?;
-    let config = ProcessorConfig::from_args(args.processors)?;
+    module_values_only(
+        std::mem::take(&mut args.config),
+        &mut args.modules_config.set,
+    )?;
+    let config = ModulesConfig::from_args(args.modules_config)?;
     if config.modules.is_empty() {
         return Err(Error::invalid("no module to test")
             .with_hint("pass --module PATH")
@@ -27,20 +30,20 @@ pub async fn run(mut args: TestArgs) -> anyhow::Result<()> {
         ))
         .with_hint("write [{\"id\": 1, ...}, ...] or [{\"op\": \"upsert\", \"row\": {...}}, ...]")
     })?;
-    let processors = load_processors(&config, &args.pipeline)?;
+    let modules = load_modules(&config, &args.pipeline)?;
     let mut batch = runtime::Batch {
         id: args.batch_id,
         pipeline: args.pipeline,
         rows,
     };
-    for processor in &processors {
-        let (outcome, usage) = processor.call(&batch).await;
+    for module in &modules {
+        let (outcome, usage) = module.call(&batch).await;
         let outcome = outcome?;
         eprintln!(
             "{}: {:.2?}, fuel {}, peak memory {:.1} MiB",
-            processor.name(),
+            module.name(),
             usage.time,
-            match processor.fuel_metered() {
+            match module.fuel_metered() {
                 true => usage.fuel.to_string(),
                 false => "not metered".into(),
             },
@@ -75,7 +78,7 @@ pub async fn run(mut args: TestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The rows of a `host test` input as the processors receive them: plain objects become upserts.
+/// The rows of a `host test` input as the modules receive them: plain objects become upserts.
 fn input_rows(text: &str) -> Result<String, String> {
     let items: Vec<serde_json::Value> =
         serde_json::from_str(text).map_err(|err| err.to_string())?;

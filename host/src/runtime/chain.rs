@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 
-use super::{rejections, Batch, DeliveryError, Outcome, Processor, World};
+use super::{rejections, Batch, DeliveryError, Module, Outcome, World};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{self, Delivered, RejectedRow, Rows, Usage};
 use crate::output::{JsonLines, Output};
@@ -17,11 +17,11 @@ pub enum ChainEnd {
     /// Written as JSON Lines, to a file or standard output.
     Lines(JsonLines),
     /// Delivered by a destination module.
-    Module(Processor),
+    Module(Module),
 }
 
 pub struct Chain {
-    transforms: Vec<Processor>,
+    transforms: Vec<Module>,
     end: ChainEnd,
 }
 
@@ -29,7 +29,7 @@ impl Chain {
     /// Orders `modules` as given; only the last one may be a destination. Without a
     /// destination, rows are appended to `output` (standard output when `None`); with one,
     /// `output` is refused, since the destination module delivers the rows itself.
-    pub fn new(modules: Vec<Processor>, output: Option<&Path>) -> Result<Self> {
+    pub fn new(modules: Vec<Module>, output: Option<&Path>) -> Result<Self> {
         let mut transforms = modules;
         let destination = match transforms.last() {
             Some(last) if last.world() == World::Destination => transforms.pop(),
@@ -113,11 +113,11 @@ impl Chain {
         let last = self
             .transforms
             .last()
-            .map(Processor::name)
+            .map(Module::name)
             .unwrap_or("the chain");
         let rows = Rows::from_json_array(&call.rows).map_err(|detail| {
             Error::new(
-                ErrorKind::Processor,
+                ErrorKind::Module,
                 format!("module {last} returned rows that are not a JSON array of {{\"op\", \"row\"}} objects: {detail}"),
             )
             .with_hint("return rows in the form the batch brought them: [{\"op\":\"upsert\",\"row\":{...}}]")
@@ -132,7 +132,7 @@ impl Chain {
 
 /// Turns a destination module's answer into rejected rows or an error of the kind the sync
 /// loop acts on.
-fn delivery_result(destination: &Processor, call: &Batch, outcome: Outcome) -> Result<Delivered> {
+fn delivery_result(destination: &Module, call: &Batch, outcome: Outcome) -> Result<Delivered> {
     match outcome {
         Outcome::Delivered(Ok(rejections)) if rejections.is_empty() => Ok(Delivered::default()),
         Outcome::Delivered(Ok(rejections)) => {
@@ -141,7 +141,7 @@ fn delivery_result(destination: &Processor, call: &Batch, outcome: Outcome) -> R
             let rows = split_rows(&call.rows).unwrap_or_default();
             rejections::check(rejections.iter().map(|r| r.index), rows.len()).map_err(|what| {
                 Error::new(
-                    ErrorKind::Processor,
+                    ErrorKind::Module,
                     format!(
                         "module {} {what}, on batch {} of pipeline {:?}",
                         destination.name(),

@@ -41,7 +41,7 @@ pub struct EngineOptions {
 }
 
 /// The largest module file loaded: compile time and memory grow with a module's size, and a
-/// component this large is far beyond any processor built today (Python's is about 20 MB).
+/// component this large is far beyond any module built today (Python's is about 20 MB).
 pub const MAX_MODULE_SIZE: u64 = 64 << 20;
 
 /// How long a compile may take before the module is refused. The Python component takes
@@ -296,7 +296,7 @@ fn compile_bounded(engine: &Engine, wasm: Vec<u8>, path: &Path) -> Result<Compon
             path.display()
         ));
         if plain_module {
-            error.with_hint("it is a core module; build processors for the wasm32-wasip2 target, which produces components")
+            error.with_hint("it is a core module; build modules for the wasm32-wasip2 target, which produces components")
         } else {
             error.with_hint("pass --module with a component built against wit/processor.wit")
         }

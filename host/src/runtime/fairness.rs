@@ -43,7 +43,7 @@ pub const HEAD_START: Duration = EPOCH_TICK;
 /// descheduled did not run its guest meanwhile.
 const MAX_CHARGE: Duration = Duration::from_millis(20);
 
-/// The scheduler of the process: every processor's calls share it.
+/// The scheduler of the process: every module's calls share it.
 static GUEST_CPU: LazyLock<Arc<Fairness>> = LazyLock::new(|| Fairness::new(GUEST_SLOTS));
 
 /// A turn on the process's scheduler for one module call of `pipeline` on `engine`, which

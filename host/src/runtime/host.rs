@@ -1,4 +1,4 @@
-//! What a processor's store holds: WASI with no ambient authority, outbound HTTP behind the
+//! What a module's store holds: WASI with no ambient authority, outbound HTTP behind the
 //! pipeline's policy, the memory limiter, the cap on host resources, and the
 //! `tidemark:processor/host` interface (logging, through [`super::guest_log`], and
 //! configuration).
@@ -13,7 +13,7 @@ use super::http::HttpPolicy;
 use super::limits::{host_resources, Limits, MemoryLimiter, FIELDS_BYTES};
 use super::module_config::Tag;
 
-pub struct ProcessorState {
+pub struct ModuleState {
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -23,7 +23,7 @@ pub struct ProcessorState {
     log: CallLog,
 }
 
-impl ProcessorState {
+impl ModuleState {
     pub fn new(tag: Tag, limits: &Limits, policy: HttpPolicy) -> Self {
         let log = CallLog::new(tag.clone(), limits);
         // No preopened directories, no environment, no arguments, no sockets: the guest sees
@@ -43,7 +43,7 @@ impl ProcessorState {
         table.set_max_capacity(host_resources(limits.memory));
         let mut http = WasiHttpCtx::new();
         http.set_field_size_limit(FIELDS_BYTES);
-        ProcessorState {
+        ModuleState {
             table,
             wasi,
             http,
@@ -57,13 +57,13 @@ impl ProcessorState {
 
 /// The end of a call: a last line without a newline is logged, and what the log budget
 /// dropped is said once.
-impl Drop for ProcessorState {
+impl Drop for ModuleState {
     fn drop(&mut self) {
         self.log.finish();
     }
 }
 
-impl WasiView for ProcessorState {
+impl WasiView for ModuleState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
@@ -72,7 +72,7 @@ impl WasiView for ProcessorState {
     }
 }
 
-impl WasiHttpView for ProcessorState {
+impl WasiHttpView for ModuleState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView {
             ctx: &mut self.http,
@@ -82,7 +82,7 @@ impl WasiHttpView for ProcessorState {
     }
 }
 
-impl HostApi for ProcessorState {
+impl HostApi for ModuleState {
     async fn log(&mut self, level: Level, message: String) {
         self.log.write(level, &message);
     }
@@ -92,4 +92,4 @@ impl HostApi for ProcessorState {
     }
 }
 
-impl super::bindings::transform::tidemark::processor::types::Host for ProcessorState {}
+impl super::bindings::transform::tidemark::processor::types::Host for ModuleState {}

@@ -1,4 +1,4 @@
-//! The WebAssembly runtime: loads processors (components implementing `wit/processor.wit`),
+//! The WebAssembly runtime: loads modules (components implementing `wit/processor.wit`),
 //! checks which world they implement before any row is read, and runs each batch in a fresh,
 //! sandboxed instance under the module's limits.
 //!
@@ -17,7 +17,9 @@ pub mod limits;
 mod module_config;
 mod origin;
 mod rejections;
+mod resolve;
 pub mod text;
+mod world;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,7 +31,7 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::Usage;
 pub use bindings::{Batch, DeliveryError, Rejection};
-use host::ProcessorState;
+use host::ModuleState;
 pub use http::HttpOptions;
 use http::{HttpPolicy, Outbound};
 pub use limits::Limits;
@@ -37,31 +39,14 @@ pub use module_config::ModuleConfig;
 use module_config::Tag;
 pub use origin::Origin;
 
-/// The WIT package every processor implements, and the versions this host runs.
-pub const PACKAGE: &str = "tidemark:processor";
-pub const PACKAGE_VERSION: &str = "0.1.0";
+use world::world_of;
+pub use world::{World, PACKAGE, PACKAGE_VERSION};
 
-/// Which world of the contract a module implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum World {
-    Transform,
-    Destination,
-}
-
-impl World {
-    pub fn name(self) -> &'static str {
-        match self {
-            World::Transform => "transform",
-            World::Destination => "destination",
-        }
-    }
-}
-
-/// The engine and the linkers, shared by every processor of the process.
+/// The engine and the linkers, shared by every module of the process.
 pub struct Runtime {
     engine: Engine,
-    transform_linker: Linker<ProcessorState>,
-    destination_linker: Linker<ProcessorState>,
+    transform_linker: Linker<ModuleState>,
+    destination_linker: Linker<ModuleState>,
     cache_dir: Option<PathBuf>,
     fuel: bool,
 }
@@ -106,7 +91,7 @@ impl Runtime {
         self.prepare(path).map(|(_, inspection)| inspection)
     }
 
-    /// Loads a module as a processor of `pipeline` with its configuration and limits; a
+    /// Loads a module as a module of `pipeline` with its configuration and limits; a
     /// destination reaches the network as `http` allows.
     pub fn load(
         &self,
@@ -115,7 +100,7 @@ impl Runtime {
         config: ModuleConfig,
         limits: Limits,
         http: &HttpOptions,
-    ) -> Result<Processor> {
+    ) -> Result<Module> {
         if limits.fuel.is_some() && !self.fuel {
             return Err(Error::fatal(
                 "a fuel budget needs an engine created with fuel metering",
@@ -147,7 +132,7 @@ impl Runtime {
             )?)),
             World::Transform => None,
         };
-        Ok(Processor {
+        Ok(Module {
             tag: Tag {
                 module: name,
                 pipeline,
@@ -225,67 +210,25 @@ impl Runtime {
     }
 }
 
-fn add_host_interfaces(linker: &mut Linker<ProcessorState>) -> wasmtime::Result<()> {
+fn add_host_interfaces(linker: &mut Linker<ModuleState>) -> wasmtime::Result<()> {
     use wasmtime::component::HasSelf;
-    bindings::transform::tidemark::processor::host::add_to_linker::<_, HasSelf<ProcessorState>>(
+    bindings::transform::tidemark::processor::host::add_to_linker::<_, HasSelf<ModuleState>>(
         linker,
         |state| state,
     )?;
-    bindings::transform::tidemark::processor::types::add_to_linker::<_, HasSelf<ProcessorState>>(
+    bindings::transform::tidemark::processor::types::add_to_linker::<_, HasSelf<ModuleState>>(
         linker,
         |state| state,
     )
 }
 
-/// The world and version a component implements, from the names of its exports.
-fn world_of(module: &str, exports: &[String]) -> Result<(World, String)> {
-    let prefix = format!("{PACKAGE}/");
-    for export in exports {
-        let Some(rest) = export.strip_prefix(&prefix) else {
-            continue;
-        };
-        let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
-        let world = match interface {
-            "transformer" => World::Transform,
-            "deliverer" => World::Destination,
-            _ => continue,
-        };
-        if !is_compatible(version) {
-            return Err(Error::invalid(format!(
-                "module {module} was built against {PACKAGE}@{version}, but this host runs {PACKAGE}@{PACKAGE_VERSION}"
-            ))
-            .with_hint(format!("rebuild it against the wit/ of this host ({PACKAGE}@{PACKAGE_VERSION})")));
-        }
-        return Ok((world, version.to_owned()));
-    }
-    Err(Error::invalid(format!(
-        "module {module} implements neither the transform nor the destination world of {PACKAGE}; it exports: {}",
-        if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") }
-    ))
-    .with_hint("build it against wit/processor.wit, e.g. with the tidemark-sdk crate's transform! or destination! macro"))
-}
-
-/// Semver compatibility for 0.x: the same minor version.
-fn is_compatible(version: &str) -> bool {
-    let minor = |v: &str| {
-        let mut parts = v.split('.');
-        (
-            parts.next().map(str::to_owned),
-            parts.next().map(str::to_owned),
-        )
-    };
-    let (major, minor_part) = minor(version);
-    let (our_major, our_minor) = minor(PACKAGE_VERSION);
-    major == our_major && (our_major.as_deref() != Some("0") || minor_part == our_minor)
-}
-
 enum Pre {
-    Transform(bindings::transform::TransformPre<ProcessorState>),
-    Destination(bindings::destination::DestinationPre<ProcessorState>),
+    Transform(bindings::transform::TransformPre<ModuleState>),
+    Destination(bindings::destination::DestinationPre<ModuleState>),
 }
 
 /// A loaded module, bound to one pipeline's configuration and limits.
-pub struct Processor {
+pub struct Module {
     tag: Tag,
     outbound: Option<Arc<Outbound>>,
     world: World,
@@ -304,7 +247,7 @@ pub enum Outcome {
     Delivered(std::result::Result<Vec<Rejection>, DeliveryError>),
 }
 
-impl Processor {
+impl Module {
     pub fn name(&self) -> &str {
         &self.tag.module
     }
@@ -337,7 +280,7 @@ impl Processor {
             Pre::Transform(pre) => pre.engine(),
             Pre::Destination(pre) => pre.engine(),
         };
-        let state = ProcessorState::new(
+        let state = ModuleState::new(
             self.tag.clone(),
             &self.limits,
             HttpPolicy::new(self.outbound.clone()),
@@ -468,7 +411,7 @@ impl Processor {
 
     fn failure(&self, batch: &Batch, what: &str, hint: Option<&str>) -> Error {
         let error = Error::new(
-            ErrorKind::Processor,
+            ErrorKind::Module,
             format!(
                 "module {} {what} on batch {} of pipeline {:?}",
                 self.tag.module, batch.id, batch.pipeline
@@ -478,27 +421,5 @@ impl Processor {
             Some(hint) => error.with_hint(hint),
             None => error,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn worlds_are_told_apart_by_their_exports() {
-        let exports = vec!["tidemark:processor/transformer@0.1.0".to_owned()];
-        assert_eq!(world_of("m", &exports).unwrap().0, World::Transform);
-        let exports = vec!["tidemark:processor/deliverer@0.1.3".to_owned()];
-        assert_eq!(world_of("m", &exports).unwrap().0, World::Destination);
-        let newer = vec!["tidemark:processor/transformer@0.2.0".to_owned()];
-        assert!(world_of("m", &newer)
-            .unwrap_err()
-            .to_string()
-            .contains("0.2.0"));
-        let command = vec!["wasi:cli/run@0.2.0".to_owned()];
-        let err = world_of("m", &command).unwrap_err();
-        assert!(err.to_string().contains("neither"), "{err}");
-        assert!(err.to_string().contains("wasi:cli/run@0.2.0"));
     }
 }

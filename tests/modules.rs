@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::support::db::USERS_COLUMNS;
-use crate::support::guests::{guest, repo_dir, test_guest_names};
+use crate::support::guests::{guest, test_guest_names};
 use crate::support::host::{assert_mentions, error_report, Outcome};
 use crate::support::http_server::{Reply, Server};
 use crate::support::lines::{assert_each_once, batches, ids};
@@ -999,7 +999,7 @@ fn every_test_guest_has_a_test() {
     // This file, and the hostile-tenant tests (tests/hostile_*.rs), which run their guests
     // next to a healthy tenant.
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests");
-    let mut source = include_str!("processors.rs").to_owned();
+    let mut source = include_str!("modules.rs").to_owned();
     for entry in std::fs::read_dir(&tests)
         .expect("the tests directory")
         .flatten()
@@ -1014,7 +1014,7 @@ fn every_test_guest_has_a_test() {
     for name in names {
         assert!(
             source.contains(&format!("\"{name}\"")),
-            "tests/guests builds {name}, but no test in tests/processors.rs or tests/hostile_*.rs runs it"
+            "tests/guests builds {name}, but no test in tests/modules.rs or tests/hostile_*.rs runs it"
         );
     }
 }
