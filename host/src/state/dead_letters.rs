@@ -28,7 +28,7 @@ impl StateStore {
     /// Keeps the rows of batch `batch_id` that the destination rejected. Recording the same
     /// rejection again (the batch was delivered again) counts an attempt.
     ///
-    /// Written [`CHUNK`] rows to a statement, each statement its own transaction, so that a
+    /// Written `CHUNK` rows to a statement, each statement its own transaction, so that a
     /// batch with thousands of rejections never holds the store (one connection for SQLite)
     /// for long: other pipelines' checkpoints go in between. A crash between chunks is safe:
     /// the batch is delivered again and its rejections recorded again, as attempts.
