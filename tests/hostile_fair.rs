@@ -72,18 +72,12 @@ async fn a_flood_of_rejections_fails_the_batch_without_costing_the_host() {
     tenants
         .wait_for_ids(&mut running, "healthy", &[1, 2, 3, 4, 5], PROMPTLY)
         .await;
-    let status = wait_for_status(
+    let status = wait_for_errors(
         &tenants,
         &mut running,
+        &["repeat", "range"],
         "both flooding tenants failed a batch",
         Duration::from_secs(30),
-        |status| {
-            ["repeat", "range"].iter().all(|name| {
-                status
-                    .get(*name)
-                    .is_some_and(|own| number(own, "errors") > 0.0)
-            })
-        },
     )
     .await;
     let slowest = healthy_rounds(&db, &tenants, &mut running, &healthy, 3).await;

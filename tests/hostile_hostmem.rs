@@ -74,18 +74,12 @@ async fn what_a_module_makes_the_host_hold_is_capped() {
     tenants
         .wait_for_ids(&mut running, "healthy", &[1, 2, 3, 4, 5], PROMPTLY)
         .await;
-    let status = wait_for_status(
+    let status = wait_for_errors(
         &tenants,
         &mut running,
+        &["fields", "pollables", "headers"],
         "every hoarder failed",
         Duration::from_secs(20),
-        |status| {
-            ["fields", "pollables", "headers"].iter().all(|name| {
-                status
-                    .get(*name)
-                    .is_some_and(|own| number(own, "errors") > 0.0)
-            })
-        },
     )
     .await;
     let slowest = healthy_keeps_moving(&db, &tenants, &mut running, &healthy, 100).await;

@@ -204,6 +204,24 @@ pub async fn wait_for_status(
     }
 }
 
+/// Waits until every pipeline of `names` has counted an error; returns the status then.
+pub async fn wait_for_errors(
+    tenants: &Tenants,
+    running: &mut Running,
+    names: &[&str],
+    what: &str,
+    timeout: Duration,
+) -> BTreeMap<String, Value> {
+    wait_for_status(tenants, running, what, timeout, |status| {
+        names.iter().all(|name| {
+            status
+                .get(*name)
+                .is_some_and(|own| number(own, "errors") > 0.0)
+        })
+    })
+    .await
+}
+
 /// Waits until the host's log mentions `text`.
 pub async fn wait_for_log(running: &mut Running, text: &str, timeout: Duration) {
     let start = Instant::now();
