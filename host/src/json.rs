@@ -8,6 +8,8 @@
 use base64::Engine as _;
 use chrono::{Datelike, NaiveDateTime, Timelike};
 
+use crate::model::push_minified;
+
 /// The `"name":` prefix of a column, escaped once per table instead of once per row.
 pub fn object_key(name: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(name.len() + 3);
@@ -83,65 +85,6 @@ pub fn write_raw(buf: &mut Vec<u8>, json: &str) {
     if !push_minified(buf, json.as_bytes()) {
         write_str(buf, json);
     }
-}
-
-/// Appends `json` without the whitespace between its tokens, in one pass that copies runs of
-/// bytes, and says whether it was one self-contained value: brackets balanced, strings
-/// closed, no control character, no `,` or `:` outside every bracket. Nothing is appended
-/// when it was not. This is not a validator (`1 2` passes as `12`); it only guarantees that
-/// what it appends is one line that cannot close the object it is placed in.
-pub fn push_minified(buf: &mut Vec<u8>, json: &[u8]) -> bool {
-    let start = buf.len();
-    buf.reserve(json.len());
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut tokens = false;
-    // Bytes from `run` up to the current one are kept; whitespace flushes the run.
-    let mut run = 0;
-    let mut sound = true;
-    for (index, &byte) in json.iter().enumerate() {
-        if byte < 0x20 && (in_string || !matches!(byte, b'\t' | b'\n' | b'\r')) {
-            sound = false;
-            break;
-        }
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if byte == b'\\' {
-                escaped = true;
-            } else if byte == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match byte {
-            b' ' | b'\t' | b'\n' | b'\r' => {
-                buf.extend_from_slice(&json[run..index]);
-                run = index + 1;
-                continue;
-            }
-            b'"' => in_string = true,
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' if depth == 0 => {
-                sound = false;
-                break;
-            }
-            b'}' | b']' => depth -= 1,
-            b',' | b':' if depth == 0 => {
-                sound = false;
-                break;
-            }
-            _ => {}
-        }
-        tokens = true;
-    }
-    if !sound || in_string || depth != 0 || !tokens {
-        buf.truncate(start);
-        return false;
-    }
-    buf.extend_from_slice(&json[run..]);
-    true
 }
 
 pub fn write_uuid(buf: &mut Vec<u8>, value: &sqlx::types::Uuid) {
