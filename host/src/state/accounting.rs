@@ -178,7 +178,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::error::Error;
-    use crate::model::{Delivered, Position, Usage};
+    use crate::model::{Delivered, Usage};
 
     fn used(time: Duration, fuel: u64, peak_memory: u64) -> Usage {
         Usage {
@@ -187,16 +187,13 @@ mod tests {
             peak_memory,
         }
     }
-    use crate::state::testing::{after, identity, TempDir};
+    use crate::state::testing::{after, identity, users, TempDir};
 
     #[tokio::test]
     async fn charges_errors_and_deliveries_add_up() {
         let dir = TempDir::new();
         let store = dir.open().await;
-        let mut state = store
-            .load_or_create("users", &identity(), Position::Start)
-            .await
-            .unwrap();
+        let mut state = users(&store).await;
         store
             .begin_batch(&mut state, "b1", &after("1", "1"))
             .await
@@ -258,10 +255,7 @@ mod tests {
             .charge("nobody", used(Duration::from_secs(1), 1, 1))
             .await
             .unwrap();
-        let state = store
-            .load_or_create("users", &identity(), Position::Start)
-            .await
-            .unwrap();
+        let state = users(&store).await;
         assert_eq!(state.identity, identity());
         assert_eq!(state.accounting.errors, 1);
         assert_eq!(store.list().await.unwrap().len(), 1);

@@ -277,7 +277,7 @@ pub(super) fn decode_position(
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
-    use crate::state::testing::{after, identity, TempDir};
+    use crate::state::testing::{after, identity, users, TempDir};
 
     fn delivered() -> Delivered {
         Delivered::default()
@@ -310,10 +310,7 @@ mod tests {
     async fn another_table_cursor_or_key_is_refused() {
         let dir = TempDir::new();
         let store = dir.open().await;
-        store
-            .load_or_create("users", &identity(), Position::Start)
-            .await
-            .unwrap();
+        users(&store).await;
         let mut other = identity();
         other.key = "email".into();
         let err = store
@@ -335,10 +332,7 @@ mod tests {
     async fn a_crash_after_begin_batch_leaves_the_batch_pending() {
         let dir = TempDir::new();
         let store = dir.open().await;
-        let mut state = store
-            .load_or_create("users", &identity(), Position::Start)
-            .await
-            .unwrap();
+        let mut state = users(&store).await;
         store
             .begin_batch(&mut state, "b1", &after("i:5", "i:2"))
             .await
@@ -357,10 +351,7 @@ mod tests {
     async fn commit_batch_moves_the_position_and_clears_the_pending_batch() {
         let dir = TempDir::new();
         let store = dir.open().await;
-        let mut state = store
-            .load_or_create("users", &identity(), Position::Start)
-            .await
-            .unwrap();
+        let mut state = users(&store).await;
         let end = after("2024-01-01 00:00:00.000001", "7");
         store.begin_batch(&mut state, "b1", &end).await.unwrap();
         store
@@ -387,10 +378,7 @@ mod tests {
     async fn a_stale_copy_cannot_write_or_move_the_position_back() {
         let dir = TempDir::new();
         let store = dir.open().await;
-        let mut first = store
-            .load_or_create("users", &identity(), Position::Start)
-            .await
-            .unwrap();
+        let mut first = users(&store).await;
         let mut second = first.clone();
         let ahead = after("i:9", "i:1");
         store.begin_batch(&mut first, "b1", &ahead).await.unwrap();

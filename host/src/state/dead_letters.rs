@@ -175,9 +175,8 @@ fn decode(row: &AnyRow) -> Result<DeadLetter> {
 
 #[cfg(test)]
 mod tests {
-    use crate::model::Position;
     use crate::model::RejectedRow;
-    use crate::state::testing::{identity, TempDir};
+    use crate::state::testing::{users, TempDir};
 
     fn rejected(index: u32, reason: &str) -> RejectedRow {
         RejectedRow {
@@ -191,10 +190,7 @@ mod tests {
     async fn a_rejection_is_kept_once_with_its_attempts_counted() {
         let dir = TempDir::new();
         let store = dir.open().await;
-        store
-            .load_or_create("users", &identity(), Position::Start)
-            .await
-            .unwrap();
+        users(&store).await;
         store
             .record_rejections(
                 "users",
@@ -267,10 +263,7 @@ mod tests {
     async fn thousands_of_rejections_are_kept_across_chunks() {
         let dir = TempDir::new();
         let store = dir.open().await;
-        store
-            .load_or_create("users", &identity(), Position::Start)
-            .await
-            .unwrap();
+        users(&store).await;
         let reason = "x".repeat(1024);
         let many: Vec<RejectedRow> = (0..5_000).map(|i| rejected(i, &reason)).collect();
         store.record_rejections("users", "b1", &many).await.unwrap();

@@ -306,6 +306,14 @@ pub(crate) mod testing {
         }
     }
 
+    /// Pipeline `users` of [`identity`], created at the start if new.
+    pub async fn users(store: &StateStore) -> crate::state::PipelineState {
+        store
+            .load_or_create("users", &identity(), Position::Start)
+            .await
+            .unwrap()
+    }
+
     pub fn after(cursor: &str, key: &str) -> Position {
         Position::After(Watermark {
             cursor: cursor.into(),

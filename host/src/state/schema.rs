@@ -210,8 +210,7 @@ pub(super) async fn migrate(pool: &AnyPool, sqlite: bool) -> Result<()> {
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
-    use crate::model::Position;
-    use crate::state::testing::{after, identity, TempDir};
+    use crate::state::testing::{after, users, TempDir};
     use crate::state::StateStore;
 
     #[test]
@@ -254,10 +253,7 @@ mod tests {
         let dir = TempDir::new();
         version_one_store(&dir).await;
         let store = dir.open().await;
-        let mut state = store
-            .load_or_create("users", &identity(), Position::Start)
-            .await
-            .unwrap();
+        let mut state = users(&store).await;
         assert_eq!(state.position, after("i:42", "i:7"));
         assert_eq!((state.rows_synced, state.batches_synced), (10, 2));
         assert_eq!(state.accounting, Default::default());
