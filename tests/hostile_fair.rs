@@ -29,28 +29,6 @@ fn flood(mode: &str) -> String {
     )
 }
 
-/// Inserts five new rows into the healthy tenant's table, `rounds` times, and returns the
-/// longest it waited for one round to arrive.
-async fn healthy_rounds(
-    db: &TestDb,
-    tenants: &Tenants,
-    running: &mut crate::support::host::Running,
-    table: &str,
-    rounds: i64,
-) -> Duration {
-    let mut slowest = Duration::ZERO;
-    for round in 0..rounds {
-        let new: Vec<i64> = (0..5).map(|n| 100 + round * 10 + n).collect();
-        db.insert_users(table, new.iter().map(|id| (*id, crate::support::Val::Now)))
-            .await;
-        let took = tenants
-            .wait_for_ids(running, "healthy", &new, PROMPTLY)
-            .await;
-        slowest = slowest.max(took);
-    }
-    slowest
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_rejections_fails_the_batch_without_costing_the_host() {
     let Some(db) = TestDb::new(Backend::Postgres).await else {
@@ -80,7 +58,9 @@ async fn a_flood_of_rejections_fails_the_batch_without_costing_the_host() {
         Duration::from_secs(30),
     )
     .await;
-    let slowest = healthy_rounds(&db, &tenants, &mut running, &healthy, 3).await;
+    let slowest = tenants
+        .healthy_keeps_moving(&mut running, &db, &healthy, 100, 3, Duration::ZERO)
+        .await;
     assert!(
         slowest < Duration::from_secs(3),
         "the healthy tenant waited {slowest:?} next to the flooding ones"
@@ -173,7 +153,9 @@ async fn long_reasons_are_cut_and_dead_letters_written_in_chunks() {
         "{}",
         status["wordy"]
     );
-    healthy_rounds(&db, &tenants, &mut running, &healthy, 2).await;
+    tenants
+        .healthy_keeps_moving(&mut running, &db, &healthy, 100, 2, Duration::ZERO)
+        .await;
     let peak = peak_rss_kib(running.pid().expect("the host runs"));
     eprintln!("wordy: peak RSS {peak} KiB");
     assert!(peak < 512 << 10, "peak RSS {peak} KiB");
@@ -233,7 +215,9 @@ async fn spinning_guests_leave_a_healthy_tenant_its_share() {
     tenants
         .wait_for_ids(&mut running, "healthy", &[1, 2, 3, 4, 5], PROMPTLY)
         .await;
-    let slowest = healthy_rounds(&db, &tenants, &mut running, &healthy, 5).await;
+    let slowest = tenants
+        .healthy_keeps_moving(&mut running, &db, &healthy, 100, 5, Duration::ZERO)
+        .await;
     eprintln!("spinning: slowest healthy round {slowest:?}");
     assert!(
         slowest < Duration::from_secs(2),

@@ -19,28 +19,6 @@ use crate::support::http_server::Server;
 use crate::support::tenants::*;
 use crate::support::{Backend, TestDb, Val};
 
-/// Inserts rows into `healthy` a few times and returns the slowest delivery.
-async fn healthy_keeps_moving(
-    db: &TestDb,
-    tenants: &Tenants,
-    running: &mut crate::support::host::Running,
-    healthy: &str,
-    first_id: i64,
-) -> Duration {
-    let mut slowest = Duration::ZERO;
-    for round in 0..3 {
-        let new: Vec<i64> = (0..5).map(|n| first_id + round * 10 + n).collect();
-        db.insert_users(healthy, new.iter().map(|id| (*id, Val::Now)))
-            .await;
-        let took = tenants
-            .wait_for_ids(running, "healthy", &new, PROMPTLY)
-            .await;
-        slowest = slowest.max(took);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    slowest
-}
-
 // ---------------------------------------------------------------------------------------------
 // Host memory outside the memory limit
 
@@ -82,7 +60,16 @@ async fn what_a_module_makes_the_host_hold_is_capped() {
         Duration::from_secs(20),
     )
     .await;
-    let slowest = healthy_keeps_moving(&db, &tenants, &mut running, &healthy, 100).await;
+    let slowest = tenants
+        .healthy_keeps_moving(
+            &mut running,
+            &db,
+            &healthy,
+            100,
+            3,
+            Duration::from_millis(200),
+        )
+        .await;
     assert!(
         slowest < Duration::from_secs(3),
         "the healthy tenant waited {slowest:?} for its rows next to the hoarders"
@@ -163,7 +150,16 @@ async fn a_log_flood_is_cut_to_its_budget_and_forges_nothing() {
     // A second flooding call while the healthy tenant takes new rows.
     db.insert_users(&flood, (6..=10).map(|id| (id, Val::Now)))
         .await;
-    let slowest = healthy_keeps_moving(&db, &tenants, &mut running, &healthy, 100).await;
+    let slowest = tenants
+        .healthy_keeps_moving(
+            &mut running,
+            &db,
+            &healthy,
+            100,
+            3,
+            Duration::from_millis(200),
+        )
+        .await;
     assert!(
         slowest < Duration::from_secs(3),
         "the healthy tenant waited {slowest:?} for its rows next to the flood"

@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::host::{assert_mentions, Running};
+use crate::support::host::assert_mentions;
 use crate::support::http_server::{Reply, Server};
 use crate::support::tenants::*;
-use crate::support::{Backend, TestDb, Val};
+use crate::support::{Backend, TestDb};
 
 /// A destination of the hostile guest in `mode`, reaching `url`, its origin allowed, with
 /// `extra` keys.
@@ -44,29 +44,6 @@ fn hostile(mode: &str, url: &str, origin: &str, extra: &str) -> String {
         quote(url),
         quote(origin),
     )
-}
-
-/// Inserts a few rounds of new rows into the healthy tenant's table and returns the longest
-/// wait for them to arrive.
-async fn healthy_keeps_moving(
-    tenants: &Tenants,
-    running: &mut Running,
-    db: &TestDb,
-    table: &str,
-    rounds: i64,
-) -> Duration {
-    let mut slowest = Duration::ZERO;
-    for round in 0..rounds {
-        let new: Vec<i64> = (0..5).map(|n| 100 + round * 10 + n).collect();
-        db.insert_users(table, new.iter().map(|id| (*id, Val::Now)))
-            .await;
-        let took = tenants
-            .wait_for_ids(running, "healthy", &new, PROMPTLY)
-            .await;
-        slowest = slowest.max(took);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    slowest
 }
 
 fn assert_unmoved(status: &BTreeMap<String, Value>, names: &[&str]) {
@@ -126,7 +103,15 @@ async fn guests_waiting_in_host_calls_stop_at_their_deadline_and_free_their_perm
     let first = tenants
         .wait_for_ids(&mut running, "healthy", &[1, 2, 3, 4, 5], PROMPTLY)
         .await;
-    let slowest = healthy_keeps_moving(&tenants, &mut running, &db, &healthy, 4)
+    let slowest = tenants
+        .healthy_keeps_moving(
+            &mut running,
+            &db,
+            &healthy,
+            100,
+            4,
+            Duration::from_millis(300),
+        )
         .await
         .max(first);
     eprintln!("the healthy tenant's slowest round next to waiting guests: {slowest:?}");
@@ -260,7 +245,15 @@ async fn request_bodies_and_requests_per_batch_are_capped() {
     let first = tenants
         .wait_for_ids(&mut running, "healthy", &[1, 2, 3, 4, 5], PROMPTLY)
         .await;
-    let slowest = healthy_keeps_moving(&tenants, &mut running, &db, &healthy, 4)
+    let slowest = tenants
+        .healthy_keeps_moving(
+            &mut running,
+            &db,
+            &healthy,
+            100,
+            4,
+            Duration::from_millis(300),
+        )
         .await
         .max(first);
     eprintln!("the healthy tenant's slowest round next to greedy senders: {slowest:?}");
@@ -471,7 +464,15 @@ async fn unread_response_bodies_keep_their_slots() {
     let first = tenants
         .wait_for_ids(&mut running, "healthy", &[1, 2, 3, 4, 5], PROMPTLY)
         .await;
-    let slowest = healthy_keeps_moving(&tenants, &mut running, &db, &healthy, 3)
+    let slowest = tenants
+        .healthy_keeps_moving(
+            &mut running,
+            &db,
+            &healthy,
+            100,
+            3,
+            Duration::from_millis(300),
+        )
         .await
         .max(first);
     eprintln!("the healthy tenant's slowest round next to a hoarder: {slowest:?}");
@@ -571,7 +572,16 @@ async fn secrets_in_urls_and_cut_lines_appear_nowhere() {
     tenants
         .wait_for_ids(&mut running, "healthy", &[1, 2, 3, 4, 5], PROMPTLY)
         .await;
-    let slowest = healthy_keeps_moving(&tenants, &mut running, &db, &healthy, 2).await;
+    let slowest = tenants
+        .healthy_keeps_moving(
+            &mut running,
+            &db,
+            &healthy,
+            100,
+            2,
+            Duration::from_millis(300),
+        )
+        .await;
     assert!(slowest < Duration::from_secs(3), "{slowest:?}");
     let status = wait_for_status(
         &tenants,

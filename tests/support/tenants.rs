@@ -116,6 +116,30 @@ impl Tenants {
             .collect()
     }
 
+    /// Inserts five new rows into table `table` of pipeline `healthy`, `rounds` times (ids from
+    /// `first_id` on, ten apart per round), pausing `pause` after each so that bad neighbours
+    /// act in between; returns the longest it waited for one round to arrive.
+    pub async fn healthy_keeps_moving(
+        &self,
+        running: &mut Running,
+        db: &TestDb,
+        table: &str,
+        first_id: i64,
+        rounds: i64,
+        pause: Duration,
+    ) -> Duration {
+        let mut slowest = Duration::ZERO;
+        for round in 0..rounds {
+            let new: Vec<i64> = (0..5).map(|n| first_id + round * 10 + n).collect();
+            db.insert_users(table, new.iter().map(|id| (*id, Val::Now)))
+                .await;
+            let took = self.wait_for_ids(running, "healthy", &new, PROMPTLY).await;
+            slowest = slowest.max(took);
+            tokio::time::sleep(pause).await;
+        }
+        slowest
+    }
+
     /// Waits until `pipeline`'s output holds every id of `expected` (and returns how long that
     /// took); fails the test after `timeout` or if the host exits.
     pub async fn wait_for_ids(
