@@ -363,6 +363,50 @@ async fn localhost_by_name_is_refused_as_loopback() {
     assert_nothing_synced(&host, "a request to localhost").await;
 }
 
+/// Scenario: allowed host names that resolve to IPv6 addresses carrying the receiver's
+/// loopback address 127.0.0.1 (NAT64's well-known prefix, IPv4-mapped, 6to4, Teredo's client
+/// and server), or to NAT64's local-use prefix or the deprecated IPv4-compatible form: each
+/// request is refused before a connection is made, the log names the address and its kind,
+/// and the receiver gets nothing. A gateway or relay on the way would deliver these to the
+/// address they carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_resolving_to_translated_private_addresses_are_refused() {
+    let Some((_db, _table, mut host)) = users(Backend::Postgres, 2).await else {
+        return;
+    };
+    let server = Server::accepting();
+    let names = [
+        ("nat64.test", "64:ff9b::7f00:1", "loopback"),
+        ("nat64-local.test", "64:ff9b:1::7f00:1", "NAT64 (local use)"),
+        ("mapped.test", "::ffff:127.0.0.1", "loopback"),
+        ("compatible.test", "::7f00:1", "IPv4-compatible (deprecated)"),
+        ("sixtofour.test", "2002:7f00:1::1", "loopback"),
+        // Teredo: a public server (65.54.227.120), the client 127.0.0.1 written inverted.
+        ("teredo.test", "2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback"),
+        ("teredo-server.test", "2001:0:7f00:1::1", "loopback"),
+    ];
+    host.resolve(&names.map(|(name, address, _)| (name, address)));
+    for (name, address, kind) in names {
+        let origin = format!("http://{name}:{}", server.port());
+        let url = format!("url={origin}/hook");
+        let args = module_args(&host, "webhook", &["--set", &url, "--allow-host", &origin]);
+        let outcome = host.run_once(&refs(&args)).await;
+        assert_exit(&outcome, 1, &format!("a request to {name} ({address})"));
+        let shown: std::net::IpAddr = address.parse().unwrap();
+        assert_mentions(
+            &outcome.stderr,
+            "the host's log",
+            &[
+                "refused outbound request",
+                &format!("{name} resolves to the {kind} address {shown}"),
+                &format!("--allow-host http://[{shown}]:{}", server.port()),
+            ],
+        );
+    }
+    assert_eq!(server.request_count(), 0, "the receiver got a request");
+    assert_nothing_synced(&host, "requests to translated private addresses").await;
+}
+
 /// Scenario: the receiver answers 302 to a second server. The host never follows it: the
 /// guest sees the 302 and stops the run (3xx is fatal), whether or not the second origin is
 /// allowed; the second server gets nothing.

@@ -341,8 +341,75 @@ async fn a_module_above_the_size_cap_is_refused() {
     assert_mentions(
         error_report(&outcome),
         "the refusal",
-        &[&module.display().to_string(), "64 MiB"],
+        &[
+            &module.display().to_string(),
+            "64 MiB a module may be (--max-module-size)",
+        ],
     );
+}
+
+/// `host check` of the passthrough component with `extra`, in a fresh cache: exit 2, and the
+/// error names the module and each of `mentions`.
+async fn refused_by_check(extra: &[&str], mentions: &[&str]) {
+    let host = Host::scratch();
+    let module = guest("passthrough").display().to_string();
+    let cache = host.cache_dir().display().to_string();
+    let mut args = vec!["check", "--module", &module, "--cache-dir", &cache];
+    args.extend_from_slice(extra);
+    let outcome = host.exec(&args).await;
+    assert_eq!(outcome.code(), Some(2), "host check {extra:?}: {outcome}");
+    let mut all = vec![module.as_str()];
+    all.extend_from_slice(mentions);
+    assert_mentions(error_report(&outcome), "the refusal", &all);
+}
+
+/// A pipelines file whose one pipeline sets `key`: `host run --once` exits 2, and the error
+/// names the module and each of `mentions`.
+async fn refused_by_file(key: &str, mentions: &[&str]) {
+    let db = TestDb::new(Backend::Sqlite)
+        .await
+        .expect("SQLite needs no server");
+    let tenants = Tenants::new();
+    let table = users(&db, "small", 1..=3).await;
+    let module = guest("passthrough").display().to_string();
+    tenants.write(
+        "",
+        &[tenants.pipeline(
+            "small",
+            db.url(),
+            &table,
+            &format!("modules = [{}]\n{key}", quote(&module)),
+        )],
+    );
+    let outcome = tenants.run(&["--once"]).await;
+    assert_eq!(outcome.code(), Some(2), "{key}: {outcome}");
+    let mut all = vec![module.as_str()];
+    all.extend_from_slice(mentions);
+    assert_mentions(error_report(&outcome), "the refusal", &all);
+}
+
+/// `--max-module-size` lowers the cap on `host check` and, as `max_module_size`, in a
+/// pipelines file; each refusal names the flag that raises it.
+#[tokio::test]
+async fn the_module_size_cap_is_a_flag() {
+    let mentions = [
+        "more than the 1 KiB a module may be (--max-module-size)",
+        "raise --max-module-size",
+    ];
+    refused_by_check(&["--max-module-size", "1KiB"], &mentions).await;
+    refused_by_file("max_module_size = \"1KiB\"", &mentions).await;
+}
+
+/// `--compile-timeout` bounds a compile on `host check` and, as `compile_timeout`, in a
+/// pipelines file; each refusal names the flag that raises it.
+#[tokio::test]
+async fn the_compile_timeout_is_a_flag() {
+    let mentions = [
+        "did not compile within 1ms (--compile-timeout)",
+        "raise --compile-timeout",
+    ];
+    refused_by_check(&["--compile-timeout", "1ms"], &mentions).await;
+    refused_by_file("compile_timeout = \"1ms\"", &mentions).await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -78,7 +78,23 @@ pub struct ModuleArgs {
     pub cache_dir: Option<PathBuf>,
 
     #[command(flatten)]
+    pub compile: CompileArgs,
+
+    #[command(flatten)]
     pub http: HttpArgs,
+}
+
+/// What compiling one (untrusted) module may cost.
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// Largest module file loaded; a larger one is refused before it is read.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB")]
+    pub max_module_size: String,
+
+    /// Time one module may take to compile (a module in the compile cache loads without
+    /// compiling).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub compile_timeout: Duration,
 }
 
 /// What a destination module may do on the network.
@@ -139,6 +155,9 @@ pub struct CheckArgs {
     /// Where compiled modules are cached.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub compile: CompileArgs,
 }
 
 #[derive(Debug, Args)]

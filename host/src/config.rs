@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{HttpArgs, ModuleArgs, NullCursor, RetryPolicyArgs, RunArgs};
+use crate::cli::{CompileArgs, HttpArgs, ModuleArgs, NullCursor, RetryPolicyArgs, RunArgs};
 use crate::error::{Error, Result};
 use crate::model::NullCursorPolicy;
 use crate::retry::RetryPolicy;
 use crate::runtime::engine::EngineOptions;
-use crate::runtime::limits::{parse_size, Limits};
+use crate::runtime::limits::{parse_size, CompileLimits, Limits};
 use crate::runtime::{HttpOptions, ModuleConfig, Origin};
 use crate::source::{Driver, TableRef, TableSpec};
 use crate::sync::SyncOptions;
@@ -136,12 +136,35 @@ impl ModulesConfig {
                 fuel: args.fuel,
                 log_lines: args.max_log_lines,
                 log_bytes,
+                compile: compile_limits(&args.compile)?,
             },
             cache_dir: args
                 .cache_dir
                 .or_else(crate::runtime::engine::default_cache_dir),
         })
     }
+}
+
+/// `--max-module-size` and `--compile-timeout`, checked.
+pub fn compile_limits(args: &CompileArgs) -> Result<CompileLimits> {
+    let fix_size = "pass --max-module-size between 1KiB and 1GiB, such as 64MiB";
+    let max_module_size = parse_size(&args.max_module_size)
+        .map_err(|err| Error::invalid(format!("--max-module-size: {err}")).with_hint(fix_size))?;
+    if !(1 << 10..=1 << 30).contains(&max_module_size) {
+        return Err(Error::invalid(format!(
+            "--max-module-size {} is out of range",
+            args.max_module_size
+        ))
+        .with_hint(fix_size));
+    }
+    if args.compile_timeout.is_zero() {
+        return Err(Error::invalid("--compile-timeout is zero")
+            .with_hint("pass --compile-timeout such as 5m"));
+    }
+    Ok(CompileLimits {
+        max_module_size,
+        timeout: args.compile_timeout,
+    })
 }
 
 fn http_options(args: &HttpArgs) -> Result<HttpOptions> {

@@ -59,6 +59,8 @@ pub struct Host {
     seen: usize,
     /// Environment variables set on every host this starts.
     env: Vec<(String, String)>,
+    /// A hosts file that every host this starts sees as `/etc/hosts` (see [`Host::resolve`]).
+    hosts: Option<PathBuf>,
 }
 
 impl Host {
@@ -75,6 +77,7 @@ impl Host {
             table: table.to_owned(),
             seen: 0,
             env: Vec::new(),
+            hosts: None,
         }
     }
 
@@ -86,6 +89,20 @@ impl Host {
     /// Sets `key=value` in the environment of every host started from now on.
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Makes every host started from now on resolve each `(name, address)` of `names` to its
+    /// address, through the system resolver as in production: the host runs in a mount
+    /// namespace of its own (`unshare`, as root or as a user of a user namespace), where a
+    /// hosts file of this test's is bind-mounted over `/etc/hosts`.
+    pub fn resolve(&mut self, names: &[(&str, &str)]) {
+        let path = self.dir().join("hosts");
+        let text: String = names
+            .iter()
+            .map(|(name, address)| format!("{address} {name}\n"))
+            .collect();
+        fs::write(&path, text).expect("writing the hosts file");
+        self.hosts = Some(path);
     }
 
     pub fn dir(&self) -> &Path {
@@ -147,7 +164,18 @@ impl Host {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut command = Command::new(HOST);
+        let mut command = match &self.hosts {
+            None => Command::new(HOST),
+            Some(hosts) => {
+                let mut command = Command::new("unshare");
+                command
+                    .args(["--mount", "--map-root-user", "sh", "-c"])
+                    .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+                    .arg(hosts)
+                    .arg(HOST);
+                command
+            }
+        };
         command
             .args(args)
             .current_dir(self.dir())

@@ -13,8 +13,9 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         max_memory: runtime::limits::DEFAULT_MEMORY,
         cache_dir: args.cache_dir.or_else(runtime::engine::default_cache_dir),
     })?;
+    let limits = crate::config::compile_limits(&args.compile)?;
     let inspection = runtime
-        .inspect(&args.module)
+        .inspect(&args.module, &limits)
         .with_context(|| format!("checking module {}", args.module.display()))?;
     println!("module:  {}", args.module.display());
     println!(

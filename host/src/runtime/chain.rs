@@ -158,9 +158,7 @@ fn delivery_result(destination: &Module, call: &Batch, outcome: Outcome) -> Resu
                     row: rows
                         .get(rejection.index as usize)
                         .map_or_else(|| "null".to_owned(), |row| row.get().to_owned()),
-                    reason: rejections::bounded_reason(&rejection.reason, |text| {
-                        destination.redact(text)
-                    }),
+                    reason: destination.bounded(&rejection.reason),
                 })
                 .collect();
             Ok(Delivered { rejected })
@@ -170,7 +168,7 @@ fn delivery_result(destination: &Module, call: &Batch, outcome: Outcome) -> Resu
                 "destination {} asked to retry batch {} later: {}",
                 destination.name(),
                 call.id,
-                destination.redact(&retry.message)
+                destination.bounded(&retry.message)
             ),
             retry.after_ms.map(Duration::from_millis),
         )),
@@ -179,7 +177,7 @@ fn delivery_result(destination: &Module, call: &Batch, outcome: Outcome) -> Resu
             destination.name(),
             call.pipeline,
             call.id,
-            destination.redact(&message)
+            destination.bounded(&message)
         ))),
         Outcome::Rows(_) => Err(Error::fatal(format!(
             "module {} returned rows where a delivery result was expected",

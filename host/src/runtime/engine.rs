@@ -12,9 +12,9 @@
 //! is a hash of the module's content, read on every load: a module replaced in place, even
 //! with its size and modification time kept, is compiled anew.
 //!
-//! Compiling an untrusted module is bounded: modules above [`MAX_MODULE_SIZE`] are refused
-//! before they are read, and a compile runs on a thread of its own that the caller waits for
-//! at most [`COMPILE_TIMEOUT`], off the async workers.
+//! Compiling an untrusted module is bounded ([`CompileLimits`]): modules above
+//! `--max-module-size` are refused before they are read, and a compile runs on a thread of its
+//! own that the caller waits for at most `--compile-timeout`, off the async workers.
 
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::limits::EPOCH_TICK;
+use super::limits::{CompileLimits, EPOCH_TICK};
 use crate::error::{Error, Result};
 
 /// Engine settings chosen at start-up.
@@ -39,14 +39,6 @@ pub struct EngineOptions {
     /// Where compiled components are kept; `None` turns the cache off.
     pub cache_dir: Option<PathBuf>,
 }
-
-/// The largest module file loaded: compile time and memory grow with a module's size, and a
-/// component this large is far beyond any module built today (Python's is about 20 MB).
-pub const MAX_MODULE_SIZE: u64 = 64 << 20;
-
-/// How long a compile may take before the module is refused. The Python component takes
-/// about 11 s on two busy cores; Cranelift's time grows about linearly with code size.
-pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub fn new_engine(options: &EngineOptions) -> Result<Engine> {
     if let Some(dir) = &options.cache_dir {
@@ -177,8 +169,13 @@ pub struct Compiled {
 
 /// Compiles `path`, or loads it from the cache. Called from async code, it steps off the
 /// async worker first (the rest of the runtime's tasks move to another worker meanwhile).
-pub fn compile(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Result<Compiled> {
-    let blocking = || compile_here(engine, path, cache_dir);
+pub fn compile(
+    engine: &Engine,
+    path: &Path,
+    cache_dir: Option<&Path>,
+    limits: &CompileLimits,
+) -> Result<Compiled> {
+    let blocking = || compile_here(engine, path, cache_dir, limits);
     match tokio::runtime::Handle::try_current() {
         Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(blocking)
@@ -187,9 +184,14 @@ pub fn compile(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Result
     }
 }
 
-fn compile_here(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Result<Compiled> {
+fn compile_here(
+    engine: &Engine,
+    path: &Path,
+    cache_dir: Option<&Path>,
+    limits: &CompileLimits,
+) -> Result<Compiled> {
     let started = Instant::now();
-    let wasm = read_module(path)?;
+    let wasm = read_module(path, limits.max_module_size)?;
     // The key proves the content: a module replaced in place is a new key, whatever its
     // metadata says. Hashing is a few milliseconds for a 20 MB component.
     let key = cache_key(engine, &wasm);
@@ -209,7 +211,7 @@ fn compile_here(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Resul
             Err(err) => tracing::warn!("ignoring cached {}: {err}", cached.display()),
         }
     }
-    let component = compile_bounded(engine, wasm, path)?;
+    let component = compile_bounded(engine, wasm, path, limits.timeout)?;
     if let Some(cached) = cached {
         if let Err(err) = store_compiled(&component, &cached) {
             tracing::warn!(
@@ -225,41 +227,46 @@ fn compile_here(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> Resul
     })
 }
 
-/// Reads a module, refusing one above [`MAX_MODULE_SIZE`] before reading it (and one that
-/// grows past it while being read).
-fn read_module(path: &Path) -> Result<Vec<u8>> {
+/// Reads a module, refusing one above `max` bytes (`--max-module-size`) before reading it
+/// (and one that grows past it while being read).
+fn read_module(path: &Path, max: u64) -> Result<Vec<u8>> {
     let unreadable = |err| {
         Error::io(format!("cannot read module {}", path.display()), err)
             .with_hint("pass --module with the path of a .wasm component")
     };
     let too_large = |size: u64| {
         Error::invalid(format!(
-            "module {} is {} bytes, more than the {} MiB a module may be",
+            "module {} is {} bytes, more than the {} a module may be (--max-module-size)",
             path.display(),
             size,
-            MAX_MODULE_SIZE >> 20
+            show_size(max)
         ))
-        .with_hint("pass --module with a smaller component (strip debug information with wasm-tools strip)")
+        .with_hint("raise --max-module-size (max_module_size in a pipelines file), or strip the component's debug information with wasm-tools strip")
     };
     let file = std::fs::File::open(path).map_err(unreadable)?;
     let size = file.metadata().map_err(unreadable)?.len();
-    if size > MAX_MODULE_SIZE {
+    if size > max {
         return Err(too_large(size));
     }
     let mut wasm = Vec::with_capacity(size as usize);
-    file.take(MAX_MODULE_SIZE + 1)
+    file.take(max.saturating_add(1))
         .read_to_end(&mut wasm)
         .map_err(unreadable)?;
-    if wasm.len() as u64 > MAX_MODULE_SIZE {
+    if wasm.len() as u64 > max {
         return Err(too_large(wasm.len() as u64));
     }
     Ok(wasm)
 }
 
-/// Compiles on a thread of its own, waiting at most [`COMPILE_TIMEOUT`]. Cranelift cannot be
-/// interrupted: a compile that times out goes on in the background until it ends, and its
-/// result is dropped. The size cap bounds how long that can be.
-fn compile_bounded(engine: &Engine, wasm: Vec<u8>, path: &Path) -> Result<Component> {
+/// Compiles on a thread of its own, waiting at most `timeout` (`--compile-timeout`). Cranelift
+/// cannot be interrupted: a compile that times out goes on in the background until it ends,
+/// and its result is dropped. The size cap bounds how long that can be.
+fn compile_bounded(
+    engine: &Engine,
+    wasm: Vec<u8>,
+    path: &Path,
+    timeout: Duration,
+) -> Result<Component> {
     let plain_module = wasm.get(4..8) == Some(&[1, 0, 0, 0]);
     let (sender, receiver) = std::sync::mpsc::sync_channel(1);
     let compiling = engine.clone();
@@ -270,15 +277,15 @@ fn compile_bounded(engine: &Engine, wasm: Vec<u8>, path: &Path) -> Result<Compon
             let _ = sender.send(Component::new(&compiling, &wasm));
         })
         .map_err(|err| Error::io("cannot start a compile thread", err))?;
-    let compiled = match receiver.recv_timeout(COMPILE_TIMEOUT) {
+    let compiled = match receiver.recv_timeout(timeout) {
         Ok(compiled) => compiled,
         Err(_) => {
             return Err(Error::invalid(format!(
-                "module {} did not compile within {:?}",
+                "module {} did not compile within {} (--compile-timeout)",
                 path.display(),
-                COMPILE_TIMEOUT
+                humantime::format_duration(timeout)
             ))
-            .with_hint("pass --module with a smaller component; its compile goes on in the background until it ends"))
+            .with_hint("raise --compile-timeout (compile_timeout in a pipelines file), or pass a smaller component; the compile goes on in the background until it ends"))
         }
     };
     compiled.map_err(|err| {
@@ -352,6 +359,15 @@ fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     file.write_all(bytes)?;
     file.sync_data()
+}
+
+/// `64 MiB`, `1500 KiB` or `100 bytes`: a size as the flags take it, exactly.
+fn show_size(bytes: u64) -> String {
+    match bytes {
+        _ if bytes >= 1 << 20 && bytes % (1 << 20) == 0 => format!("{} MiB", bytes >> 20),
+        _ if bytes >= 1 << 10 && bytes % (1 << 10) == 0 => format!("{} KiB", bytes >> 10),
+        _ => format!("{bytes} bytes"),
+    }
 }
 
 struct Sha256Hasher(Sha256);
@@ -448,9 +464,15 @@ mod tests {
         let dir = scratch("large");
         let module = dir.join("big.wasm");
         let file = std::fs::File::create(&module).unwrap();
-        file.set_len(MAX_MODULE_SIZE + 1).unwrap();
-        let err = read_module(&module).unwrap_err();
-        assert!(format!("{err:#}").contains("64 MiB"), "{err:#}");
+        let max = CompileLimits::default().max_module_size;
+        file.set_len(max + 1).unwrap();
+        let err = read_module(&module, max).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("64 MiB a module may be (--max-module-size)"),
+            "{text}"
+        );
+        assert!(read_module(&module, max + 1).is_ok());
     }
 
     /// How long reading and hashing a component of the Python guest's size takes: the price
@@ -465,7 +487,7 @@ mod tests {
         let engine = Engine::default();
         for _ in 0..3 {
             let started = Instant::now();
-            let wasm = read_module(&module).unwrap();
+            let wasm = read_module(&module, 64 << 20).unwrap();
             let read = started.elapsed();
             let key = cache_key(&engine, &wasm);
             eprintln!(

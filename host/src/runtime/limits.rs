@@ -50,6 +50,32 @@ pub fn host_resources(memory: u64) -> usize {
         .max(MIN_RESOURCES)
 }
 
+/// The largest module file loaded by default: compile time and memory grow with a module's
+/// size, and a component this large is far beyond any module built today (Python's is about
+/// 20 MB).
+pub const DEFAULT_MAX_MODULE_SIZE: u64 = 64 << 20;
+/// How long a compile may take by default before the module is refused. The Python component
+/// takes about 11 s on two busy cores; Cranelift's time grows about linearly with code size.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What compiling one untrusted module may cost (`--max-module-size`, `--compile-timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CompileLimits {
+    /// Bytes of the module file; a larger one is refused before it is read.
+    pub max_module_size: u64,
+    /// Time the compile may take; a cached module loads without compiling.
+    pub timeout: Duration,
+}
+
+impl Default for CompileLimits {
+    fn default() -> Self {
+        CompileLimits {
+            max_module_size: DEFAULT_MAX_MODULE_SIZE,
+            timeout: DEFAULT_COMPILE_TIMEOUT,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Limits {
     /// Bytes of linear memory (all memories of one instance together).
@@ -63,6 +89,8 @@ pub struct Limits {
     pub log_lines: u64,
     /// Bytes of log text one call may write.
     pub log_bytes: u64,
+    /// What loading the module may cost.
+    pub compile: CompileLimits,
 }
 
 impl Default for Limits {
@@ -73,6 +101,7 @@ impl Default for Limits {
             fuel: None,
             log_lines: DEFAULT_LOG_LINES,
             log_bytes: DEFAULT_LOG_BYTES,
+            compile: CompileLimits::default(),
         }
     }
 }

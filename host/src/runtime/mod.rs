@@ -19,6 +19,7 @@ mod origin;
 mod rejections;
 mod resolve;
 pub mod text;
+mod transfer;
 mod world;
 
 use std::path::{Path, PathBuf};
@@ -87,8 +88,8 @@ impl Runtime {
     }
 
     /// Loads a module and checks it against the contract, without running any of its code.
-    pub fn inspect(&self, path: &Path) -> Result<Inspection> {
-        self.prepare(path).map(|(_, inspection)| inspection)
+    pub fn inspect(&self, path: &Path, limits: &limits::CompileLimits) -> Result<Inspection> {
+        self.prepare(path, limits).map(|(_, inspection)| inspection)
     }
 
     /// Loads a module as a module of `pipeline` with its configuration and limits; a
@@ -106,7 +107,7 @@ impl Runtime {
                 "a fuel budget needs an engine created with fuel metering",
             ));
         }
-        let (pre, inspection) = self.prepare(path)?;
+        let (pre, inspection) = self.prepare(path, &limits.compile)?;
         let name: Arc<str> = path
             .file_stem()
             .map(|stem| stem.to_string_lossy().into_owned())
@@ -149,8 +150,8 @@ impl Runtime {
 
     /// Compiles (or loads from the cache), finds the world from the exports, and links the
     /// imports: every check that can fail before a row is read.
-    fn prepare(&self, path: &Path) -> Result<(Pre, Inspection)> {
-        let compiled = engine::compile(&self.engine, path, self.cache_dir.as_deref())?;
+    fn prepare(&self, path: &Path, limits: &limits::CompileLimits) -> Result<(Pre, Inspection)> {
+        let compiled = engine::compile(&self.engine, path, self.cache_dir.as_deref(), limits)?;
         let component = compiled.component;
         let ty = component.component_type();
         let imports: Vec<String> = ty
@@ -258,6 +259,12 @@ impl Module {
         self.tag.config.shown(text)
     }
 
+    /// An error message or reason this module returned, as the host keeps it: redacted, and
+    /// cut to [`rejections::MAX_REASON`] bytes (masked before the cut).
+    pub fn bounded(&self, text: &str) -> String {
+        rejections::bounded_reason(text, |text| self.redact(text))
+    }
+
     pub fn world(&self) -> World {
         self.world
     }
@@ -287,6 +294,9 @@ impl Module {
         );
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);
+        // What the module hands over (its answer, a host call's arguments) is copied into host
+        // memory up to this bound, and refused past it before it is copied.
+        store.set_hostcall_fuel(transfer::bound(self.world, &self.limits, &batch.rows));
         // Instantiation runs guest code too, so the deadline and fuel cover it. The guest
         // yields to the executor at every epoch tick, so a module that computes for long (or
         // forever, until its deadline) shares the worker threads with the other pipelines
@@ -347,7 +357,7 @@ impl Module {
             Ok(Ok(Ok(outcome))) => Ok(outcome),
             Ok(Ok(Err(message))) => Err(self.failure(
                 batch,
-                &format!("returned an error: {}", self.redact(&message)),
+                &format!("returned an error: {}", self.bounded(&message)),
                 None,
             )),
             Ok(Err(err)) => Err(self.trap_error(batch, &err, store.data().limiter.hit)),
@@ -370,6 +380,11 @@ impl Module {
             );
         }
         if let Some((what, hint)) = limits::host_limit_hit(err, limits) {
+            return self.failure(batch, &what, Some(hint));
+        }
+        if transfer::exceeded(err) {
+            let bound = transfer::bound(self.world, limits, &batch.rows);
+            let (what, hint) = transfer::exceeded_message(self.world, limits, bound);
             return self.failure(batch, &what, Some(hint));
         }
         match err.downcast_ref::<Trap>() {
