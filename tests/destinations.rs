@@ -379,10 +379,18 @@ async fn names_resolving_to_translated_private_addresses_are_refused() {
         ("nat64.test", "64:ff9b::7f00:1", "loopback"),
         ("nat64-local.test", "64:ff9b:1::7f00:1", "NAT64 (local use)"),
         ("mapped.test", "::ffff:127.0.0.1", "loopback"),
-        ("compatible.test", "::7f00:1", "IPv4-compatible (deprecated)"),
+        (
+            "compatible.test",
+            "::7f00:1",
+            "IPv4-compatible (deprecated)",
+        ),
         ("sixtofour.test", "2002:7f00:1::1", "loopback"),
         // Teredo: a public server (65.54.227.120), the client 127.0.0.1 written inverted.
-        ("teredo.test", "2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback"),
+        (
+            "teredo.test",
+            "2001:0:4136:e378:8000:63bf:80ff:fffe",
+            "loopback",
+        ),
         ("teredo-server.test", "2001:0:7f00:1::1", "loopback"),
     ];
     host.resolve(&names.map(|(name, address, _)| (name, address)));

@@ -2,8 +2,9 @@
 //! sees, each next to a healthy tenant in the same process:
 //!
 //! - Host memory outside the memory limit: a destination that holds HTTP header sets filled to
-//!   their limit, or clock pollables, and never drops them, fails its call at the cap on host
-//!   resources that comes with `--memory-limit`; the process stays small.
+//!   their limit, clock pollables, or unsent requests given huge methods and authorities, and
+//!   never drops them, fails its call at the cap on host resources that comes with
+//!   `--memory-limit` (the text refused past 1 KiB); the process stays small.
 //! - Log floods: a transform that logs millions of lines (with forged host log lines and ANSI
 //!   escapes among them) is cut to its log budget per call, its forgeries escaped, and one line
 //!   says what was dropped.
@@ -32,6 +33,7 @@ async fn what_a_module_makes_the_host_hold_is_capped() {
     let fields = users(&db, "fields", 1..=5).await;
     let pollables = users(&db, "pollables", 1..=5).await;
     let headers = users(&db, "headers", 1..=5).await;
+    let requests = users(&db, "requests", 1..=5).await;
     let hold = |what: &str| {
         format!(
             "{}\nconfig = {{ hold = {} }}\nmax_retries = 0",
@@ -46,6 +48,7 @@ async fn what_a_module_makes_the_host_hold_is_capped() {
             tenants.pipeline("fields", db.url(), &fields, &hold("fields")),
             tenants.pipeline("pollables", db.url(), &pollables, &hold("pollables")),
             tenants.pipeline("headers", db.url(), &headers, &hold("headers")),
+            tenants.pipeline("requests", db.url(), &requests, &hold("requests")),
         ],
     );
     let mut running = tenants.spawn(&[]);
@@ -55,7 +58,7 @@ async fn what_a_module_makes_the_host_hold_is_capped() {
     let status = wait_for_errors(
         &tenants,
         &mut running,
-        &["fields", "pollables", "headers"],
+        &["fields", "pollables", "headers", "requests"],
         "every hoarder failed",
         Duration::from_secs(20),
     )
@@ -75,8 +78,9 @@ async fn what_a_module_makes_the_host_hold_is_capped() {
         "the healthy tenant waited {slowest:?} for its rows next to the hoarders"
     );
     // Without the caps the header sets alone would take the host past many GiB (a million
-    // handles of 128 KiB each); with them each instance holds at most 1,024 handles of
-    // 32 KiB, 32 MiB.
+    // handles of 128 KiB each), and the requests 1 GiB (1,024 of 1 MiB of method and
+    // authority); with them each instance holds at most 1,024 handles of 32 KiB, 32 MiB, or
+    // 1,024 requests of 2 KiB of text.
     let peak = peak_rss_kib(running.pid().expect("the host runs"));
     assert!(peak < 256 << 10, "peak RSS {peak} KiB next to the hoarders");
     eprintln!("peak RSS next to the hoarders: {peak} KiB");
@@ -91,6 +95,10 @@ async fn what_a_module_makes_the_host_hold_is_capped() {
             &["limit of 1024 host resources", "--memory-limit of 256 MiB"],
         ),
         ("headers", &["limit of 32 KiB per HTTP header set"]),
+        (
+            "requests",
+            &["limit of 1024 host resources", "--memory-limit of 256 MiB"],
+        ),
     ] {
         let own = &status[name];
         assert!(

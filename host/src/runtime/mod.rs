@@ -17,6 +17,7 @@ pub mod limits;
 mod module_config;
 mod origin;
 mod rejections;
+mod request_text;
 mod resolve;
 pub mod text;
 mod transfer;
@@ -77,6 +78,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut destination_linker).map_err(link_error)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut destination_linker)
             .map_err(link_error)?;
+        request_text::cap_request_text(&mut destination_linker).map_err(link_error)?;
         add_host_interfaces(&mut destination_linker).map_err(link_error)?;
         Ok(Runtime {
             engine,
