@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::retry::OnPoison;
+
 /// Tidemark keeps another system in sync with a database table, delta by delta.
 #[derive(Debug, Parser)]
 #[command(name = "host", version, about, max_term_width = 100)]
@@ -144,6 +146,11 @@ pub struct RetryPolicyArgs {
     /// destination's Retry-After takes precedence.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub retry_backoff: Duration,
+
+    /// What to do once a module failed a batch on every attempt: park the rows it fails on
+    /// alone as dead letters and deliver the rest, or stop (the watermark unmoved).
+    #[arg(long, value_name = "POLICY", value_enum, default_value_t = OnPoison::Park)]
+    pub on_poison: OnPoison,
 }
 
 #[derive(Debug, Args)]
@@ -316,10 +323,15 @@ pub struct RetryArgs {
     #[arg(long, value_name = "N", default_value_t = 500)]
     pub batch_size: usize,
 
-    /// The pipeline's modules, as for `run`: rows were stored as the destination (the last
-    /// --module) received them, so only the destination sees them again.
+    /// The pipeline's modules, as for `run`: each row was stored as the module that left it
+    /// behind received it, and goes through that module and the ones after it again.
     #[command(flatten)]
     pub modules_config: ModuleArgs,
+
+    /// Append JSON Lines to this file instead of standard output, when the chain has no
+    /// destination.
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
 
     /// The deprecated spelling of --set KEY=VALUE.
     #[arg(long = "config", value_name = "KEY=VALUE", hide = true)]

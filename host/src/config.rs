@@ -238,6 +238,7 @@ pub fn retry_policy(args: &RetryPolicyArgs) -> Result<RetryPolicy> {
     Ok(RetryPolicy {
         max_retries: args.max_retries,
         backoff: args.retry_backoff,
+        on_poison: args.on_poison,
     })
 }
 

@@ -5,21 +5,26 @@
 //! (JSON Lines, or the module chain of [`runtime::chain`]), and only then moves the
 //! checkpoint in the [`state`] store. [`model`] holds the vocabulary all of them share.
 
+pub mod attempt;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
 pub mod failpoint;
+pub mod ids;
 pub mod json;
+pub mod letters;
 pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod pipeline;
 pub mod pipelines_file;
+pub mod poison;
 pub mod progress;
 pub mod replay;
 pub mod retry;
 pub mod runtime;
+pub mod shutdown;
 pub mod source;
 pub mod state;
 pub mod supervisor;

@@ -194,6 +194,11 @@ pub async fn render(store: &StateStore) -> Result<String> {
         "rows_rejected",
         "Rows the destination rejected (kept as dead letters)",
     );
+    let parked = counter(
+        &mut registry,
+        "rows_parked",
+        "Rows a module failed on alone, parked as dead letters so the rest went on",
+    );
     let retries = counter(
         &mut registry,
         "retries",
@@ -222,7 +227,11 @@ pub async fn render(store: &StateStore) -> Result<String> {
         "lag_seconds",
         "The database's clock minus the watermark, at the end of the last pass",
     );
-    let letters = gauge(&mut registry, "dead_letters", "Rejected rows kept");
+    let letters = gauge(
+        &mut registry,
+        "dead_letters",
+        "Rejected and parked rows kept",
+    );
     let last_run = gauge(
         &mut registry,
         "last_run_timestamp_seconds",
@@ -241,6 +250,9 @@ pub async fn render(store: &StateStore) -> Result<String> {
         rejected
             .get_or_create(&label)
             .inc_by(count(accounting.rows_rejected));
+        parked
+            .get_or_create(&label)
+            .inc_by(count(accounting.rows_parked));
         retries
             .get_or_create(&label)
             .inc_by(count(accounting.retries));

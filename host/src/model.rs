@@ -89,6 +89,39 @@ impl Rows {
         String::from_utf8(json).unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into())
     }
 
+    /// The rows at `indexes`, in that order.
+    pub fn select(&self, indexes: &[u32]) -> Rows {
+        let spans: Vec<(Op, usize, usize)> = {
+            let mut start = 0;
+            self.ends
+                .iter()
+                .map(|&(op, end)| {
+                    let span = (op, start, end);
+                    start = end;
+                    span
+                })
+                .collect()
+        };
+        let mut rows = Rows::with_capacity(indexes.len());
+        for &index in indexes {
+            if let Some(&(op, start, end)) = spans.get(index as usize) {
+                rows.data.extend_from_slice(&self.data[start..end]);
+                rows.end_row(op);
+            }
+        }
+        rows
+    }
+
+    /// Row `index` as an `{"op": …, "row": …}` element, the form a dead letter keeps.
+    pub fn element(&self, index: usize) -> Option<String> {
+        let (op, row) = self.iter().nth(index)?;
+        Some(format!(
+            "{{\"op\":\"{}\",\"row\":{}}}",
+            op.as_str(),
+            String::from_utf8_lossy(row)
+        ))
+    }
+
     /// Reads rows back from the form of [`Rows::to_json_array`], checking each element.
     pub fn from_json_array(text: &str) -> Result<Self, String> {
         let elements: Vec<&serde_json::value::RawValue> =
@@ -263,7 +296,23 @@ pub struct Batch<'a> {
 /// What became of a batch that was handed on: every row not listed here was delivered.
 #[derive(Debug, Default)]
 pub struct Delivered {
+    /// Rows a module answered it would not take.
     pub rejected: Vec<RejectedRow>,
+    /// Rows a module failed on alone, every time (poison): set aside so that the rest goes on.
+    pub parked: Vec<RejectedRow>,
+}
+
+impl Delivered {
+    /// Adds what another part of the same batch left behind.
+    pub fn merge(&mut self, other: Delivered) {
+        self.rejected.extend(other.rejected);
+        self.parked.extend(other.parked);
+    }
+
+    /// Every row left behind, rejected or parked.
+    pub fn letters(&self) -> impl Iterator<Item = &RejectedRow> + '_ {
+        self.rejected.iter().chain(&self.parked)
+    }
 }
 
 /// A row that was not taken, as the module that refused it received it.
@@ -274,6 +323,11 @@ pub struct RejectedRow {
     /// The `{"op", "row"}` element, as JSON text.
     pub row: String,
     pub reason: String,
+    /// The module that refused the row (its stage of the chain): a replay starts there.
+    pub stage: String,
+    /// The id of the batch `index` counts in, when it is not the batch handed on (a part of
+    /// it that was split off to find a bad row).
+    pub batch: Option<String>,
 }
 
 /// What module calls used: one call's, a chain's, or a pipeline's over its life.

@@ -18,11 +18,55 @@ use crate::model::{Batch, Delivered, Usage};
 /// Delivery is at least once: a batch whose checkpoint was lost comes again with the same id.
 /// Whatever the result, it also returns what module calls used on the way, so that a failed
 /// attempt is charged to its pipeline like a delivered one.
+///
+/// An output may run modules in stages (a chain: transforms, then a destination). Such an
+/// output also hands rows to a later stage directly ([`Output::deliver_from`]: a dead letter
+/// replayed from the module that parked it, a part of a batch split to find a bad row), and
+/// says which stage failed the last call and with what rows ([`Output::take_failure`]).
 pub trait Output: Send {
     fn deliver(
         &mut self,
         batch: Batch<'_>,
     ) -> impl Future<Output = (Result<Delivered>, Usage)> + Send;
+
+    /// Hands `batch` to stage `stage` and the stages after it; its rows are as that stage
+    /// receives them. An empty batch probes stage `stage` alone: it reaches no later stage.
+    fn deliver_from(
+        &mut self,
+        stage: usize,
+        batch: Batch<'_>,
+    ) -> impl Future<Output = (Result<Delivered>, Usage)> + Send {
+        let _no_stages = stage;
+        self.deliver(batch)
+    }
+
+    /// The module failure of the last delivery, if a module failed it: which stage, and the
+    /// rows that stage was given. Taking it clears it.
+    fn take_failure(&mut self) -> Option<StageFailure> {
+        None
+    }
+
+    /// The stage of the module called `module` (its file stem); `None` when no stage has
+    /// that name.
+    fn stage_of(&self, module: &str) -> Option<usize> {
+        let _no_stages = module;
+        None
+    }
+
+    /// The stage rows rejected by an unnamed module start from (dead letters kept before
+    /// letters named their module: the destination's).
+    fn last_stage(&self) -> usize {
+        0
+    }
+}
+
+/// A stage of an output that failed a delivery: the module and what it was given.
+#[derive(Debug)]
+pub struct StageFailure {
+    pub stage: usize,
+    pub module: String,
+    /// The rows as the stage received them.
+    pub input: crate::model::Rows,
 }
 
 /// Writes each row as one line: `{"batch":"…","op":"upsert","row":{…}}`.

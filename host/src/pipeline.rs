@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use crate::config::{ModulesConfig, RunConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Batch, Delivered, Usage};
-use crate::output::Output;
+use crate::output::{Output, StageFailure};
 use crate::runtime::chain::Chain;
 use crate::runtime::{Module, Runtime};
 use crate::source::{self, redact_url, Source};
@@ -136,6 +136,10 @@ struct Throttled<O> {
 
 impl<O: Output> Output for Throttled<O> {
     async fn deliver(&mut self, batch: Batch<'_>) -> (Result<Delivered>, Usage) {
+        self.deliver_from(0, batch).await
+    }
+
+    async fn deliver_from(&mut self, stage: usize, batch: Batch<'_>) -> (Result<Delivered>, Usage) {
         let _permit = match &self.permits {
             Some(permits) => match permits.acquire().await {
                 Ok(permit) => Some(permit),
@@ -146,6 +150,18 @@ impl<O: Output> Output for Throttled<O> {
             },
             None => None,
         };
-        self.inner.deliver(batch).await
+        self.inner.deliver_from(stage, batch).await
+    }
+
+    fn take_failure(&mut self) -> Option<StageFailure> {
+        self.inner.take_failure()
+    }
+
+    fn stage_of(&self, module: &str) -> Option<usize> {
+        self.inner.stage_of(module)
+    }
+
+    fn last_stage(&self) -> usize {
+        self.inner.last_stage()
     }
 }

@@ -15,6 +15,19 @@ pub struct RetryPolicy {
     pub max_retries: u32,
     /// The first wait; each retry doubles it, up to five minutes.
     pub backoff: Duration,
+    /// What to do once a module has failed a batch on every attempt.
+    pub on_poison: OnPoison,
+}
+
+/// What to do with a batch that a module fails on every attempt (`--on-poison`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+pub enum OnPoison {
+    /// Retry the batch, then find the rows it fails on alone, keep them as dead letters and
+    /// deliver the rest.
+    Park,
+    /// Fail the batch at once, watermark unmoved (the pipeline stops, or a polling host tries
+    /// the batch again later).
+    Stop,
 }
 
 impl Default for RetryPolicy {
@@ -22,6 +35,7 @@ impl Default for RetryPolicy {
         RetryPolicy {
             max_retries: 8,
             backoff: Duration::from_secs(1),
+            on_poison: OnPoison::Park,
         }
     }
 }
@@ -64,6 +78,7 @@ mod tests {
         let policy = RetryPolicy {
             max_retries: 8,
             backoff: Duration::from_millis(100),
+            ..RetryPolicy::default()
         };
         for retry in 1..=4 {
             let full = Duration::from_millis(100 << (retry - 1));

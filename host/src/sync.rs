@@ -9,23 +9,23 @@
 //! The watermark only moves after delivery, so a crash at any instant loses nothing and
 //! repeats at most the one batch in flight. A destination that asks for a batch again later
 //! gets the same batch, under the same id, after a backoff; rows it rejects are kept as dead
-//! letters and the watermark moves past them.
+//! letters and the watermark moves past them. A module that fails a batch on every attempt
+//! has the rows it fails on alone parked as dead letters ([`crate::poison`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
-
-use sha2::{Digest, Sha256};
-use tokio::sync::Notify;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::failpoint;
+use crate::ids::digest;
+use crate::letters::Letters;
 use crate::model::{Batch, Delivered, NullCursorPolicy, Position, Usage};
 use crate::output::Output;
 use crate::progress::Progress;
-use crate::retry::RetryPolicy;
+use crate::retry::{OnPoison, RetryPolicy};
+pub use crate::shutdown::Shutdown;
 use crate::source::{Driver, Page, Source, Until};
 use crate::state::{PipelineState, StateStore};
+use crate::{attempt, poison};
 
 /// How a pipeline runs.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -43,47 +43,6 @@ pub struct SyncOptions {
 pub struct Totals {
     pub rows: u64,
     pub batches: u64,
-}
-
-/// A stop request: the first SIGINT or SIGTERM lets the batch in hand finish.
-#[derive(Clone, Default)]
-pub struct Shutdown {
-    requested: Arc<AtomicBool>,
-    notify: Arc<Notify>,
-}
-
-impl Shutdown {
-    pub fn request(&self) {
-        self.requested.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    pub fn is_requested(&self) -> bool {
-        self.requested.load(Ordering::SeqCst)
-    }
-
-    /// Returns once a stop is requested.
-    pub async fn wait(&self) {
-        loop {
-            let notified = self.notify.notified();
-            if self.is_requested() {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// Sleeps for `duration`, or less if a stop is requested meanwhile.
-    pub async fn sleep(&self, duration: Duration) {
-        let notified = self.notify.notified();
-        if self.is_requested() {
-            return;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(duration) => {}
-            _ = notified => {}
-        }
-    }
 }
 
 /// Runs passes until `--once` is done or a stop is requested. Transient errors (a lost
@@ -181,6 +140,7 @@ async fn run_pass<S: Source, O: Output>(
     }
 
     let clock = source.clock(options.settle).await?;
+    let mut letters = Letters::load(store, state).await?;
 
     if let Some(pending) = state.pending.clone() {
         let page = source
@@ -201,6 +161,7 @@ async fn run_pass<S: Source, O: Output>(
                     output,
                     store,
                     state,
+                    &mut letters,
                     page,
                     &pending.id,
                     &end,
@@ -249,7 +210,18 @@ async fn run_pass<S: Source, O: Output>(
             }
         };
         let (delivered, next) = tokio::join!(
-            deliver(output, store, state, page, &id, &end, options, shutdown, totals),
+            deliver(
+                output,
+                store,
+                state,
+                &mut letters,
+                page,
+                &id,
+                &end,
+                options,
+                shutdown,
+                totals
+            ),
             read_ahead
         );
         delivered?;
@@ -290,12 +262,13 @@ async fn run_pass<S: Source, O: Output>(
 }
 
 /// Hands a page on and checkpoints it: batch `id` ends at `end`, and was recorded as pending
-/// before this. Rejected rows become dead letters in the same step as the checkpoint.
+/// before this. Rows it left behind become dead letters in the same step as the checkpoint.
 #[allow(clippy::too_many_arguments)]
 async fn deliver<O: Output>(
     output: &mut O,
     store: &StateStore,
     state: &mut PipelineState,
+    letters: &mut Letters,
     page: Page,
     id: &str,
     end: &Position,
@@ -309,7 +282,7 @@ async fn deliver<O: Output>(
         rows: &page.rows,
     };
     let (delivered, usage) =
-        deliver_with_retries(output, batch, &options.retry, shutdown, Some(store)).await;
+        deliver_with_retries(output, 0, batch, &options.retry, shutdown, Some(store)).await;
     let delivered = match delivered {
         Ok(delivered) => delivered,
         Err(err) => {
@@ -322,18 +295,9 @@ async fn deliver<O: Output>(
         }
     };
     failpoint::hit("after_deliver").await;
-    if !delivered.rejected.is_empty() {
-        store
-            .record_rejections(&state.name, id, &delivered.rejected)
-            .await?;
-        tracing::warn!(
-            "{}: the destination rejected {} of {} rows of batch {id}; see `host dead-letters --pipeline {}`",
-            state.name,
-            delivered.rejected.len(),
-            page.rows.len(),
-            state.name
-        );
-    }
+    letters
+        .keep(store, &state.name, id, &page.rows, &delivered)
+        .await?;
     store
         .commit_batch(state, end, page.rows.len(), &delivered, usage)
         .await?;
@@ -348,47 +312,59 @@ async fn deliver<O: Output>(
     Ok(())
 }
 
-/// Delivers `batch`, again and again while the destination asks to retry later, waiting as
-/// `policy` says; gives up after `policy.max_retries` retries. A stop request ends the wait
-/// and returns the destination's last answer. Each retry is counted in `store` as it happens,
-/// so a destination that never recovers shows its retries too. Returns what module calls
+/// Delivers `batch` from stage `stage` of `output` (0: the whole chain), as
+/// [`attempt::deliver_retrying_later`] does while a destination asks to retry later. A
+/// module that fails the batch is given the batch again, up to `policy.max_retries` times
+/// with the same waits; once it has failed every attempt, [`poison::isolate`] sets aside the
+/// rows it fails on alone and delivers the rest (`--on-poison park`, the default). With
+/// `--on-poison stop` a module failure ends the delivery at once. Returns what module calls
 /// used over all attempts, whatever the result.
 pub async fn deliver_with_retries<O: Output>(
     output: &mut O,
+    stage: usize,
     batch: Batch<'_>,
     policy: &RetryPolicy,
     shutdown: &Shutdown,
     store: Option<&StateStore>,
 ) -> (Result<Delivered>, Usage) {
-    let mut retry = 0;
     let mut used = Usage::default();
+    let mut retry = 0;
     loop {
-        let (result, usage) = output.deliver(batch).await;
+        let (result, usage) =
+            attempt::deliver_retrying_later(output, stage, batch, policy, shutdown, store).await;
         used.add(usage);
-        match result {
-            Err(err) if err.kind() == ErrorKind::RetryLater => {
-                if retry >= policy.max_retries {
-                    return (Err(policy.gave_up(&err)), used);
-                }
-                retry += 1;
-                if let Some(store) = store {
-                    if let Err(unrecorded) = store.record_retry(batch.pipeline).await {
-                        tracing::warn!("{}: {unrecorded:#}", batch.pipeline);
-                    }
-                }
-                let wait = policy.wait(retry, err.retry_after());
-                tracing::warn!(
-                    "{}: {err:#}; retry {retry} of {} in {wait:.1?}",
-                    batch.pipeline,
-                    policy.max_retries
-                );
-                shutdown.sleep(wait).await;
-                if shutdown.is_requested() {
-                    return (Err(err), used);
-                }
+        let err = match result {
+            Err(err) if err.kind() == ErrorKind::Module && policy.on_poison == OnPoison::Park => {
+                err
             }
             result => return (result, used),
+        };
+        if retry < policy.max_retries {
+            retry += 1;
+            let waited = attempt::wait_to_retry(attempt::Retry {
+                pipeline: batch.pipeline,
+                retry,
+                error: &err,
+                asked: None,
+                policy,
+                shutdown,
+                store,
+            })
+            .await;
+            if !waited {
+                return (Err(err), used);
+            }
+            continue;
         }
+        // Failed on every attempt: a row may be at fault. The module's stage and input come
+        // from the failed call (none when no module failed: nothing to split).
+        let Some(failure) = output.take_failure() else {
+            return (Err(err), used);
+        };
+        let (result, usage) =
+            poison::isolate(output, batch, failure, err, policy, shutdown, store).await;
+        used.add(usage);
+        return (result, used);
     }
 }
 
@@ -402,15 +378,6 @@ pub fn batch_id(pipeline: &str, start: &Position, end: &Position) -> String {
 pub fn retry_batch_id(pipeline: &str, dead_letters: &[i64]) -> String {
     let ids: Vec<String> = dead_letters.iter().map(i64::to_string).collect();
     digest([pipeline, "retry", &ids.join(",")])
-}
-
-fn digest<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update(part.as_bytes());
-        hasher.update([0]);
-    }
-    hex::encode(&hasher.finalize()[..16])
 }
 
 fn describe(position: &Position) -> String {

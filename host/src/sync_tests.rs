@@ -206,6 +206,9 @@ fn options() -> SyncOptions {
         retry: RetryPolicy {
             max_retries: 2,
             backoff: Duration::from_millis(1),
+            // Module failures end the batch at once here; poison isolation has tests of its
+            // own (poison_tests.rs).
+            on_poison: crate::retry::OnPoison::Stop,
         },
     }
 }
@@ -311,7 +314,10 @@ async fn rejected_rows_become_dead_letters_and_the_watermark_moves_past_them() {
             index: 1,
             row: r#"{"op":"upsert","row":{"id":2}}"#.into(),
             reason: "bad email".into(),
+            stage: "webhook".into(),
+            batch: None,
         }],
+        parked: Vec::new(),
     }));
     harness.pass(&mut table, &mut output).await.unwrap();
     let state = harness.reloaded().await;

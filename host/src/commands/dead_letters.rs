@@ -1,4 +1,5 @@
-//! `host dead-letters` (once `host deadletters`): the rows a pipeline's destination rejected.
+//! `host dead-letters` (once `host deadletters`): the rows a pipeline's modules rejected or
+//! failed on alone (parked).
 
 use super::{open_store, unknown_pipeline};
 use crate::cli::DeadLettersArgs;
@@ -27,23 +28,31 @@ pub async fn run(args: DeadLettersArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:>8} {:<32} {:>6} {:>8} {:<21} REASON / ROW",
-        "ID", "BATCH", "INDEX", "ATTEMPTS", "LAST FAILED"
+        "{:>8} {:<32} {:>6} {:>8} {:<21} {:<9} {:<16} REASON / ROW",
+        "ID", "BATCH", "INDEX", "ATTEMPTS", "LAST FAILED", "KIND", "MODULE"
     );
     for letter in &letters {
+        let kind = match (&letter.superseded_at, letter.parked) {
+            (Some(_), _) => "superseded",
+            (None, true) => "parked",
+            (None, false) => "rejected",
+        };
         println!(
-            "{:>8} {:<32} {:>6} {:>8} {:<21} {}",
+            "{:>8} {:<32} {:>6} {:>8} {:<21} {:<9} {:<16} {}",
             letter.id,
             letter.batch_id,
             letter.index,
             letter.attempts,
             letter.last_failed_at,
+            kind,
+            letter.stage.as_deref().unwrap_or("-"),
             letter.reason
         );
-        println!("{:>79}{}", "", letter.row.get());
+        println!("{:>106}{}", "", letter.row.get());
     }
     println!(
-        "{} rejected rows; `host retry --pipeline {} --module …` sends them again",
+        "{} rejected or parked rows; `host retry --pipeline {} --module …` sends them \
+         again, each from the module that left it behind",
         letters.len(),
         args.pipeline
     );

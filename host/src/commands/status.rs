@@ -20,12 +20,13 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<20} {:<20} {:>10} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8} {:>8}  {:<20}  WATERMARK",
+        "{:<20} {:<20} {:>10} {:>8} {:>8} {:>7} {:>7} {:>6} {:>8} {:>8} {:>8}  {:<20}  WATERMARK",
         "PIPELINE",
         "TABLE",
         "ROWS",
         "BATCHES",
         "REJECTED",
+        "PARKED",
         "RETRIES",
         "ERRORS",
         "GUEST",
@@ -36,12 +37,13 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     for state in &pipelines {
         let accounting = &state.accounting;
         println!(
-            "{:<20} {:<20} {:>10} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8} {:>8}  {:<20}  {}",
+            "{:<20} {:<20} {:>10} {:>8} {:>8} {:>7} {:>7} {:>6} {:>8} {:>8} {:>8}  {:<20}  {}",
             state.name,
             state.identity.table,
             state.rows_synced,
             state.batches_synced,
             accounting.dead_letters,
+            accounting.rows_parked,
             accounting.retries,
             accounting.errors,
             format!("{:.1}s", accounting.usage.time.as_secs_f64()),
@@ -101,6 +103,7 @@ fn status_json(state: &PipelineState) -> serde_json::Value {
         "lag_seconds": state.lag_seconds,
         "dead_letters": state.accounting.dead_letters,
         "rows_rejected": state.accounting.rows_rejected,
+        "rows_parked": state.accounting.rows_parked,
         "retries": state.accounting.retries,
         "errors": state.accounting.errors,
         "guest_seconds": state.accounting.usage.time.as_secs_f64(),

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use super::{rejections, Batch, DeliveryError, Module, Outcome, World};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{self, Delivered, RejectedRow, Rows, Usage};
-use crate::output::{JsonLines, Output};
+use crate::output::{JsonLines, Output, StageFailure};
 
 /// Where the rows go once the transforms are done with them.
 pub enum ChainEnd {
@@ -23,6 +23,8 @@ pub enum ChainEnd {
 pub struct Chain {
     transforms: Vec<Module>,
     end: ChainEnd,
+    /// The module failure of the last delivery, for [`Output::take_failure`].
+    failure: Option<StageFailure>,
 }
 
 impl Chain {
@@ -55,18 +57,35 @@ impl Chain {
             (None, Some(path)) => ChainEnd::Lines(JsonLines::append(path)?),
             (None, None) => ChainEnd::Lines(JsonLines::stdout()),
         };
-        Ok(Chain { transforms, end })
+        Ok(Chain {
+            transforms,
+            end,
+            failure: None,
+        })
     }
 
     pub fn has_destination(&self) -> bool {
         matches!(self.end, ChainEnd::Module(_))
     }
 
-    /// Runs the transforms, then hands the rows to the end of the chain.
-    async fn run(&mut self, batch: model::Batch<'_>, used: &mut Usage) -> Result<Delivered> {
-        if self.transforms.is_empty() {
+    /// Runs the transforms from stage `stage` on (stage `transforms.len()` is the end), then
+    /// hands the rows to the end of the chain. An empty batch runs stage `stage` alone: it
+    /// probes whether the module fails without any row. A module that fails leaves its stage
+    /// and input in `self.failure`.
+    async fn run(
+        &mut self,
+        stage: usize,
+        batch: model::Batch<'_>,
+        used: &mut Usage,
+    ) -> Result<Delivered> {
+        self.failure = None;
+        let probe = batch.rows.is_empty();
+        if stage >= self.transforms.len() {
             if let ChainEnd::Lines(lines) = &mut self.end {
-                return lines.deliver_lines(batch);
+                return match probe {
+                    true => Ok(Delivered::default()),
+                    false => lines.deliver_lines(batch),
+                };
             }
         }
         let mut call = Batch {
@@ -76,7 +95,7 @@ impl Chain {
         };
         // Rows that come back byte for byte as they went in need no second parse.
         let mut unchanged = true;
-        for transform in &self.transforms {
+        for (index, transform) in self.transforms.iter().enumerate().skip(stage) {
             let (outcome, usage) = transform.call(&call).await;
             used.add(usage);
             tracing::debug!(
@@ -86,7 +105,14 @@ impl Chain {
                 transform.name(),
                 usage.time
             );
-            match outcome? {
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(err) => {
+                    self.failure = failure(index, transform, &call, batch.rows, index == stage);
+                    return Err(err);
+                }
+            };
+            match outcome {
                 Outcome::Rows(rows) => {
                     unchanged &= rows == call.rows;
                     call.rows = rows;
@@ -98,12 +124,23 @@ impl Chain {
                     )))
                 }
             }
+            if probe {
+                return Ok(Delivered::default());
+            }
         }
+        let end = self.transforms.len();
         let lines = match &mut self.end {
             ChainEnd::Module(destination) => {
                 let (outcome, usage) = destination.call(&call).await;
                 used.add(usage);
-                return delivery_result(destination, &call, outcome?);
+                let delivered =
+                    outcome.and_then(|outcome| delivery_result(destination, &call, outcome));
+                if let Err(err) = &delivered {
+                    if err.kind() == ErrorKind::Module {
+                        self.failure = failure(end, destination, &call, batch.rows, stage == end);
+                    }
+                }
+                return delivered;
             }
             ChainEnd::Lines(lines) => lines,
         };
@@ -128,6 +165,28 @@ impl Chain {
             rows: &rows,
         })
     }
+}
+
+/// What stage `stage` (module `module`) failed on: the rows of `call`, which are `given` when
+/// the stage is the first one run (no second parse), else parsed back from the text.
+fn failure(
+    stage: usize,
+    module: &Module,
+    call: &Batch,
+    given: &Rows,
+    first: bool,
+) -> Option<StageFailure> {
+    let input = match first {
+        true => given.clone(),
+        // Rows a module returned were checked when they went on to the next stage; rows that
+        // do not parse leave nothing to split.
+        false => Rows::from_json_array(&call.rows).ok()?,
+    };
+    Some(StageFailure {
+        stage,
+        module: module.name().to_owned(),
+        input,
+    })
 }
 
 /// Turns a destination module's answer into rejected rows or an error of the kind the sync
@@ -159,9 +218,14 @@ fn delivery_result(destination: &Module, call: &Batch, outcome: Outcome) -> Resu
                         .get(rejection.index as usize)
                         .map_or_else(|| "null".to_owned(), |row| row.get().to_owned()),
                     reason: destination.bounded(&rejection.reason),
+                    stage: destination.name().to_owned(),
+                    batch: None,
                 })
                 .collect();
-            Ok(Delivered { rejected })
+            Ok(Delivered {
+                rejected,
+                parked: Vec::new(),
+            })
         }
         Outcome::Delivered(Err(DeliveryError::RetryLater(retry))) => Err(Error::retry_later(
             format!(
@@ -193,8 +257,35 @@ fn split_rows(rows: &str) -> Option<Vec<&RawValue>> {
 
 impl Output for Chain {
     async fn deliver(&mut self, batch: model::Batch<'_>) -> (Result<Delivered>, Usage) {
+        self.deliver_from(0, batch).await
+    }
+
+    async fn deliver_from(
+        &mut self,
+        stage: usize,
+        batch: model::Batch<'_>,
+    ) -> (Result<Delivered>, Usage) {
         let mut used = Usage::default();
-        let result = self.run(batch, &mut used).await;
+        let result = self.run(stage, batch, &mut used).await;
         (result, used)
+    }
+
+    fn take_failure(&mut self) -> Option<StageFailure> {
+        self.failure.take()
+    }
+
+    fn stage_of(&self, module: &str) -> Option<usize> {
+        let destination = match &self.end {
+            ChainEnd::Module(destination) => Some(destination),
+            ChainEnd::Lines(_) => None,
+        };
+        self.transforms
+            .iter()
+            .chain(destination)
+            .position(|stage| stage.name() == module)
+    }
+
+    fn last_stage(&self) -> usize {
+        self.transforms.len()
     }
 }

@@ -18,6 +18,8 @@ use crate::model::Usage;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Accounting {
     pub rows_rejected: i64,
+    /// Rows a module failed on alone, set aside as dead letters so the rest went on.
+    pub rows_parked: i64,
     /// Rejected rows still kept, waiting for `host retry`.
     pub dead_letters: i64,
     /// Times a destination asked for a batch again.
@@ -34,6 +36,7 @@ impl Accounting {
     pub(super) fn decode(row: &AnyRow) -> Result<Self> {
         Ok(Accounting {
             rows_rejected: column(row, "rows_rejected")?,
+            rows_parked: column(row, "rows_parked")?,
             dead_letters: column(row, "dead_letters")?,
             retries: column(row, "retries")?,
             errors: column(row, "errors")?,

@@ -156,8 +156,9 @@ impl StateStore {
                 "phase = $3, cursor_value = $4, key_value = $5, pending_batch = NULL, \
                  pending_phase = NULL, pending_cursor = NULL, pending_key = NULL, \
                  rows_synced = rows_synced + $6, batches_synced = batches_synced + 1, \
-                 last_batch = $7, rows_rejected = rows_rejected + $8, {}",
-                Charge::assignments(9)
+                 last_batch = $7, rows_rejected = rows_rejected + $8, \
+                 rows_parked = rows_parked + $9, {}",
+                Charge::assignments(10)
             ),
             &[
                 Bind::Text(Some(phase)),
@@ -166,6 +167,7 @@ impl StateStore {
                 Bind::Int(to_bigint(rows)),
                 Bind::Text(batch.as_deref()),
                 Bind::Int(to_bigint(delivered.rejected.len())),
+                Bind::Int(to_bigint(delivered.parked.len())),
                 micros,
                 fuel,
                 peak,
@@ -178,6 +180,7 @@ impl StateStore {
         state.batches_synced += 1;
         state.last_batch = batch;
         state.accounting.rows_rejected += to_bigint(delivered.rejected.len());
+        state.accounting.rows_parked += to_bigint(delivered.parked.len());
         charge.add_to(&mut state.accounting);
         Ok(())
     }

@@ -1,7 +1,13 @@
-//! Dead letters: rows a destination rejected, kept until `host retry` delivers them.
+//! Dead letters: rows a module rejected or failed on alone (parked), kept until `host retry`
+//! delivers them.
 //!
 //! One letter per (pipeline, batch, row), so that a batch delivered twice (redelivered after
-//! a crash) records its rejections once, with the attempts counted.
+//! a crash) records its letters once, with the attempts counted. A letter keeps the module
+//! that left it behind (a replay starts there) and, where the row shows them, its key and
+//! cursor: a newer version of the row that comes through later supersedes the letter, and a
+//! replay skips it rather than put the older version over the newer.
+
+use std::collections::HashSet;
 
 use sqlx::any::AnyRow;
 
@@ -9,37 +15,61 @@ use super::{column, now_rfc3339, StateStore};
 use crate::error::{Error, Result};
 use crate::model::RejectedRow;
 
-/// A row a destination rejected, kept until it is delivered by `host retry`.
+/// A row a module rejected or parked, kept until it is delivered by `host retry`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DeadLetter {
     pub id: i64,
     pub pipeline: String,
     pub batch_id: String,
     pub index: i64,
-    /// The `{"op", "row"}` element as the destination received it.
+    /// The `{"op", "row"}` element as the module received it.
     pub row: Box<serde_json::value::RawValue>,
     pub reason: String,
     pub attempts: i64,
     pub first_failed_at: String,
     pub last_failed_at: String,
+    /// The module that rejected or parked the row; `None` for letters kept before letters
+    /// named it (those are the destination's).
+    pub stage: Option<String>,
+    /// Whether the module failed on the row (parked) rather than answered that it rejects it.
+    pub parked: bool,
+    /// The row's key and cursor values as JSON text, when the row shows its key column.
+    pub key: Option<String>,
+    pub cursor: Option<String>,
+    /// When a newer version of the row came through, and its cursor.
+    pub superseded_at: Option<String>,
+    pub superseded_cursor: Option<String>,
 }
 
+/// A letter to keep: the row, whether it was parked, and its key and cursor when known.
+#[derive(Debug, Clone, Copy)]
+pub struct NewLetter<'a> {
+    pub row: &'a RejectedRow,
+    pub parked: bool,
+    pub key: Option<&'a str>,
+    pub cursor: Option<&'a str>,
+}
+
+/// Parameters per letter in one statement.
+const PARAMS: usize = 9;
+
 impl StateStore {
-    /// Keeps the rows of batch `batch_id` that the destination rejected. Recording the same
-    /// rejection again (the batch was delivered again) counts an attempt.
+    /// Keeps the letters of batch `batch_id` (a letter whose row names another batch, a part
+    /// split off it, is kept under that one). Recording the same letter again (the batch was
+    /// delivered again) counts an attempt.
     ///
     /// Written `CHUNK` rows to a statement, each statement its own transaction, so that a
-    /// batch with thousands of rejections never holds the store (one connection for SQLite)
+    /// batch with thousands of letters never holds the store (one connection for SQLite)
     /// for long: other pipelines' checkpoints go in between. A crash between chunks is safe:
-    /// the batch is delivered again and its rejections recorded again, as attempts.
-    pub async fn record_rejections(
+    /// the batch is delivered again and its letters recorded again, as attempts.
+    pub async fn record_letters(
         &self,
         pipeline: &str,
         batch_id: &str,
-        rejected: &[RejectedRow],
+        letters: &[NewLetter<'_>],
     ) -> Result<()> {
         let now = now_rfc3339();
-        for chunk in chunks(rejected) {
+        for chunk in chunks(batch_id, letters) {
             self.record_chunk(pipeline, batch_id, &now, &chunk).await?;
         }
         Ok(())
@@ -50,30 +80,39 @@ impl StateStore {
         pipeline: &str,
         batch_id: &str,
         now: &str,
-        rows: &[&RejectedRow],
+        letters: &[&NewLetter<'_>],
     ) -> Result<()> {
-        // $1 pipeline, $2 batch, $3 time, then index, row and reason of each row.
-        let values: Vec<String> = (0..rows.len())
+        // $1 pipeline, $2 time, then PARAMS values for each letter.
+        let values: Vec<String> = (0..letters.len())
             .map(|n| {
-                let first = 4 + 3 * n;
-                format!("($1, $2, ${first}, ${}, ${}, $3, $3)", first + 1, first + 2)
+                let at = |offset: usize| format!("${}", 3 + PARAMS * n + offset);
+                let params: Vec<String> = (0..PARAMS).map(at).collect();
+                format!("($1, {}, $2, $2)", params.join(", "))
             })
             .collect();
         let sql = format!(
             "INSERT INTO {p}dead_letters AS d (pipeline, batch_id, row_index, row_json, reason, \
-             first_failed_at, last_failed_at) VALUES {values} \
+             stage, parked, row_key, row_cursor, superseded_at, first_failed_at, last_failed_at) \
+             VALUES {values} \
              ON CONFLICT (pipeline, batch_id, row_index) DO UPDATE SET \
              reason = excluded.reason, last_failed_at = excluded.last_failed_at, \
              attempts = d.attempts + 1",
             p = self.prefix,
             values = values.join(", ")
         );
-        let mut query = sqlx::query(&sql).bind(pipeline).bind(batch_id).bind(now);
-        for row in rows {
+        let mut query = sqlx::query(&sql).bind(pipeline).bind(now);
+        for letter in letters {
+            let row = letter.row;
             query = query
+                .bind(row.batch.as_deref().unwrap_or(batch_id))
                 .bind(i64::from(row.index))
                 .bind(&row.row)
-                .bind(&row.reason);
+                .bind(&row.reason)
+                .bind(Some(row.stage.as_str()).filter(|stage| !stage.is_empty()))
+                .bind(i64::from(letter.parked))
+                .bind(letter.key)
+                .bind(letter.cursor)
+                .bind(None::<&str>);
         }
         query.execute(&self.pool).await.map_err(|err| {
             Error::database(
@@ -94,7 +133,8 @@ impl StateStore {
     ) -> Result<Vec<DeadLetter>> {
         let rows = sqlx::query(&format!(
             "SELECT id, pipeline, batch_id, row_index, row_json, reason, attempts, \
-             first_failed_at, last_failed_at FROM {}dead_letters \
+             first_failed_at, last_failed_at, stage, parked, row_key, row_cursor, \
+             superseded_at, superseded_cursor FROM {}dead_letters \
              WHERE pipeline = $1 AND id > $2 ORDER BY id LIMIT $3",
             self.prefix
         ))
@@ -105,6 +145,42 @@ impl StateStore {
         .await
         .map_err(|err| Error::database(format!("cannot read dead letters of {pipeline:?}"), err))?;
         rows.iter().map(decode).collect()
+    }
+
+    /// The keys of the letters of `pipeline` that no newer version has superseded yet.
+    pub async fn live_letter_keys(&self, pipeline: &str) -> Result<HashSet<String>> {
+        let keys: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT DISTINCT row_key FROM {}dead_letters \
+             WHERE pipeline = $1 AND row_key IS NOT NULL AND superseded_at IS NULL",
+            self.prefix
+        ))
+        .bind(pipeline)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|err| Error::database(format!("cannot read dead letters of {pipeline:?}"), err))?;
+        Ok(keys.into_iter().collect())
+    }
+
+    /// Marks the live letters of `pipeline` for row `key` as superseded by its version at
+    /// `cursor`, which came through later; a letter of that very version (the same batch
+    /// delivered again) stays. Returns how many letters it marked.
+    pub async fn supersede(&self, pipeline: &str, key: &str, cursor: Option<&str>) -> Result<u64> {
+        let result = sqlx::query(&format!(
+            "UPDATE {}dead_letters SET superseded_at = $4, superseded_cursor = $3 \
+             WHERE pipeline = $1 AND row_key = $2 AND superseded_at IS NULL \
+             AND (row_cursor IS NULL OR $3 IS NULL OR row_cursor <> $3)",
+            self.prefix
+        ))
+        .bind(pipeline)
+        .bind(key)
+        .bind(cursor)
+        .bind(now_rfc3339())
+        .execute(&self.pool)
+        .await
+        .map_err(|err| {
+            Error::database(format!("cannot update dead letters of {pipeline:?}"), err)
+        })?;
+        Ok(result.rows_affected())
     }
 
     /// Drops a dead letter that was delivered.
@@ -120,7 +196,7 @@ impl StateStore {
         Ok(())
     }
 
-    /// Counts another failed attempt of a dead letter, with the destination's new reason.
+    /// Counts another failed attempt of a dead letter, with the module's new reason.
     pub async fn reject_again(&self, id: i64, reason: &str) -> Result<()> {
         sqlx::query(&format!(
             "UPDATE {}dead_letters SET reason = $2, last_failed_at = $3, \
@@ -137,22 +213,32 @@ impl StateStore {
     }
 }
 
-/// Rejected rows written by one statement: 3 parameters each, far below every database's
+/// Letters written by one statement: [`PARAMS`] parameters each, far below every database's
 /// limit on parameters.
 pub const CHUNK: usize = 500;
 
-/// `rejected` in statements of at most [`CHUNK`] rows. A row rejected twice in one answer
-/// keeps its last reason: one statement cannot update the same letter twice.
-fn chunks(rejected: &[RejectedRow]) -> Vec<Vec<&RejectedRow>> {
-    let mut last = std::collections::HashMap::with_capacity(rejected.len());
-    for (position, row) in rejected.iter().enumerate() {
-        last.insert(row.index, position);
+/// `letters` in statements of at most [`CHUNK`] rows. A row left twice in one answer keeps
+/// its last reason: one statement cannot update the same letter twice.
+fn chunks<'l, 'a>(batch_id: &str, letters: &'l [NewLetter<'a>]) -> Vec<Vec<&'l NewLetter<'a>>> {
+    let place = |letter: &NewLetter<'_>| {
+        (
+            letter
+                .row
+                .batch
+                .clone()
+                .unwrap_or_else(|| batch_id.to_owned()),
+            letter.row.index,
+        )
+    };
+    let mut last = std::collections::HashMap::with_capacity(letters.len());
+    for (position, letter) in letters.iter().enumerate() {
+        last.insert(place(letter), position);
     }
-    let unique: Vec<&RejectedRow> = rejected
+    let unique: Vec<&NewLetter<'_>> = letters
         .iter()
         .enumerate()
-        .filter(|(position, row)| last.get(&row.index) == Some(position))
-        .map(|(_, row)| row)
+        .filter(|(position, letter)| last.get(&place(letter)) == Some(position))
+        .map(|(_, letter)| letter)
         .collect();
     unique.chunks(CHUNK).map(<[_]>::to_vec).collect()
 }
@@ -170,7 +256,42 @@ fn decode(row: &AnyRow) -> Result<DeadLetter> {
         attempts: column(row, "attempts")?,
         first_failed_at: column(row, "first_failed_at")?,
         last_failed_at: column(row, "last_failed_at")?,
+        stage: column(row, "stage")?,
+        parked: column::<i64>(row, "parked")? != 0,
+        key: column(row, "row_key")?,
+        cursor: column(row, "row_cursor")?,
+        superseded_at: column(row, "superseded_at")?,
+        superseded_cursor: column(row, "superseded_cursor")?,
     })
+}
+
+#[cfg(test)]
+impl StateStore {
+    /// Keeps rows a destination rejected, with no key: the letters of the tests that need no
+    /// more.
+    pub async fn record_rejections(
+        &self,
+        pipeline: &str,
+        batch_id: &str,
+        rejected: &[RejectedRow],
+    ) -> Result<()> {
+        self.record_letters(pipeline, batch_id, &unkeyed(rejected))
+            .await
+    }
+}
+
+/// `rejected` as letters with no key.
+#[cfg(test)]
+fn unkeyed(rejected: &[RejectedRow]) -> Vec<NewLetter<'_>> {
+    rejected
+        .iter()
+        .map(|row| NewLetter {
+            row,
+            parked: false,
+            key: None,
+            cursor: None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -183,6 +304,8 @@ mod tests {
             index,
             row: format!(r#"{{"op":"upsert","row":{{"id":{index}}}}}"#),
             reason: reason.into(),
+            stage: "webhook".into(),
+            batch: None,
         }
     }
 
@@ -247,14 +370,15 @@ mod tests {
     fn rejections_are_written_in_bounded_chunks_each_row_once() {
         let mut many: Vec<RejectedRow> = (0..1_201).map(|i| rejected(i, "no")).collect();
         many.push(rejected(7, "last word"));
-        let chunks = super::chunks(&many);
+        let letters = super::unkeyed(&many);
+        let chunks = super::chunks("b1", &letters);
         let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
         assert_eq!(sizes, [super::CHUNK, super::CHUNK, 201]);
         let sevens: Vec<&str> = chunks
             .iter()
             .flatten()
-            .filter(|row| row.index == 7)
-            .map(|row| row.reason.as_str())
+            .filter(|letter| letter.row.index == 7)
+            .map(|letter| letter.row.reason.as_str())
             .collect();
         assert_eq!(sevens, ["last word"]);
     }

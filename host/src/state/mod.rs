@@ -24,7 +24,7 @@ use crate::source::redact_url;
 pub use accounting::Accounting;
 use checkpoint::decode_position;
 pub use checkpoint::{PendingBatch, PipelineState};
-pub use dead_letters::DeadLetter;
+pub use dead_letters::{DeadLetter, NewLetter};
 
 /// What a pipeline reads: a pipeline keeps its name only while these stay the same.
 #[derive(Debug, Clone, PartialEq, Eq)]

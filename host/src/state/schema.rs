@@ -101,6 +101,27 @@ const MIGRATIONS: &[Migration] = &[
             ),
         ],
     },
+    // Rows parked by poison isolation, and what dead letters need to be replayed from their
+    // module and superseded by newer versions of their row.
+    Migration {
+        version: 3,
+        statements: &[
+            Statement::Both(
+                "ALTER TABLE {p}pipelines ADD COLUMN rows_parked BIGINT NOT NULL DEFAULT 0",
+            ),
+            Statement::Both("ALTER TABLE {p}dead_letters ADD COLUMN stage TEXT"),
+            Statement::Both(
+                "ALTER TABLE {p}dead_letters ADD COLUMN parked BIGINT NOT NULL DEFAULT 0",
+            ),
+            Statement::Both("ALTER TABLE {p}dead_letters ADD COLUMN row_key TEXT"),
+            Statement::Both("ALTER TABLE {p}dead_letters ADD COLUMN row_cursor TEXT"),
+            Statement::Both("ALTER TABLE {p}dead_letters ADD COLUMN superseded_at TEXT"),
+            Statement::Both("ALTER TABLE {p}dead_letters ADD COLUMN superseded_cursor TEXT"),
+            Statement::Both(
+                "CREATE INDEX IF NOT EXISTS dead_letters_by_key ON {p}dead_letters (pipeline, row_key)",
+            ),
+        ],
+    },
 ];
 
 /// The PostgreSQL advisory lock held while a store is migrated.
