@@ -17,6 +17,7 @@ pub mod output;
 pub mod pipeline;
 pub mod pipelines_file;
 pub mod progress;
+pub mod relative_paths;
 pub mod replay;
 pub mod retry;
 pub mod runtime;
@@ -24,5 +25,6 @@ pub mod source;
 pub mod state;
 pub mod supervisor;
 pub mod sync;
+pub mod sync_log;
 
 pub use error::{Error, ErrorKind, Result};

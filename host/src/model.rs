@@ -264,6 +264,9 @@ pub struct Batch<'a> {
 #[derive(Debug, Default)]
 pub struct Delivered {
     pub rejected: Vec<RejectedRow>,
+    /// Rows the end of the chain took: written as lines, or taken by the destination (its
+    /// rejections not counted). Fewer than the batch's rows when a transform dropped some.
+    pub passed_on: usize,
 }
 
 /// A row that was not taken, as the module that refused it received it.

@@ -130,7 +130,13 @@ mod tests {
                     reason: format!("not {index}"),
                 })
                 .collect();
-            (Ok(Delivered { rejected }), Usage::default())
+            (
+                Ok(Delivered {
+                    rejected,
+                    passed_on: 0,
+                }),
+                Usage::default(),
+            )
         }
     }
 

@@ -312,6 +312,7 @@ async fn rejected_rows_become_dead_letters_and_the_watermark_moves_past_them() {
             row: r#"{"op":"upsert","row":{"id":2}}"#.into(),
             reason: "bad email".into(),
         }],
+        passed_on: 1,
     }));
     harness.pass(&mut table, &mut output).await.unwrap();
     let state = harness.reloaded().await;

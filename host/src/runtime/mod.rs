@@ -18,6 +18,7 @@ mod module_config;
 mod origin;
 mod rejections;
 mod resolve;
+mod sniff;
 pub mod text;
 mod world;
 
