@@ -267,3 +267,43 @@ async fn paths_in_a_pipelines_file_are_read_from_its_folder() {
         "output written beside the working directory"
     );
 }
+
+/// Scenario: the run log adds up. Three rows through the webhook, which rejects one: the pass
+/// line says read 3, passed on 2, rejected 1. Rows newer than `--settle` are not passed over
+/// in silence: the log says how many wait, and when the first is due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_log_counts_what_each_pass_did() {
+    let (_db, host) = sqlite_users(3).await;
+    let server = Server::scripted(
+        vec![],
+        Reply::json(200, &json!({"rejected": [{"index": 0, "reason": "no"}]})),
+    );
+    let url = format!("url={}", server.url("/hook"));
+    let origin = server.origin();
+    let args = with_modules(
+        &host,
+        &["webhook"],
+        &["--set", &url, "--allow-host", &origin],
+    );
+    let outcome = host.run_once(&refs(&args)).await;
+    assert_eq!(outcome.code(), Some(0), "{outcome}");
+    assert_mentions(
+        &outcome.stderr,
+        "the run's log",
+        &["read 3 rows in 1 batch, passed on 2, rejected 1"],
+    );
+
+    let (_db, host) = sqlite_users(2).await;
+    let outcome = host.run_once(&["--settle", "36500days"]).await;
+    assert_eq!(outcome.code(), Some(0), "{outcome}");
+    assert_mentions(
+        &outcome.stderr,
+        "the run's log",
+        &[
+            "read 0 rows in 0 batches",
+            "2 rows changed too recently and wait for a later pass (--settle 3153600000s",
+            "the first changed at 2024-01-01 00:00:00.000001",
+            "so it is read once the database's clock passes",
+        ],
+    );
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::model::Position;
-use crate::source::{Source, Until};
+use crate::source::{Driver, Source, Until};
 use crate::state::PipelineState;
 
 /// What a run did (or one pass of it, with [`Totals::since`]).
@@ -80,7 +80,14 @@ pub async fn log_waiting<S: Source>(
     if !once && !tracing::enabled!(tracing::Level::DEBUG) {
         return Ok(());
     }
-    if let Some(line) = waiting_to_settle(source, &state.position, settle).await? {
+    if let Some(line) = waiting_to_settle(source, &state.position, settle, |value| {
+        Driver::from_url(&state.identity.source).map_or_else(
+            |_| value.to_owned(),
+            |driver| driver.shown_value(value).to_owned(),
+        )
+    })
+    .await?
+    {
         match once {
             true => tracing::info!("{name}: {line}"),
             false => tracing::debug!("{name}: {line}"),
@@ -92,10 +99,12 @@ pub async fn log_waiting<S: Source>(
 /// A line about the rows past the safe horizon, which wait for a later pass: how many, and
 /// when the first of them is due (its cursor plus `settle`, on the database's clock). `None`
 /// when no row waits. Costs a count and a one-row read.
+/// `shown` turns a cursor's stored text into the value the database holds.
 pub async fn waiting_to_settle<S: Source>(
     source: &mut S,
     after: &Position,
     settle: Duration,
+    shown: impl Fn(&str) -> String,
 ) -> Result<Option<String>> {
     let waiting = source.count(after, Until::Horizon(None)).await?;
     if waiting == 0 {
@@ -103,20 +112,25 @@ pub async fn waiting_to_settle<S: Source>(
     }
     let first = source.read(after, Until::Horizon(None), 1).await?;
     let due = match first.last {
-        Some(Position::After(mark)) => crate::json::parse_timestamp(&mark.cursor)
-            .and_then(|at| Some(at + chrono::Duration::from_std(settle).ok()?))
-            .map(|due| {
-                format!(
+        Some(Position::After(mark)) => Some(shown(&mark.cursor)).and_then(|cursor| {
+            crate::json::parse_timestamp(&cursor)
+                .and_then(|at| Some(at + chrono::Duration::from_std(settle).ok()?))
+                .map(|due| {
+                    format!(
                     "; the first changed at {}, so it is read once the database's clock passes {}",
-                    mark.cursor,
+                    cursor,
                     due.format("%Y-%m-%d %H:%M:%S%.6f")
                 )
-            }),
+                })
+        }),
         _ => None,
     };
     Ok(Some(format!(
         "{waiting} rows changed too recently and wait for a later pass (--settle {}, or a transaction still open){}",
-        humantime::format_duration(settle),
+        match settle.subsec_nanos() {
+            0 => format!("{}s", settle.as_secs()),
+            _ => format!("{settle:?}"),
+        },
         due.unwrap_or_default()
     )))
 }
