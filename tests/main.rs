@@ -15,6 +15,7 @@
 //! - [`tenants`]: many pipelines in one process (`host run --config tidemark.toml`): the
 //!   file, fault isolation, per-tenant secrets and hosts, accounting and metrics, reload, stop.
 
+mod authoring;
 mod cli;
 mod destinations;
 mod hostile_data;

@@ -35,7 +35,7 @@ crate::support::on_databases!(
 );
 
 /// `--module PATH` for each of `names` in order, this test's `--cache-dir`, then `extra`.
-fn with_modules(host: &Host, names: &[&str], extra: &[&str]) -> Vec<String> {
+pub(crate) fn with_modules(host: &Host, names: &[&str], extra: &[&str]) -> Vec<String> {
     let mut args = Vec::new();
     for name in names {
         args.push("--module".to_owned());
@@ -47,7 +47,7 @@ fn with_modules(host: &Host, names: &[&str], extra: &[&str]) -> Vec<String> {
     args
 }
 
-fn refs(args: &[String]) -> Vec<&str> {
+pub(crate) fn refs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
@@ -56,7 +56,7 @@ fn sha256_hex(text: &str) -> String {
 }
 
 /// A SQLite `users` table with rows `1..=count` and a host reading it.
-async fn sqlite_users(count: i64) -> (TestDb, Host) {
+pub(crate) async fn sqlite_users(count: i64) -> (TestDb, Host) {
     let db = TestDb::new(Backend::Sqlite)
         .await
         .expect("sqlite always runs");
@@ -996,8 +996,8 @@ async fn max_in_flight_caps_requests_sent_together() {
 
 #[test]
 fn every_test_guest_has_a_test() {
-    // This file, and the hostile-tenant tests (tests/hostile_*.rs), which run their guests
-    // next to a healthy tenant.
+    // This file, the hostile-tenant tests (tests/hostile_*.rs), which run their guests next
+    // to a healthy tenant, and the authoring tests (tests/authoring.rs).
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests");
     let mut source = include_str!("modules.rs").to_owned();
     for entry in std::fs::read_dir(&tests)
@@ -1005,7 +1005,7 @@ fn every_test_guest_has_a_test() {
         .flatten()
     {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("hostile_") && name.ends_with(".rs") {
+        if (name.starts_with("hostile_") || name == "authoring.rs") && name.ends_with(".rs") {
             source += &std::fs::read_to_string(entry.path()).expect("a test file");
         }
     }

@@ -115,24 +115,43 @@ function reshape(row, pairs) {
   return out;
 }
 
+/**
+ * The text of a thrown value. componentize-js turns what an export throws into its `err`
+ * string, and takes only a string: an `Error` would arrive as "expected a string, received
+ * [object]", its message lost. So every export throws `errorText(err)`: the message, then the
+ * stack, which the host shows with the module and the batch.
+ */
+function errorText(err) {
+  if (err instanceof Error) return err.stack ? `${err.message}\n${err.stack}` : err.message;
+  return typeof err === "string" ? err : JSON.stringify(err) ?? String(err);
+}
+
 export const transformer = {
   transform(batch) {
-    const where = config("where");
-    const select = config("select");
-    const condition = where === undefined ? null : parseCondition(where);
-    const pairs = select === undefined ? null : parseSelect(select);
-    let changes;
     try {
-      changes = JSON.parse(batch.rows);
+      return filter(batch);
     } catch (err) {
-      throw `batch ${batch.id}: rows are not JSON: ${err}`;
+      throw errorText(err);
     }
-    const kept = [];
-    for (const change of changes) {
-      if (condition && !matches(change.row, condition)) continue;
-      kept.push(pairs ? { op: change.op, row: reshape(change.row, pairs) } : change);
-    }
-    log("debug", `batch ${batch.id}: kept ${kept.length} of ${changes.length} rows`);
-    return JSON.stringify(kept);
   },
 };
+
+function filter(batch) {
+  const where = config("where");
+  const select = config("select");
+  const condition = where === undefined ? null : parseCondition(where);
+  const pairs = select === undefined ? null : parseSelect(select);
+  let changes;
+  try {
+    changes = JSON.parse(batch.rows);
+  } catch (err) {
+    throw `batch ${batch.id}: rows are not JSON: ${err}`;
+  }
+  const kept = [];
+  for (const change of changes) {
+    if (condition && !matches(change.row, condition)) continue;
+    kept.push(pairs ? { op: change.op, row: reshape(change.row, pairs) } : change);
+  }
+  log("debug", `batch ${batch.id}: kept ${kept.length} of ${changes.length} rows`);
+  return JSON.stringify(kept);
+}

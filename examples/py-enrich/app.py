@@ -15,6 +15,7 @@ Built with componentize-py against ``wit/`` (world ``transform``); see README.md
 """
 
 import json
+import traceback
 
 from componentize_py_types import Err
 from wit_world import exports
@@ -86,29 +87,41 @@ def split_name(value):
 
 class Transformer(exports.Transformer):
     def transform(self, batch: Batch) -> str:
-        name_column = host.config("name_column") or "name"
-        country_column = host.config("country_column") or "country"
         try:
-            changes = json.loads(batch.rows)
-        except ValueError as err:
-            raise Err(f"batch {batch.id}: rows are not JSON: {err}")
-        unknown = 0
-        for change in changes:
-            row = change.get("row")
-            if not isinstance(row, dict):
-                continue
-            if name_column in row:
-                row["first_name"], row["last_name"] = split_name(row[name_column])
-            country = row.get(country_column)
-            if isinstance(country, str) and country.strip():
-                code = country_code(country)
-                if code is None:
-                    unknown += 1
-                else:
-                    row[country_column] = code
-        if unknown:
-            host.log(
-                host.Level.WARN,
-                f"batch {batch.id}: {unknown} rows with a {country_column} not recognised, left as they are",
-            )
-        return json.dumps(changes, ensure_ascii=False, separators=(",", ":"))
+            return _enrich(batch)
+        except Err:
+            raise
+        except Exception:
+            # Any other exception would trap the component, and the host error would only say
+            # it aborted: the traceback, as the err string, reaches the host's error with the
+            # module and the batch.
+            raise Err(traceback.format_exc())
+
+
+def _enrich(batch: Batch) -> str:
+    name_column = host.config("name_column") or "name"
+    country_column = host.config("country_column") or "country"
+    try:
+        changes = json.loads(batch.rows)
+    except ValueError as err:
+        raise Err(f"batch {batch.id}: rows are not JSON: {err}")
+    unknown = 0
+    for change in changes:
+        row = change.get("row")
+        if not isinstance(row, dict):
+            continue
+        if name_column in row:
+            row["first_name"], row["last_name"] = split_name(row[name_column])
+        country = row.get(country_column)
+        if isinstance(country, str) and country.strip():
+            code = country_code(country)
+            if code is None:
+                unknown += 1
+            else:
+                row[country_column] = code
+    if unknown:
+        host.log(
+            host.Level.WARN,
+            f"batch {batch.id}: {unknown} rows with a {country_column} not recognised, left as they are",
+        )
+    return json.dumps(changes, ensure_ascii=False, separators=(",", ":"))

@@ -180,6 +180,10 @@ pub struct TestArgs {
     #[arg(long, value_name = "PATH")]
     pub input: PathBuf,
 
+    /// Rows the output must equal, in the form of --input (exit 1 with the differences if not).
+    #[arg(long, value_name = "PATH")]
+    pub expect: Option<PathBuf>,
+
     /// The pipeline name the modules see.
     #[arg(long, value_name = "NAME", default_value = "test")]
     pub pipeline: String,

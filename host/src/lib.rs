@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod pipelines_file;
 pub mod poison;
 pub mod progress;
+pub mod relative_paths;
 pub mod replay;
 pub mod retry;
 pub mod runtime;
@@ -29,5 +30,6 @@ pub mod source;
 pub mod state;
 pub mod supervisor;
 pub mod sync;
+pub mod sync_log;
 
 pub use error::{Error, ErrorKind, Result};

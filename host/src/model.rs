@@ -300,6 +300,9 @@ pub struct Delivered {
     pub rejected: Vec<RejectedRow>,
     /// Rows a module failed on alone, every time (poison): set aside so that the rest goes on.
     pub parked: Vec<RejectedRow>,
+    /// Rows the end of the chain took: written as lines, or taken by the destination (its
+    /// rejections not counted). Fewer than the batch's rows when a transform dropped some.
+    pub passed_on: usize,
 }
 
 impl Delivered {
@@ -307,6 +310,7 @@ impl Delivered {
     pub fn merge(&mut self, other: Delivered) {
         self.rejected.extend(other.rejected);
         self.parked.extend(other.parked);
+        self.passed_on += other.passed_on;
     }
 
     /// Every row left behind, rejected or parked.

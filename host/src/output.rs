@@ -7,6 +7,7 @@ use std::fs::File;
 use std::future::Future;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::model::{Batch, Delivered, Usage};
@@ -86,6 +87,17 @@ impl JsonLines {
         }
     }
 
+    /// Lines kept in memory, for `host test`: what `host run` would write, byte for byte.
+    pub fn capture() -> (Self, Captured) {
+        let captured = Captured::default();
+        let lines = JsonLines {
+            writer: BufWriter::new(Box::new(captured.clone())),
+            sync: None,
+            target: "the captured output".to_owned(),
+        };
+        (lines, captured)
+    }
+
     /// Appends to `path`, creating it if needed.
     pub fn append(path: &Path) -> Result<Self> {
         let file = File::options()
@@ -132,6 +144,37 @@ impl JsonLines {
     }
 }
 
+/// The lines a [`JsonLines::capture`] was given.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// The bytes written so far, taken out.
+    pub fn take(&self) -> Vec<u8> {
+        std::mem::take(
+            &mut self
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let mut buffer = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        buffer.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl JsonLines {
     /// Writes the batch, flushed and synced.
     pub fn deliver_lines(&mut self, batch: Batch<'_>) -> Result<Delivered> {
@@ -141,7 +184,10 @@ impl JsonLines {
                 err,
             )
         })?;
-        Ok(Delivered::default())
+        Ok(Delivered {
+            passed_on: batch.rows.len(),
+            ..Delivered::default()
+        })
     }
 }
 

@@ -19,8 +19,8 @@
 //! A pipeline's keys are the long flags of `host run` without the dashes, `-` written `_`
 //! (`batch_size`, `memory_limit`, `max_retries`, …), plus `name`, `modules`, `config`,
 //! `secrets`, `allow_hosts` and `source_env`. They go through the same parser and checks as
-//! the command line, so the file and the flags cannot drift apart. Paths are relative to the
-//! working directory, as on the command line.
+//! the command line, so the file and the flags cannot drift apart. Relative paths (modules,
+//! `output`, `cache_dir`, `sqlite://` URLs) are read from the file's folder.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -34,6 +34,7 @@ use toml::Spanned;
 use crate::cli::RunArgs;
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
+use crate::relative_paths;
 use crate::runtime::ModuleConfig;
 use crate::source::redact_url;
 
@@ -130,7 +131,11 @@ impl PipelinesFile {
                     .with_hint("write max_batches_in_flight = 1 or more"),
             );
         }
-        let state_url = document.state.unwrap_or_else(|| DEFAULT_STATE.to_owned());
+        let base = path.parent().unwrap_or(Path::new(""));
+        let state_url = match &document.state {
+            Some(url) => relative_paths::sqlite_url_from_folder(base, url),
+            None => DEFAULT_STATE.to_owned(),
+        };
         let mut pipelines: Vec<RunConfig> = Vec::new();
         for table in &document.pipeline {
             let line = line_of(text, table.span().start);
@@ -141,7 +146,7 @@ impl PipelinesFile {
                 merged.remove(key);
                 merged.insert(key.clone(), value.clone());
             }
-            let config = pipeline_config(text, &merged, &state_url).map_err(|err| {
+            let config = pipeline_config(text, &merged, &state_url, base).map_err(|err| {
                 let name = merged
                     .get("name")
                     .and_then(|name| name.get_ref().as_str())
@@ -170,7 +175,7 @@ impl PipelinesFile {
 }
 
 /// One pipeline's table, turned into the flags of `host run` and checked like them.
-fn pipeline_config(text: &str, table: &Table, state_url: &str) -> Result<RunConfig> {
+fn pipeline_config(text: &str, table: &Table, state_url: &str, base: &Path) -> Result<RunConfig> {
     let command = RunArgs::augment_args(clap::Command::new("pipeline").no_binary_name(true));
     let mut argv: Vec<String> = vec![arg("--state", state_url)];
     let mut overrides: Vec<ModuleConfig> = Vec::new();
@@ -189,7 +194,7 @@ fn pipeline_config(text: &str, table: &Table, state_url: &str) -> Result<RunConf
             "modules" => {
                 for module in as_array(value).map_err(at)? {
                     let (path, own) = module_entry(module).map_err(at)?;
-                    argv.push(arg("--module", path));
+                    argv.push(arg("--module", relative_paths::from_folder(base, &path)));
                     overrides.push(own);
                 }
             }
@@ -232,7 +237,16 @@ fn pipeline_config(text: &str, table: &Table, state_url: &str) -> Result<RunConf
                     ))
                     .with_hint("put the URL in an environment variable and write source_env = \"VARIABLE\"")));
                 }
-                argv.push(arg("--source", url));
+                argv.push(arg(
+                    "--source",
+                    relative_paths::sqlite_url_from_folder(base, &url),
+                ));
+            }
+            "output" | "cache_dir" => {
+                let path = scalar(value).map_err(at)?;
+                let flag = format!("--{}", name.replace('_', "-"));
+                where_is.insert(flag.clone(), line);
+                argv.push(arg(&flag, relative_paths::from_folder(base, &path)));
             }
             _ => {
                 if let Some((_, fix)) = NOT_PER_PIPELINE.iter().find(|(key, _)| *key == name) {
@@ -379,119 +393,5 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<PipelinesFile> {
-        PipelinesFile::parse(Path::new("tidemark.toml"), text)
-    }
-
-    #[test]
-    fn pipelines_take_the_flags_of_host_run() {
-        let file = parse(
-            r#"
-state = "sqlite://state.db"
-max_batches_in_flight = 3
-
-[defaults]
-batch_size = 250
-poll = "2s"
-
-[[pipeline]]
-name = "a"
-source = "sqlite://a.db"
-table = "users"
-modules = ["m1.wasm", { path = "m2.wasm", config = { url = "http://x" } }]
-config = { list = "abc", n = 5 }
-allow_hosts = ["https://api.example.com"]
-max_retries = 2
-
-[[pipeline]]
-name = "b"
-source = "postgres://postgres@127.0.0.1/test"
-table = "app.orders"
-batch_size = 10
-"#,
-        )
-        .unwrap();
-        assert_eq!(file.state_url, "sqlite://state.db");
-        assert_eq!(file.max_batches_in_flight, 3);
-        let [a, b] = &file.pipelines[..] else {
-            panic!("{:?}", file.pipelines)
-        };
-        assert_eq!(a.pipeline, "a");
-        assert_eq!(a.sync.batch_size, 250);
-        assert_eq!(a.sync.poll, Duration::from_secs(2));
-        assert_eq!(a.sync.retry.max_retries, 2);
-        assert_eq!(a.modules_config.modules.len(), 2);
-        assert_eq!(a.modules_config.module_config(0).values.get("url"), None);
-        assert_eq!(
-            a.modules_config
-                .module_config(1)
-                .values
-                .get("url")
-                .map(String::as_str),
-            Some("http://x")
-        );
-        assert_eq!(
-            a.modules_config
-                .module_config(1)
-                .values
-                .get("n")
-                .map(String::as_str),
-            Some("5")
-        );
-        assert_eq!(a.modules_config.http.allow.len(), 1);
-        assert_eq!(b.sync.batch_size, 10);
-        assert_eq!(b.state_url, "sqlite://state.db");
-    }
-
-    #[test]
-    fn mistakes_name_the_line_and_the_key() {
-        let base = "[[pipeline]]\nname = \"a\"\nsource = \"sqlite://a.db\"\ntable = \"t\"\n";
-        for (extra, says) in [
-            ("batchsize = 5\n", "line 5, key batchsize"),
-            ("batch_size = \"lots\"\n", "line 5, key batch_size"),
-            ("batch_size = 0\n", "batch size 0"),
-            ("batch_size = -1\n", "line 5, key batch_size"),
-            ("state = \"x\"\n", "key state"),
-            ("modules = 5\n", "expected an array"),
-        ] {
-            let err = parse(&format!("{base}{extra}")).unwrap_err().to_string();
-            assert!(err.contains(says), "{extra:?}: {err}");
-            assert!(err.contains("tidemark.toml:1: pipeline \"a\""), "{err}");
-        }
-        let err = parse("stat = 1\n").unwrap_err().to_string();
-        assert!(
-            err.contains("tidemark.toml:1") && err.contains("stat"),
-            "{err}"
-        );
-        let err = parse(&format!(
-            "{base}[[pipeline]]\nname = \"a\"\nsource = \"sqlite://b.db\"\ntable = \"t\"\n"
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("two pipelines are named \"a\""), "{err}");
-        // A key the pipeline sets over a default: the pipeline's line, not the default's.
-        let err = parse(&format!(
-            "[defaults]\npoll = \"1s\"\n\n{base}poll = \"often\"\n"
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("line 8, key poll"), "{err}");
-    }
-
-    #[test]
-    fn passwords_stay_out_of_the_file() {
-        for url in [
-            "postgres://u:hunter2@db/x",
-            "postgres://u@db/x?password=hunter2",
-        ] {
-            let base = "[[pipeline]]\nname = \"a\"\ntable = \"t\"\n";
-            let err = parse(&format!("{base}source = \"{url}\"\n")).unwrap_err();
-            assert!(err.to_string().contains("password"), "{err}");
-            assert!(!err.to_string().contains("hunter2"), "{err}");
-            assert!(err.hint().unwrap_or_default().contains("source_env"));
-        }
-    }
-}
+#[path = "pipelines_file_tests.rs"]
+mod tests;

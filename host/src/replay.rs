@@ -208,6 +208,7 @@ mod tests {
             let delivered = Delivered {
                 rejected,
                 parked: Vec::new(),
+                passed_on: 0,
             };
             (Ok(delivered), Usage::default())
         }

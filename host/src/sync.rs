@@ -25,6 +25,7 @@ use crate::retry::{OnPoison, RetryPolicy};
 pub use crate::shutdown::Shutdown;
 use crate::source::{Driver, Page, Source, Until};
 use crate::state::{PipelineState, StateStore};
+use crate::sync_log::log_waiting;
 use crate::{attempt, poison};
 
 /// How a pipeline runs.
@@ -38,12 +39,7 @@ pub struct SyncOptions {
     pub retry: RetryPolicy,
 }
 
-/// What a run did.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Totals {
-    pub rows: u64,
-    pub batches: u64,
-}
+pub use crate::sync_log::Totals;
 
 /// Runs passes until `--once` is done or a stop is requested. Transient errors (a lost
 /// connection) are retried with backoff when polling; everything else ends the run.
@@ -141,6 +137,7 @@ async fn run_pass<S: Source, O: Output>(
 
     let clock = source.clock(options.settle).await?;
     let mut letters = Letters::load(store, state).await?;
+    let before = *totals;
 
     if let Some(pending) = state.pending.clone() {
         let page = source
@@ -151,12 +148,14 @@ async fn run_pass<S: Source, O: Output>(
             )
             .await?;
         tracing::info!(
-            "{}: redelivering batch {} that was not checkpointed",
+            "{}: redelivering batch {} ({} rows) that was not checkpointed",
             state.name,
-            pending.id
+            pending.id,
+            page.rows.len()
         );
         match page.last.clone() {
             Some(end) => {
+                totals.redelivered += page.rows.len() as u64;
                 deliver(
                     output,
                     store,
@@ -181,7 +180,6 @@ async fn run_pass<S: Source, O: Output>(
     let until = Until::Horizon(clock.horizon.as_deref());
     let pending_rows = source.count(&state.position, until).await?;
     let mut progress = Progress::new(&state.name, pending_rows);
-    let rows_before = totals.rows;
     let mut page = source
         .read(&state.position, until, options.batch_size)
         .await?;
@@ -244,12 +242,11 @@ async fn run_pass<S: Source, O: Output>(
         _ => None,
     };
     store.finish_pass(state, lag).await?;
-    let delivered = totals.rows - rows_before;
-    if delivered > 0 || options.once {
+    let pass = totals.since(&before);
+    if pass.rows > 0 || options.once {
         tracing::info!(
-            "{}: {} rows delivered; watermark {}{}",
+            "{}: {pass}; watermark {}{}",
             state.name,
-            delivered,
             Driver::from_url(&state.identity.source).map_or_else(
                 |_| state.position.to_string(),
                 |driver| driver.shown_position(&state.position)
@@ -257,6 +254,9 @@ async fn run_pass<S: Source, O: Output>(
             lag.map(|lag| format!(", lag {lag:.1}s"))
                 .unwrap_or_default()
         );
+    }
+    if clock.horizon.is_some() {
+        log_waiting(source, state, options.settle, options.once).await?;
     }
     Ok(())
 }
@@ -302,6 +302,9 @@ async fn deliver<O: Output>(
         .commit_batch(state, end, page.rows.len(), &delivered, usage)
         .await?;
     totals.rows += page.rows.len() as u64;
+    totals.passed_on += delivered.passed_on as u64;
+    totals.rejected += delivered.rejected.len() as u64;
+    totals.parked += delivered.parked.len() as u64;
     totals.batches += 1;
     tracing::debug!(
         "{}: batch {id}: {} rows ({} deletes), watermark {end}",

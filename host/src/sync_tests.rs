@@ -318,6 +318,7 @@ async fn rejected_rows_become_dead_letters_and_the_watermark_moves_past_them() {
             batch: None,
         }],
         parked: Vec::new(),
+        passed_on: 1,
     }));
     harness.pass(&mut table, &mut output).await.unwrap();
     let state = harness.reloaded().await;

@@ -1,13 +1,28 @@
-//! `host test`: modules over rows from a JSON file, without a database; prints what the
-//! last one returned, and each module's time, fuel and memory on standard error.
+//! `host test`: modules over rows from a JSON file, without a database.
+//!
+//! The batch goes through the very chain `host run` uses ([`Chain`]), with the same checks of
+//! what each module returns and the same answers from a destination; only the end differs: the
+//! rows are captured instead of written, then printed. So a module that passes `host test`
+//! is not refused by `host run`, and `host test` can gate a user's CI: it exits 1 when a module
+//! fails or returns rows `host run` would refuse, when a destination answers fatal or retry
+//! later, and (with `--expect FILE`) when the rows differ from the expected ones. Each call's
+//! time, fuel and memory go to standard error.
+
+use std::path::Path;
 
 use anyhow::Context as _;
+use serde_json::Value;
 
 use super::{load_modules, module_values_only};
 use crate::cli::TestArgs;
 use crate::config::ModulesConfig;
-use crate::error::Error;
-use crate::runtime::{self, Outcome};
+use crate::error::{Error, ErrorKind};
+use crate::model::{self, Rows};
+use crate::output::{JsonLines, Output};
+use crate::runtime::chain::Chain;
+
+/// How many differences `--expect` lists before it stops counting them one by one.
+const SHOWN_DIFFERENCES: usize = 20;
 
 /// Runs `host test`.
 pub async fn run(mut args: TestArgs) -> anyhow::Result<()> {
@@ -21,76 +36,233 @@ pub async fn run(mut args: TestArgs) -> anyhow::Result<()> {
             .with_hint("pass --module PATH")
             .into());
     }
-    let text = std::fs::read_to_string(&args.input)
-        .with_context(|| format!("reading {}", args.input.display()))?;
-    let rows = input_rows(&text).map_err(|detail| {
-        Error::invalid(format!(
-            "{} is not a JSON array of rows: {detail}",
-            args.input.display()
-        ))
-        .with_hint("write [{\"id\": 1, ...}, ...] or [{\"op\": \"upsert\", \"row\": {...}}, ...]")
-    })?;
+    let rows = read_rows(&args.input)?;
+    let expected = args.expect.as_deref().map(read_rows).transpose()?;
     let modules = load_modules(&config, &args.pipeline)?;
-    let mut batch = runtime::Batch {
-        id: args.batch_id,
-        pipeline: args.pipeline,
-        rows,
+    let (lines, captured) = JsonLines::capture();
+    let mut chain = Chain::recording(modules, lines)?;
+    if let (Some(path), true) = (&args.expect, chain.has_destination()) {
+        return Err(Error::invalid(format!(
+            "--expect {} compares output rows, but the chain ends in a destination, which writes none",
+            path.display()
+        ))
+        .with_hint("drop --expect, or test the transforms without the destination")
+        .into());
+    }
+    let batch = model::Batch {
+        id: &args.batch_id,
+        pipeline: &args.pipeline,
+        rows: &rows,
     };
-    for module in &modules {
-        let (outcome, usage) = module.call(&batch).await;
-        let outcome = outcome?;
+    let (result, _) = chain.deliver(batch).await;
+    for call in chain.calls() {
         eprintln!(
             "{}: {:.2?}, fuel {}, peak memory {:.1} MiB",
-            module.name(),
-            usage.time,
-            match module.fuel_metered() {
-                true => usage.fuel.to_string(),
+            call.module,
+            call.usage.time,
+            match call.fuel_metered {
+                true => call.usage.fuel.to_string(),
                 false => "not metered".into(),
             },
-            usage.peak_memory as f64 / (1 << 20) as f64
+            call.usage.peak_memory as f64 / (1 << 20) as f64
         );
-        let answer = match outcome {
-            Outcome::Rows(rows) => {
-                batch.rows = rows;
-                continue;
-            }
-            Outcome::Delivered(Ok(rejections)) => {
-                let rejected: Vec<serde_json::Value> = rejections
-                    .iter()
-                    .map(|r| serde_json::json!({"index": r.index, "reason": r.reason}))
-                    .collect();
-                serde_json::json!({"rejected": rejected})
-            }
-            Outcome::Delivered(Err(runtime::DeliveryError::RetryLater(retry))) => {
-                serde_json::json!({"retry_later": {"message": retry.message, "after_ms": retry.after_ms}})
-            }
-            Outcome::Delivered(Err(runtime::DeliveryError::Fatal(message))) => {
-                serde_json::json!({"fatal": message})
-            }
-        };
-        // A destination's answer ends the chain: nothing comes after a destination.
+    }
+    let delivered = result.map_err(|err| match err.kind() {
+        ErrorKind::RetryLater => err.with_hint(
+            "host run would offer the same batch again later (--max-retries, --retry-backoff), then stop",
+        ),
+        _ => err,
+    })?;
+    if chain.has_destination() {
+        let rejected: Vec<Value> = delivered
+            .rejected
+            .iter()
+            .map(|r| serde_json::json!({"index": r.index, "reason": r.reason}))
+            .collect();
+        let answer = serde_json::json!({ "rejected": rejected });
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
-    let output: serde_json::Value = serde_json::from_str(&batch.rows)
-        .context("the last module returned rows that are not JSON")?;
+    let output = captured_rows(&captured.take())?;
     println!("{}", serde_json::to_string_pretty(&output)?);
+    if let (Some(expected), Some(path)) = (expected, &args.expect) {
+        compare(&output, &envelopes(&expected), path)?;
+    }
     Ok(())
 }
 
-/// The rows of a `host test` input as the modules receive them: plain objects become upserts.
-fn input_rows(text: &str) -> Result<String, String> {
-    let items: Vec<serde_json::Value> =
-        serde_json::from_str(text).map_err(|err| err.to_string())?;
-    let mut envelopes = Vec::with_capacity(items.len());
+/// The rows of a `host test` file (`--input` or `--expect`), checked as `host run` checks a
+/// module's output: plain objects are upserts; envelopes need `op` `upsert` or `delete`.
+fn read_rows(path: &Path) -> anyhow::Result<Rows> {
+    let text = std::fs::read_to_string(path).map_err(|err| match err.kind() {
+        std::io::ErrorKind::NotFound => anyhow::Error::from(
+            Error::invalid(format!("{} does not exist", path.display()))
+                .with_hint("pass --input (or --expect) with a JSON file of rows"),
+        ),
+        _ => anyhow::Error::new(err).context(format!("reading {}", path.display())),
+    })?;
+    parse_rows(&text).map_err(|detail| {
+        Error::invalid(format!(
+            "{} is not a JSON array of rows: {detail}",
+            path.display()
+        ))
+        .with_hint("write [{\"id\": 1, ...}, ...] or [{\"op\": \"upsert\", \"row\": {...}}, ...]")
+        .into()
+    })
+}
+
+fn parse_rows(text: &str) -> Result<Rows, String> {
+    let items: Vec<Value> = serde_json::from_str(text).map_err(|err| err.to_string())?;
+    let mut rows = Rows::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let is_envelope =
-            item.get("op").is_some() && item.get("row").is_some_and(|row| row.is_object());
-        envelopes.push(match item {
-            item if is_envelope => item,
-            serde_json::Value::Object(row) => serde_json::json!({"op": "upsert", "row": row}),
+        let element = match item {
+            Value::Object(object) if object.contains_key("op") => Value::Object(object),
+            Value::Object(row) => serde_json::json!({"op": "upsert", "row": row}),
             other => return Err(format!("element {index} is not an object: {other}")),
-        });
+        };
+        rows.push_element(&element.to_string())
+            .map_err(|detail| format!("element {index}: {detail}"))?;
     }
-    serde_json::to_string(&envelopes).map_err(|err| err.to_string())
+    Ok(rows)
+}
+
+/// Rows as `{"op", "row"}` values, the form `host test` prints and compares.
+fn envelopes(rows: &Rows) -> Vec<Value> {
+    rows.iter()
+        .map(|(op, row)| {
+            let row: Value = serde_json::from_slice(row).unwrap_or(Value::Null);
+            serde_json::json!({"op": op.as_str(), "row": row})
+        })
+        .collect()
+}
+
+/// The JSON Lines the chain wrote, without their batch id.
+fn captured_rows(lines: &[u8]) -> anyhow::Result<Vec<Value>> {
+    let text = std::str::from_utf8(lines).context("the captured output is not UTF-8")?;
+    text.lines()
+        .map(|line| {
+            let line: Value = serde_json::from_str(line)
+                .with_context(|| format!("the captured output line {line:?} is not JSON"))?;
+            Ok(serde_json::json!({"op": line["op"], "row": line["row"]}))
+        })
+        .collect()
+}
+
+/// Fails with the rows that differ, one line each (and, for a changed row, each column).
+fn compare(output: &[Value], expected: &[Value], path: &Path) -> anyhow::Result<()> {
+    let mut differences = Vec::new();
+    for index in 0..output.len().max(expected.len()) {
+        match (expected.get(index), output.get(index)) {
+            (Some(want), Some(got)) if want == got => {}
+            (Some(want), Some(got)) => {
+                differences.push(format!(
+                    "row {index}: expected {want}\n         got      {got}"
+                ));
+                differences.extend(column_differences(want, got));
+            }
+            (Some(want), None) => {
+                differences.push(format!("row {index}: missing; expected {want}"))
+            }
+            (None, Some(got)) => differences.push(format!("row {index}: not expected: {got}")),
+            (None, None) => {}
+        }
+    }
+    if differences.is_empty() {
+        eprintln!(
+            "output matches {} ({} rows)",
+            path.display(),
+            expected.len()
+        );
+        return Ok(());
+    }
+    let total = differences.len();
+    differences.truncate(SHOWN_DIFFERENCES);
+    if total > SHOWN_DIFFERENCES {
+        differences.push(format!(
+            "… and {} more lines of differences",
+            total - SHOWN_DIFFERENCES
+        ));
+    }
+    Err(Error::new(
+        ErrorKind::Fatal,
+        format!(
+            "the output ({} rows) differs from {} ({} rows):\n  {}",
+            output.len(),
+            path.display(),
+            expected.len(),
+            differences.join("\n  ")
+        ),
+    )
+    .with_hint(format!(
+        "fix the module, or update {} if the new output is right",
+        path.display()
+    ))
+    .into())
+}
+
+/// For two rows that differ: the op if it differs, then each column that does.
+fn column_differences(want: &Value, got: &Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    if want["op"] != got["op"] {
+        lines.push(format!(
+            "    op: expected {}, got {}",
+            want["op"], got["op"]
+        ));
+    }
+    let (Some(want), Some(got)) = (want["row"].as_object(), got["row"].as_object()) else {
+        return lines;
+    };
+    let shown =
+        |value: Option<&Value>| value.map_or_else(|| "no such column".to_owned(), Value::to_string);
+    for key in want
+        .keys()
+        .chain(got.keys().filter(|key| !want.contains_key(*key)))
+    {
+        if want.get(key) != got.get(key) {
+            lines.push(format!(
+                "    {key:?}: expected {}, got {}",
+                shown(want.get(key)),
+                shown(got.get(key))
+            ));
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_rows_are_checked_like_module_output() {
+        assert_eq!(
+            parse_rows(r#"[{"id": 1}, {"op": "delete", "row": {"id": 2}}]"#)
+                .unwrap()
+                .len(),
+            2
+        );
+        let insert = parse_rows(r#"[{"op": "insert", "row": {"id": 1}}]"#).unwrap_err();
+        assert!(insert.contains("element 0"), "{insert}");
+        assert!(parse_rows(r#"{"rows": []}"#).is_err());
+        assert!(parse_rows("[3]").unwrap_err().contains("not an object"));
+    }
+
+    #[test]
+    fn a_mismatch_names_each_row_and_column() {
+        let got = vec![
+            serde_json::json!({"op": "upsert", "row": {"id": 1, "domain": "b.org"}}),
+            serde_json::json!({"op": "upsert", "row": {"id": 2}}),
+        ];
+        let want = vec![serde_json::json!({"op": "upsert", "row": {"id": 1, "domain": "a.org"}})];
+        let err = compare(&got, &want, Path::new("want.json")).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("\"domain\": expected \"a.org\", got \"b.org\""),
+            "{text}"
+        );
+        assert!(text.contains("row 1: not expected"), "{text}");
+        // Column order does not matter.
+        let same = vec![serde_json::json!({"row": {"domain": "a.org", "id": 1}, "op": "upsert"})];
+        assert!(compare(&same, &want, Path::new("want.json")).is_ok());
+    }
 }

@@ -25,6 +25,17 @@ pub struct Chain {
     end: ChainEnd,
     /// The module failure of the last delivery, for [`Output::take_failure`].
     failure: Option<StageFailure>,
+    /// Each module call with what it used, kept only for `host test`, which shows them.
+    calls: Option<Vec<Call>>,
+}
+
+/// One module call of a batch, as `host test` reports it.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub module: String,
+    /// Whether fuel was counted (else `usage.fuel` is 0).
+    pub fuel_metered: bool,
+    pub usage: Usage,
 }
 
 impl Chain {
@@ -32,18 +43,7 @@ impl Chain {
     /// destination, rows are appended to `output` (standard output when `None`); with one,
     /// `output` is refused, since the destination module delivers the rows itself.
     pub fn new(modules: Vec<Module>, output: Option<&Path>) -> Result<Self> {
-        let mut transforms = modules;
-        let destination = match transforms.last() {
-            Some(last) if last.world() == World::Destination => transforms.pop(),
-            _ => None,
-        };
-        if let Some(misplaced) = transforms.iter().find(|p| p.world() == World::Destination) {
-            return Err(Error::invalid(format!(
-                "module {} is a destination, but destinations must come last",
-                misplaced.name()
-            ))
-            .with_hint("order the --module flags: transforms first, the destination last"));
-        }
+        let (transforms, destination) = split_destination(modules)?;
         let end = match (destination, output) {
             (Some(destination), Some(path)) => {
                 return Err(Error::invalid(format!(
@@ -61,7 +61,26 @@ impl Chain {
             transforms,
             end,
             failure: None,
+            calls: None,
         })
+    }
+
+    /// The chain of `host test`: the same modules, checks and answers as `host run`, its
+    /// rows written to `lines` (a capture) unless a destination takes them, and every call
+    /// recorded with what it used ([`Chain::calls`]).
+    pub fn recording(modules: Vec<Module>, lines: JsonLines) -> Result<Self> {
+        let (transforms, destination) = split_destination(modules)?;
+        Ok(Chain {
+            transforms,
+            end: destination.map_or(ChainEnd::Lines(lines), ChainEnd::Module),
+            failure: None,
+            calls: Some(Vec::new()),
+        })
+    }
+
+    /// The calls made so far, in order, when the chain records them.
+    pub fn calls(&self) -> &[Call] {
+        self.calls.as_deref().unwrap_or_default()
     }
 
     pub fn has_destination(&self) -> bool {
@@ -98,6 +117,7 @@ impl Chain {
         for (index, transform) in self.transforms.iter().enumerate().skip(stage) {
             let (outcome, usage) = transform.call(&call).await;
             used.add(usage);
+            record(&mut self.calls, transform, usage);
             tracing::debug!(
                 "{}: batch {} through {} in {:?}",
                 batch.pipeline,
@@ -133,8 +153,11 @@ impl Chain {
             ChainEnd::Module(destination) => {
                 let (outcome, usage) = destination.call(&call).await;
                 used.add(usage);
-                let delivered =
-                    outcome.and_then(|outcome| delivery_result(destination, &call, outcome));
+                record(&mut self.calls, destination, usage);
+                // Rows the transforms left as they were need no count of their own.
+                let handed = unchanged.then_some(batch.rows.len());
+                let delivered = outcome
+                    .and_then(|outcome| delivery_result(destination, &call, handed, outcome));
                 if let Err(err) = &delivered {
                     if err.kind() == ErrorKind::Module {
                         self.failure = failure(end, destination, &call, batch.rows, stage == end);
@@ -189,11 +212,47 @@ fn failure(
     })
 }
 
+/// Takes the destination off the end of `modules`, refusing one anywhere else.
+fn split_destination(mut modules: Vec<Module>) -> Result<(Vec<Module>, Option<Module>)> {
+    let destination = match modules.last() {
+        Some(last) if last.world() == World::Destination => modules.pop(),
+        _ => None,
+    };
+    if let Some(misplaced) = modules.iter().find(|p| p.world() == World::Destination) {
+        return Err(Error::invalid(format!(
+            "module {} is a destination, but destinations must come last",
+            misplaced.name()
+        ))
+        .with_hint("order the --module flags: transforms first, the destination last"));
+    }
+    Ok((modules, destination))
+}
+
+fn record(calls: &mut Option<Vec<Call>>, module: &Module, usage: Usage) {
+    if let Some(calls) = calls {
+        calls.push(Call {
+            module: module.name().to_owned(),
+            fuel_metered: module.fuel_metered(),
+            usage,
+        });
+    }
+}
+
 /// Turns a destination module's answer into rejected rows or an error of the kind the sync
-/// loop acts on.
-fn delivery_result(destination: &Module, call: &Batch, outcome: Outcome) -> Result<Delivered> {
+/// loop acts on. `handed` is the number of rows in `call`, when known without parsing them.
+fn delivery_result(
+    destination: &Module,
+    call: &Batch,
+    handed: Option<usize>,
+    outcome: Outcome,
+) -> Result<Delivered> {
     match outcome {
-        Outcome::Delivered(Ok(rejections)) if rejections.is_empty() => Ok(Delivered::default()),
+        Outcome::Delivered(Ok(rejections)) if rejections.is_empty() => Ok(Delivered {
+            rejected: Vec::new(),
+            parked: Vec::new(),
+            passed_on: handed
+                .unwrap_or_else(|| split_rows(&call.rows).map_or(0, |rows| rows.len())),
+        }),
         Outcome::Delivered(Ok(rejections)) => {
             // The rule is checked before any row is copied: each row at most once, and only
             // rows the batch has; what is kept of each reason is bounded.
@@ -221,8 +280,9 @@ fn delivery_result(destination: &Module, call: &Batch, outcome: Outcome) -> Resu
                     stage: destination.name().to_owned(),
                     batch: None,
                 })
-                .collect();
+                .collect::<Vec<_>>();
             Ok(Delivered {
+                passed_on: rows.len() - rejected.len(),
                 rejected,
                 parked: Vec::new(),
             })

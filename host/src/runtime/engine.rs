@@ -243,7 +243,15 @@ fn read_module(path: &Path, max: u64) -> Result<Vec<u8>> {
         ))
         .with_hint("raise --max-module-size (max_module_size in a pipelines file), or strip the component's debug information with wasm-tools strip")
     };
-    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let file = std::fs::File::open(path).map_err(|err| match err.kind() {
+        // A path the user mistyped is input to fix (exit 2), not a failure of the host.
+        std::io::ErrorKind::NotFound => Error::invalid(format!(
+            "module {} does not exist",
+            path.display()
+        ))
+        .with_hint("pass --module with the path of a built .wasm component (cargo builds them into target/wasm32-wasip2/release/)"),
+        _ => unreadable(err),
+    })?;
     let size = file.metadata().map_err(unreadable)?.len();
     if size > max {
         return Err(too_large(size));
@@ -267,7 +275,9 @@ fn compile_bounded(
     path: &Path,
     timeout: Duration,
 ) -> Result<Component> {
-    let plain_module = wasm.get(4..8) == Some(&[1, 0, 0, 0]);
+    if let Some(refused) = super::sniff::not_a_component(&wasm, path) {
+        return Err(refused);
+    }
     let (sender, receiver) = std::sync::mpsc::sync_channel(1);
     let compiling = engine.clone();
     std::thread::Builder::new()
@@ -298,15 +308,11 @@ fn compile_bounded(
             ))
             .with_hint("raise --memory-limit (memory_limit in a pipelines file); JavaScript and Python components need 32MiB or more");
         }
-        let error = Error::invalid(format!(
+        Error::invalid(format!(
             "{} is not a WebAssembly component: {err}",
             path.display()
-        ));
-        if plain_module {
-            error.with_hint("it is a core module; build modules for the wasm32-wasip2 target, which produces components")
-        } else {
-            error.with_hint("pass --module with a component built against wit/processor.wit")
-        }
+        ))
+        .with_hint("pass --module with a component built against wit/processor.wit")
     })
 }
 

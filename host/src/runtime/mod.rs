@@ -19,6 +19,7 @@ mod origin;
 mod rejections;
 mod request_text;
 mod resolve;
+mod sniff;
 pub mod text;
 mod transfer;
 mod world;
@@ -176,7 +177,9 @@ impl Runtime {
                 if world == World::Transform
                     && imports.iter().any(|name| name.starts_with("wasi:http/"))
                 {
-                    "a transform cannot make HTTP requests; build it against the destination world"
+                    // Toolchains import wasi:http whether or not the code sends a request
+                    // (componentize-js does, unless told not to), so both fixes are named.
+                    "a transform is given no wasi:http: if it sends no HTTP requests, build it without them (componentize-js: add -d http -d fetch-event); if it must send some, build it against the destination world"
                 } else {
                     "build it against wit/processor.wit with the tidemark guest SDK or wit-bindgen"
                 },
