@@ -262,7 +262,7 @@ impl Module {
     }
 
     /// An error message or reason this module returned, as the host keeps it: redacted, and
-    /// cut to [`rejections::MAX_REASON`] bytes (masked before the cut).
+    /// cut to 1 KiB (masked before the cut; see `rejections.rs`).
     pub fn bounded(&self, text: &str) -> String {
         rejections::bounded_reason(text, |text| self.redact(text))
     }
