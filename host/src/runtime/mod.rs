@@ -146,7 +146,7 @@ impl Runtime {
             pre,
             limits,
             fuel_metered: self.fuel,
-            inspection,
+            inspection: Box::new(inspection),
         })
     }
 
@@ -238,7 +238,9 @@ pub struct Module {
     pre: Pre,
     limits: Limits,
     fuel_metered: bool,
-    inspection: Inspection,
+    /// Boxed: kept for `host test` and logs, read rarely, and a chain's end holds a module
+    /// inline.
+    inspection: Box<Inspection>,
 }
 
 /// What a call returned.
