@@ -3,8 +3,9 @@
 //!
 //! - Delivery: every row reaches the receiver in the webhook's body shape, with the batch id as
 //!   `Idempotency-Key`; a bearer token from a secret is sent and never shown (all databases).
-//! - The allow-list: an origin not listed, `localhost` listed by name (a loopback address) and a
-//!   redirect to another origin reach nothing; the run stops with the watermark unmoved.
+//! - The allow-list: an origin not listed, `localhost` listed by name (a loopback address),
+//!   names resolving to IPv6 addresses that carry 127.0.0.1 (NAT64, IPv4-mapped, 6to4, Teredo)
+//!   and a redirect to another origin reach nothing; the run stops with the watermark unmoved.
 //! - Limits: `--http-timeout` on a receiver that never answers, `--max-response-size`.
 //! - Retries: 503s then success under the same batch id, `Retry-After` honoured, the run
 //!   giving up after `--max-retries`.

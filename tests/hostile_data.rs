@@ -8,6 +8,9 @@
 //!   is compiled again; a cache directory that others may write is refused (exit 2, naming the
 //!   directory and the fix); a link planted in the cache is neither loaded nor written
 //!   through.
+//! - Compile limits: `--max-module-size` and `--compile-timeout` (and their pipelines-file
+//!   keys) refuse a module, naming the flag.
+//! - State files: `state.db` and its `-wal` and `-shm` are created 0600.
 //! - Metrics under load: a flood of scrapes and idle connections does not slow a pipeline's
 //!   rows, and scrapes answer again once it ends.
 //!
@@ -411,6 +414,39 @@ async fn the_compile_timeout_is_a_flag() {
     ];
     refused_by_check(&["--compile-timeout", "1ms"], &mentions).await;
     refused_by_file("compile_timeout = \"1ms\"", &mentions).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// State files
+
+/// The state store holds dead letters (source rows), errors and URLs: after a run through the
+/// real binary, `state.db` and its `-wal` and `-shm` files are readable by their owner only.
+#[tokio::test]
+async fn the_state_store_is_its_owners_alone() {
+    let db = TestDb::new(Backend::Sqlite)
+        .await
+        .expect("SQLite needs no server");
+    let tenants = Tenants::new();
+    let table = users(&db, "rows", 1..=3).await;
+    tenants.write(
+        "",
+        &[tenants.pipeline("rows", db.url(), &table, &modules(&["passthrough"]))],
+    );
+    let outcome = tenants.run(&["--once"]).await;
+    assert!(outcome.success(), "{outcome}");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(tenants.host.dir()).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("state.db") {
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name} has mode {mode:o}");
+            seen.push(name);
+        }
+    }
+    assert!(
+        seen.contains(&"state.db".to_owned()),
+        "state files: {seen:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -148,7 +148,7 @@ impl Runtime {
             pre,
             limits,
             fuel_metered: self.fuel,
-            inspection,
+            inspection: Box::new(inspection),
         })
     }
 
@@ -242,7 +242,9 @@ pub struct Module {
     pre: Pre,
     limits: Limits,
     fuel_metered: bool,
-    inspection: Inspection,
+    /// Boxed: kept for `host test` and logs, read rarely, and a chain's end holds a module
+    /// inline.
+    inspection: Box<Inspection>,
 }
 
 /// What a call returned.
@@ -266,7 +268,7 @@ impl Module {
     }
 
     /// An error message or reason this module returned, as the host keeps it: redacted, and
-    /// cut to [`rejections::MAX_REASON`] bytes (masked before the cut).
+    /// cut to 1 KiB (masked before the cut; see `rejections.rs`).
     pub fn bounded(&self, text: &str) -> String {
         rejections::bounded_reason(text, |text| self.redact(text))
     }
