@@ -271,7 +271,9 @@ async fn run_pass<S: Source, O: Output>(
         (Some(now), Position::After(mark)) => source.lag_seconds(now, &mark.cursor),
         _ => None,
     };
-    store.finish_pass(state, lag).await?;
+    store
+        .finish_pass(state, lag, clock.held_back.as_deref())
+        .await?;
     let delivered = totals.rows - rows_before;
     if delivered > 0 || options.once {
         tracing::info!(
