@@ -192,7 +192,8 @@ async fn arrive(host: &Host, ids: &[i64], within: Duration) -> bool {
 /// A polling host that has delivered the table's first row, and a transaction that has
 /// inserted the next one and is still open.
 struct Started {
-    db: TestDb,
+    /// Kept for its schema or database, dropped with it.
+    _db: TestDb,
     table: String,
     /// A session for other inserts.
     other: AnyConnection,
@@ -215,7 +216,7 @@ async fn start(backend: Backend, name: &str) -> Option<Started> {
     execute(&mut open, "BEGIN").await;
     let open_id = insert(backend, &mut open, &table, "open").await;
     Some(Started {
-        db,
+        _db: db,
         table,
         other,
         first,
@@ -229,31 +230,22 @@ async fn start(backend: Backend, name: &str) -> Option<Started> {
 /// A transaction inserts a row and rolls back: the rows inserted after it wait while it is
 /// open, and arrive at once (within a second) after it ends.
 async fn a_rolled_back_insert_holds_nothing_back(backend: Backend) {
-    let Some(Started {
-        db: _db,
-        table,
-        mut other,
-        first,
-        host,
-        running,
-        mut open,
-        open_id: rolled_back,
-    }) = start(backend, "rb_events").await
-    else {
+    let Some(mut s) = start(backend, "rb_events").await else {
         return;
     };
-    let after = insert(backend, &mut other, &table, "after").await;
+    let (first, rolled_back) = (s.first, s.open_id);
+    let after = insert(backend, &mut s.other, &s.table, "after").await;
     assert!(after > rolled_back);
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let seen: Vec<i64> = host.all_lines().iter().map(|line| line.id()).collect();
+    let seen: Vec<i64> = s.host.all_lines().iter().map(|line| line.id()).collect();
     assert!(
         !seen.contains(&after),
         "id {after} was delivered while id {rolled_back} could still commit"
     );
-    execute(&mut open, "ROLLBACK").await;
+    execute(&mut s.open, "ROLLBACK").await;
     let ended = Instant::now();
     assert!(
-        arrive(&host, &[after], Duration::from_secs(5)).await,
+        arrive(&s.host, &[after], Duration::from_secs(5)).await,
         "id {after} did not arrive within 5 s of the rollback"
     );
     let waited = ended.elapsed();
@@ -261,44 +253,35 @@ async fn a_rolled_back_insert_holds_nothing_back(backend: Backend) {
         waited < Duration::from_millis(1_500),
         "id {after} took {waited:?} to arrive after the rollback"
     );
-    let outcome = running.terminate().await;
+    let outcome = s.running.terminate().await;
     assert!(outcome.success(), "{outcome}");
-    assert_each_once(&host.all_lines(), [first, after]);
+    assert_each_once(&s.host.all_lines(), [first, after]);
 }
 
 /// A transaction inserts a row and stays open for seconds: rows with higher ids wait, `host
 /// status` names the transaction and how long it has been open, and once it commits every row
 /// arrives, its own included.
 async fn a_long_open_transaction_holds_the_horizon(backend: Backend) {
-    let Some(Started {
-        db: _db,
-        table,
-        mut other,
-        first,
-        host,
-        running,
-        mut open,
-        open_id: held,
-    }) = start(backend, "long_events").await
-    else {
+    let Some(mut s) = start(backend, "long_events").await else {
         return;
     };
+    let (first, held) = (s.first, s.open_id);
     let mut later = Vec::new();
     for _ in 0..3 {
-        later.push(insert(backend, &mut other, &table, "later").await);
+        later.push(insert(backend, &mut s.other, &s.table, "later").await);
     }
     // Past the one second after which status reports a wait.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let seen: Vec<i64> = host.all_lines().iter().map(|line| line.id()).collect();
+    let seen: Vec<i64> = s.host.all_lines().iter().map(|line| line.id()).collect();
     assert_eq!(
         seen,
         vec![first],
         "rows passed the open transaction's id {held}"
     );
-    let why = held_back(&host).await.unwrap_or_else(|| {
+    let why = held_back(&s.host).await.unwrap_or_else(|| {
         panic!(
             "host status shows no reason while id {held} is open: {}",
-            running.stderr()
+            s.running.stderr()
         )
     });
     assert!(
@@ -315,21 +298,22 @@ async fn a_long_open_transaction_holds_the_horizon(backend: Backend) {
         "status does not name the session: {why:?}"
     );
 
-    execute(&mut open, "COMMIT").await;
+    execute(&mut s.open, "COMMIT").await;
     let mut all = vec![first, held];
     all.extend(&later);
     assert!(
-        arrive(&host, &all, Duration::from_secs(5)).await,
+        arrive(&s.host, &all, Duration::from_secs(5)).await,
         "rows did not arrive after the long transaction committed: {:?}",
-        host.all_lines()
+        s.host
+            .all_lines()
             .iter()
             .map(|line| line.id())
             .collect::<Vec<_>>()
     );
     // The next pass no longer says anything is held back.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(held_back(&host).await, None);
-    let outcome = running.terminate().await;
+    assert_eq!(held_back(&s.host).await, None);
+    let outcome = s.running.terminate().await;
     assert!(outcome.success(), "{outcome}");
-    assert_each_once(&host.all_lines(), all);
+    assert_each_once(&s.host.all_lines(), all);
 }
