@@ -6,6 +6,7 @@
 //! unreachable server skips its tests, except under `CI=true`, where it fails them.
 //!
 //! - [`sync_scenarios`]: the delivery guarantees, written once and run on all three databases.
+//! - [`integer_cursors`]: `--cursor id` while inserts commit out of id order (issue 16).
 //! - [`mariadb_time_zones`]: TIMESTAMP and DATETIME written from sessions in other zones.
 //! - [`cli`]: exit codes, error messages, `status` and `reset`.
 //! - [`modules`]: WebAssembly modules in the pipeline: chains, config and secrets,
@@ -22,6 +23,7 @@ mod hostile_data;
 mod hostile_fair;
 mod hostile_hostmem;
 mod hostile_wall;
+mod integer_cursors;
 mod mariadb_time_zones;
 mod modules;
 mod polyglot;

@@ -241,7 +241,9 @@ async fn run_pass<S: Source, O: Output>(
         (Some(now), Position::After(mark)) => source.lag_seconds(now, &mark.cursor),
         _ => None,
     };
-    store.finish_pass(state, lag).await?;
+    store
+        .finish_pass(state, lag, clock.held_back.as_deref())
+        .await?;
     let pass = totals.since(&before);
     if pass.rows > 0 || options.once {
         tracing::info!(

@@ -61,6 +61,9 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                 |driver| driver.shown_position(&state.position)
             )
         );
+        if let Some(why) = &state.held_back {
+            println!("{:<20} held back: {why}", "");
+        }
         if let Some(error) = &accounting.last_error {
             println!(
                 "{:<20} last error at {}: {error}",
@@ -101,6 +104,7 @@ fn status_json(state: &PipelineState) -> serde_json::Value {
         "last_batch": state.last_batch,
         "last_run_at": state.last_run_at,
         "lag_seconds": state.lag_seconds,
+        "held_back": state.held_back,
         "dead_letters": state.accounting.dead_letters,
         "rows_rejected": state.accounting.rows_rejected,
         "rows_parked": state.accounting.rows_parked,

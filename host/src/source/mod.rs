@@ -8,6 +8,7 @@
 //! text form of its cursor and key values.
 
 mod any;
+mod ids;
 mod keyset;
 pub mod mysql;
 pub mod plan;
@@ -102,6 +103,9 @@ pub struct Clock {
     pub horizon: Option<String>,
     /// The database's now, in the cursor's own form, for lag reporting.
     pub now: Option<String>,
+    /// Why rows that are already visible wait for a later pass (a transaction still open),
+    /// for `host status`; `None` when nothing waits for long.
+    pub held_back: Option<String>,
 }
 
 /// Seconds from `cursor` to `now`, when the cursor is a time written as text.
@@ -113,26 +117,55 @@ pub(crate) fn timestamp_lag(is_time: bool, now: &str, cursor: &str) -> Option<f6
     Some(lag.num_microseconds()? as f64 / 1e6)
 }
 
+/// The oldest transaction still open, as a server lists it.
+#[derive(Debug, Clone)]
+pub(crate) struct OldestOpen {
+    pub started: chrono::NaiveDateTime,
+    /// How a person finds it: `pid 4242`, `thread 12`.
+    pub label: String,
+}
+
+impl OldestOpen {
+    /// The transaction of MySQL thread `thread`, open since `started`.
+    pub fn thread((started, thread): (chrono::NaiveDateTime, u64)) -> Self {
+        OldestOpen {
+            started,
+            label: format!("thread {thread}"),
+        }
+    }
+}
+
 /// The safe horizon of a pass: `settled` (the database's now minus `--settle`), held back to
 /// the start of the oldest transaction still open, when the server shows it, since that
-/// transaction may still commit rows stamped before `settled`. Says so when a transaction has
-/// been holding the horizon for over five minutes.
+/// transaction may still commit rows stamped before `settled`; and, when it holds the horizon
+/// back, why (for `host status`). Says so in the log when a transaction has been holding the
+/// horizon for over five minutes.
 pub(crate) fn held_back_horizon(
     settled: chrono::NaiveDateTime,
-    oldest_open: Option<chrono::NaiveDateTime>,
+    oldest_open: Option<OldestOpen>,
     now: chrono::NaiveDateTime,
-) -> chrono::NaiveDateTime {
-    match oldest_open.filter(|oldest| *oldest < settled) {
+) -> (chrono::NaiveDateTime, Option<String>) {
+    match oldest_open.filter(|oldest| oldest.started < settled) {
         Some(oldest) => {
-            if (now - oldest).num_seconds() > 300 {
+            let open_for = (now - oldest.started).num_milliseconds() as f64 / 1e3;
+            if open_for > 300.0 {
                 tracing::warn!(
-                    "a transaction open since {oldest} UTC holds the sync horizon back; rows \
-                     changed after its start wait until it ends"
+                    "transaction {} open since {} UTC holds the sync horizon back; rows \
+                     changed after its start wait until it ends",
+                    oldest.label,
+                    oldest.started
                 );
             }
-            oldest
+            // A transaction shorter than that is the ordinary traffic of a busy table.
+            let why = (open_for >= 1.0).then(|| {
+                format!(
+                    "rows changed after {} UTC wait for transaction {}, open for {open_for:.1}s",
+                    oldest.started, oldest.label
+                )
+            });
+            (oldest.started, why)
         }
-        None => settled,
+        None => (settled, None),
     }
 }
 
@@ -145,8 +178,9 @@ pub trait Source: Send {
     /// Rows whose cursor is NULL (0 when the column is declared NOT NULL).
     fn null_cursor_count(&mut self) -> impl Future<Output = Result<u64>> + Send;
 
-    /// The safe horizon: the database's now minus `settle`, and on servers that show it, no
-    /// later than the start of the oldest transaction still open.
+    /// The safe horizon. Times: the database's now minus `settle`, and on servers that show
+    /// it, no later than the start of the oldest transaction still open. Integers: past the
+    /// largest id that no open transaction can still commit below (see `ids`).
     fn clock(&mut self, settle: std::time::Duration) -> impl Future<Output = Result<Clock>> + Send;
 
     /// How many rows a read from `after` up to `until` would return in all.

@@ -3,7 +3,8 @@
 //! Sessions are pinned to `time_zone = '+00:00'`: TIMESTAMP values are converted through the
 //! session zone on the way out and back in, and a zone with daylight saving time would make
 //! the hour it repeats ambiguous. The safe horizon takes the oldest open transaction from
-//! `information_schema.innodb_trx`, which needs the PROCESS privilege.
+//! `information_schema.innodb_trx`, which needs the PROCESS privilege. An integer cursor's
+//! horizon waits for the InnoDB transactions that may hold an id (see `ids::mysql`).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,6 +13,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlRow, MySqlValueRef};
 use sqlx::{Decode, Row, ValueRef};
 
+use super::ids::mysql::{is_access_denied, InnoDbIds};
+use super::ids::SightsIds;
 use super::keyset::{quote_ident, Keyset, Style};
 use super::plan::{self, ColumnDescription, CursorType, Dialect, Plan, TableDescription};
 use super::query;
@@ -52,6 +55,8 @@ pub struct MySqlSource {
     columns: Vec<Column>,
     time_zone: String,
     sees_all_transactions: bool,
+    /// The horizon of an integer cursor.
+    ids: InnoDbIds,
 }
 
 /// A column as `information_schema.COLUMNS` describes it, types in lowercase.
@@ -231,7 +236,11 @@ impl MySqlSource {
             key: quote_ident(&plan.key_column, '`'),
             cursor_param: param_for(&catalog[plan.cursor]),
             key_param: param_for(&catalog[plan.key]),
-            horizon_param: "{}".to_owned(),
+            // An integer horizon is compared as an integer, exactly (see `param_for`).
+            horizon_param: match plan.cursor_type {
+                CursorType::Integer => param_for(&catalog[plan.cursor]),
+                _ => "{}".to_owned(),
+            },
         };
 
         if plan.cursor_type == CursorType::LocalTime && !is_utc(&spec.time_zone) {
@@ -250,7 +259,9 @@ impl MySqlSource {
             }
         }
 
+        let unsigned = catalog[plan.cursor].column_type.contains("unsigned");
         Ok(MySqlSource {
+            ids: InnoDbIds::new(&pool, &keyset, &plan.table, unsigned),
             pool,
             plan,
             keyset,
@@ -343,21 +354,21 @@ impl Source for MySqlSource {
 
     async fn clock(&mut self, settle: Duration) -> Result<Clock> {
         if !self.plan.cursor_type.is_time() {
-            return Ok(Clock::default());
+            return self.ids.id_clock(settle).await;
         }
         // A statement takes its NOW() before InnoDB lists its transaction, so a horizon of
         // "now" could pass a row that is about to commit: never settle for less than this.
         let settle_micros = settle.max(MIN_SETTLE).as_micros() as i64;
-        let mut oldest: Option<NaiveDateTime> = None;
+        let mut oldest = None;
         if self.sees_all_transactions {
-            let result = sqlx::query_scalar(
-                "SELECT MIN(trx_started) FROM information_schema.innodb_trx \
-                 WHERE trx_mysql_thread_id <> CONNECTION_ID()",
+            let result: Result<Option<(NaiveDateTime, u64)>, _> = sqlx::query_as(
+                "SELECT trx_started, trx_mysql_thread_id FROM information_schema.innodb_trx \
+                 WHERE trx_mysql_thread_id <> CONNECTION_ID() ORDER BY trx_started LIMIT 1",
             )
-            .fetch_one(&self.pool)
+            .fetch_optional(&self.pool)
             .await;
             match result {
-                Ok(started) => oldest = started,
+                Ok(started) => oldest = started.map(super::OldestOpen::thread),
                 Err(sqlx::Error::Database(err)) if is_access_denied(err.code().as_deref()) => {
                     self.sees_all_transactions = false;
                     tracing::warn!(
@@ -375,7 +386,7 @@ impl Source for MySqlSource {
             .map_err(|err| Error::database("cannot read the database clock", err))?;
         let settled: NaiveDateTime = row.get(0);
         let now: NaiveDateTime = row.get(1);
-        let horizon = super::held_back_horizon(settled, oldest, now);
+        let (horizon, held_back) = super::held_back_horizon(settled, oldest, now);
         let (horizon, now) = if self.plan.cursor_type == CursorType::LocalTime
             && !is_utc(&self.time_zone)
         {
@@ -397,6 +408,7 @@ impl Source for MySqlSource {
         Ok(Clock {
             horizon: Some(json::timestamp_text(&horizon, false)),
             now: Some(json::timestamp_text(&now, false)),
+            held_back,
         })
     }
 
@@ -478,11 +490,6 @@ fn integer_or_text(
 
 fn is_utc(zone: &str) -> bool {
     matches!(zone, "UTC" | "utc" | "+00:00" | "Z" | "Etc/UTC")
-}
-
-/// ER_SPECIFIC_ACCESS_DENIED_ERROR and ER_ACCESS_DENIED_ERROR, as SQLSTATE 42000 / 28000.
-fn is_access_denied(code: Option<&str>) -> bool {
-    matches!(code, Some("42000" | "28000" | "1227" | "1045"))
 }
 
 fn decode<'r, T: Decode<'r, MySql>>(

@@ -1,8 +1,10 @@
 //! PostgreSQL source.
 //!
 //! Sessions are pinned to `TimeZone=UTC` so that no value is shifted by a server or role
-//! default. The safe horizon takes the oldest open transaction from `pg_stat_activity`,
-//! which needs superuser or `pg_read_all_stats` to show other roles' sessions.
+//! default. The safe horizon of a time cursor takes the oldest open transaction from
+//! `pg_stat_activity`, which needs superuser or `pg_read_all_stats` to show other roles'
+//! sessions. An integer cursor's horizon waits for the transactions holding write locks on
+//! the table or its sequence (see `ids::postgres`).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,6 +13,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgRow, PgValueRef};
 use sqlx::{Decode, Postgres, Row, ValueRef};
 
+use super::ids::postgres::PgIds;
+use super::ids::SightsIds;
 use super::keyset::{quote_ident, Keyset, Style};
 use super::plan::{self, ColumnDescription, CursorType, Dialect, Plan, TableDescription};
 use super::query;
@@ -52,6 +56,8 @@ pub struct PgSource {
     columns: Vec<Column>,
     time_zone: String,
     sees_all_transactions: bool,
+    /// The horizon of an integer cursor.
+    ids: PgIds,
 }
 
 /// A column as `pg_attribute` and `pg_type` describe it.
@@ -222,13 +228,18 @@ impl PgSource {
         };
         let keyset = Keyset {
             style: Style::DollarRowValues,
-            table: quoted_table,
+            table: quoted_table.clone(),
             select_list: select.join(", "),
             cursor: quote_ident(&spec.cursor, '"'),
             key: quote_ident(&plan.key_column, '"'),
             cursor_param: format!("CAST({{}} AS {cursor_type})"),
             key_param: format!("CAST({{}} AS {key_type})"),
-            horizon_param: format!("CAST({{}} AS {cursor_type})"),
+            // Integer horizons are one past the largest final id, which may be past the
+            // column's own range.
+            horizon_param: match plan.cursor_type {
+                CursorType::Integer => "CAST({} AS int8)".to_owned(),
+                _ => format!("CAST({{}} AS {cursor_type})"),
+            },
         };
 
         let sees_all_transactions: bool =
@@ -253,7 +264,9 @@ impl PgSource {
                 })?;
         }
 
+        let ids = PgIds::prepare(&pool, &keyset, &quoted_table, &spec.cursor, &plan).await?;
         Ok(PgSource {
+            ids,
             pool,
             plan,
             keyset,
@@ -349,20 +362,22 @@ impl Source for PgSource {
 
     async fn clock(&mut self, settle: Duration) -> Result<Clock> {
         if !self.plan.cursor_type.is_time() {
-            return Ok(Clock::default());
+            return self.ids.id_clock(settle).await;
         }
         // statement_timestamp(), not now(): now() would be the start of a transaction that a
         // pooled connection might hold.
         let oldest_transaction = if self.sees_all_transactions {
-            "(SELECT min(xact_start) FROM pg_stat_activity \
+            "(SELECT ARRAY[xact_start::text, pid::text] FROM pg_stat_activity \
                WHERE datname = current_database() AND backend_type = 'client backend' \
-                 AND pid <> pg_backend_pid() AND xact_start IS NOT NULL)"
+                 AND pid <> pg_backend_pid() AND xact_start IS NOT NULL \
+               ORDER BY xact_start LIMIT 1)"
         } else {
-            "NULL::timestamptz"
+            "NULL::text[]"
         };
         let sql = format!(
-            "SELECT statement_timestamp() - make_interval(secs => $1), {oldest_transaction}, \
-                    statement_timestamp()"
+            "SELECT statement_timestamp() - make_interval(secs => $1), \
+                    ({oldest_transaction})[1]::timestamptz, statement_timestamp(), \
+                    ({oldest_transaction})[2]"
         );
         let row = sqlx::query(&sql)
             .bind(settle.as_secs_f64())
@@ -372,12 +387,16 @@ impl Source for PgSource {
         let settled: DateTime<Utc> = row.get(0);
         let oldest: Option<DateTime<Utc>> = row.get(1);
         let now: DateTime<Utc> = row.get(2);
-        let horizon = super::held_back_horizon(
+        let oldest_pid: Option<String> = row.get(3);
+        let (horizon, held_back) = super::held_back_horizon(
             settled.naive_utc(),
-            oldest.map(|oldest| oldest.naive_utc()),
+            oldest.map(|oldest| super::OldestOpen {
+                started: oldest.naive_utc(),
+                label: format!("pid {}", oldest_pid.unwrap_or_default()),
+            }),
             now.naive_utc(),
-        )
-        .and_utc();
+        );
+        let horizon = horizon.and_utc();
         let (horizon, now) = match self.plan.cursor_type {
             CursorType::Instant => (
                 json::timestamp_text(&horizon.naive_utc(), true),
@@ -406,6 +425,7 @@ impl Source for PgSource {
         Ok(Clock {
             horizon: Some(horizon),
             now: Some(now),
+            held_back,
         })
     }
 

@@ -295,6 +295,7 @@ impl Source for SqliteSource {
             return Ok(Clock {
                 horizon: Some(format!("i:{}", i64::MIN)),
                 now: None,
+                held_back: None,
             });
         };
         let settle_secs = settle.as_secs_f64();

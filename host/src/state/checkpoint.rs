@@ -26,6 +26,9 @@ pub struct PipelineState {
     pub last_batch: Option<String>,
     pub last_run_at: Option<String>,
     pub lag_seconds: Option<f64>,
+    /// Why rows already visible waited at the end of the last pass (a transaction still
+    /// open), if they did.
+    pub held_back: Option<String>,
     pub accounting: Accounting,
     pub(super) revision: i64,
 }
@@ -201,21 +204,28 @@ impl StateStore {
         Ok(())
     }
 
-    /// Records the end of a pass: when, and how far the watermark trails the database's now.
+    /// Records the end of a pass: when, how far the watermark trails the database's now, and
+    /// why rows wait for a later pass, if they do.
     pub async fn finish_pass(
         &self,
         state: &mut PipelineState,
         lag_seconds: Option<f64>,
+        held_back: Option<&str>,
     ) -> Result<()> {
         let now = now_rfc3339();
         self.update(
             state,
-            "last_run_at = $3, lag_seconds = $4",
-            &[Bind::Text(Some(&now)), Bind::Float(lag_seconds)],
+            "last_run_at = $3, lag_seconds = $4, held_back = $5",
+            &[
+                Bind::Text(Some(&now)),
+                Bind::Float(lag_seconds),
+                Bind::Text(held_back),
+            ],
         )
         .await?;
         state.last_run_at = Some(now);
         state.lag_seconds = lag_seconds;
+        state.held_back = held_back.map(str::to_owned);
         Ok(())
     }
 
@@ -361,7 +371,10 @@ mod tests {
             .commit_batch(&mut state, &end, 3, &delivered(), Usage::default())
             .await
             .unwrap();
-        store.finish_pass(&mut state, Some(1.5)).await.unwrap();
+        store
+            .finish_pass(&mut state, Some(1.5), Some("ids above 7 wait"))
+            .await
+            .unwrap();
         let stored = store.load("users").await.unwrap().unwrap();
         for state in [&state, &stored] {
             assert_eq!(state.position, end);
@@ -369,11 +382,13 @@ mod tests {
             assert_eq!((state.rows_synced, state.batches_synced), (3, 1));
             assert_eq!(state.last_batch.as_deref(), Some("b1"));
             assert_eq!(state.lag_seconds, Some(1.5));
+            assert_eq!(state.held_back.as_deref(), Some("ids above 7 wait"));
         }
         assert_eq!(stored.revision, state.revision);
-        store.finish_pass(&mut state, None).await.unwrap();
+        store.finish_pass(&mut state, None, None).await.unwrap();
         let stored = store.load("users").await.unwrap().unwrap();
         assert_eq!(stored.lag_seconds, None);
+        assert_eq!(stored.held_back, None);
         assert!(stored.last_run_at.is_some());
     }
 
@@ -397,7 +412,7 @@ mod tests {
                 .commit_batch(&mut second, &behind, 1, &delivered(), Usage::default())
                 .await,
             store.advance(&mut second, &Position::Start).await,
-            store.finish_pass(&mut second, None).await,
+            store.finish_pass(&mut second, None, None).await,
         ];
         for err in attempts.into_iter().map(Result::unwrap_err) {
             assert_eq!(err.kind(), ErrorKind::Fatal);

@@ -204,6 +204,7 @@ fn decode_state(row: &AnyRow) -> Result<PipelineState> {
         last_batch: column(row, "last_batch")?,
         last_run_at: column(row, "last_run_at")?,
         lag_seconds: column(row, "lag_seconds")?,
+        held_back: column(row, "held_back")?,
         accounting: Accounting::decode(row)?,
         revision: column(row, "revision")?,
     })

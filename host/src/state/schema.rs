@@ -122,6 +122,13 @@ const MIGRATIONS: &[Migration] = &[
             ),
         ],
     },
+    // Why a pipeline's horizon waits (a transaction still open), as of its last pass.
+    Migration {
+        version: 4,
+        statements: &[Statement::Both(
+            "ALTER TABLE {p}pipelines ADD COLUMN held_back TEXT",
+        )],
+    },
 ];
 
 /// The PostgreSQL advisory lock held while a store is migrated.
