@@ -78,7 +78,10 @@ async fn guests_waiting_in_host_calls_stop_at_their_deadline_and_free_their_perm
             name,
             db.url(),
             &table,
-            &format!("{}\ndeadline = \"1s\"", modules(&["guest_sleep_forever"])),
+            &format!(
+                "{}\ndeadline = \"1s\"\non_poison = \"stop\"",
+                modules(&["guest_sleep_forever"])
+            ),
         ));
     }
     let hang_table = users(&db, "hang", 1..=3).await;

@@ -20,6 +20,7 @@ mod destinations;
 mod hostile_data;
 mod hostile_fair;
 mod hostile_hostmem;
+mod hostile_poison;
 mod hostile_wall;
 mod mariadb_time_zones;
 mod modules;

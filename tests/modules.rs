@@ -350,7 +350,15 @@ async fn rerun_with_passthrough(
 /// batch that failed.
 async fn failed_batch(modules: &[&str], flags: &[&str], pipeline: &str) -> (String, String) {
     let (_db, mut host) = sqlite_users(5).await;
-    let mut extra = vec!["--pipeline", pipeline, "--batch-size", "2"];
+    // A guest that fails every batch, as before poison isolation: the batch fails at once.
+    let mut extra = vec![
+        "--pipeline",
+        pipeline,
+        "--batch-size",
+        "2",
+        "--on-poison",
+        "stop",
+    ];
     extra.extend(flags);
     let args = with_modules(&host, modules, &extra);
 
@@ -469,6 +477,8 @@ async fn polling_host_retries_a_failed_batch_and_keeps_running() {
             "2",
             "--poll",
             "200ms",
+            "--on-poison",
+            "stop",
         ],
     );
 

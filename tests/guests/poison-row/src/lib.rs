@@ -19,7 +19,9 @@ fn poisoned(batch: Batch) -> Result<Vec<Change>> {
     let bad = batch.changes.iter().find(|change| {
         every
             || change.row.get(&column).is_some_and(|value| {
-                let text = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+                let text = value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned);
                 listed.contains(&text)
             })
     });
