@@ -37,8 +37,10 @@ use crate::support::{Backend, TestDb};
 /// A destination of the hostile guest in `mode`, reaching `url`, its origin allowed, with
 /// `extra` keys.
 fn hostile(mode: &str, url: &str, origin: &str, extra: &str) -> String {
+    // A guest that fails each batch it is given fails it whole, as before poison isolation:
+    // these tests count its failures.
     format!(
-        "modules = [{{ path = {}, config = {{ mode = {}, url = {} }} }}]\nallow_hosts = [{}]\n{extra}",
+        "modules = [{{ path = {}, config = {{ mode = {}, url = {} }} }}]\nallow_hosts = [{}]\non_poison = \"stop\"\n{extra}",
         quote(&crate::support::guests::guest("guest_hostile_http").display().to_string()),
         quote(mode),
         quote(url),

@@ -294,7 +294,7 @@ async fn secret_reaches_the_module_and_is_masked_everywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn module_error_names_module_and_batch_without_the_secret() {
-    let mut run = LeakyRun::new(&["--set", "fail=yes"]).await;
+    let mut run = LeakyRun::new(&["--set", "fail=yes", "--on-poison", "stop"]).await;
 
     assert_eq!(run.outcome.code(), Some(1), "exit code; {}", run.outcome);
     let report = error_report(&run.outcome).to_owned();
