@@ -218,8 +218,7 @@ async fn superseded_dead_letters_are_not_sent_over_newer_versions() {
     let last_13 = host
         .all_lines()
         .into_iter()
-        .filter(|line| line.id() == 13)
-        .last()
+        .rfind(|line| line.id() == 13)
         .expect("row 13 was written");
     assert_eq!(last_13.name(), "renamed", "version 2 of row 13 stays");
     assert!(dead_letters(&host).await.is_empty());
