@@ -236,7 +236,11 @@ async fn spinning_guests_leave_a_healthy_tenant_its_share() {
             &format!("spin{n}"),
             db.url(),
             &table,
-            &format!("{}\ndeadline = \"1s\"", modules(&["guest_loop_forever"])),
+            // A guest that fails every batch as it always did: no poison isolation.
+            &format!(
+                "{}\ndeadline = \"1s\"\non_poison = \"stop\"",
+                modules(&["guest_loop_forever"])
+            ),
         ));
     }
     tenants.write("", &pipelines);

@@ -37,8 +37,10 @@ use crate::support::{Backend, TestDb};
 /// A destination of the hostile guest in `mode`, reaching `url`, its origin allowed, with
 /// `extra` keys.
 fn hostile(mode: &str, url: &str, origin: &str, extra: &str) -> String {
+    // A guest that fails each batch it is given fails it whole, as before poison isolation:
+    // these tests count its failures.
     format!(
-        "modules = [{{ path = {}, config = {{ mode = {}, url = {} }} }}]\nallow_hosts = [{}]\n{extra}",
+        "modules = [{{ path = {}, config = {{ mode = {}, url = {} }} }}]\nallow_hosts = [{}]\non_poison = \"stop\"\n{extra}",
         quote(&crate::support::guests::guest("guest_hostile_http").display().to_string()),
         quote(mode),
         quote(url),
@@ -78,7 +80,10 @@ async fn guests_waiting_in_host_calls_stop_at_their_deadline_and_free_their_perm
             name,
             db.url(),
             &table,
-            &format!("{}\ndeadline = \"1s\"", modules(&["guest_sleep_forever"])),
+            &format!(
+                "{}\ndeadline = \"1s\"\non_poison = \"stop\"",
+                modules(&["guest_sleep_forever"])
+            ),
         ));
     }
     let hang_table = users(&db, "hang", 1..=3).await;

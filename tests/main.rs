@@ -22,6 +22,7 @@ mod destinations;
 mod hostile_data;
 mod hostile_fair;
 mod hostile_hostmem;
+mod hostile_poison;
 mod hostile_wall;
 mod integer_cursors;
 mod mariadb_time_zones;

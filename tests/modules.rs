@@ -294,7 +294,7 @@ async fn secret_reaches_the_module_and_is_masked_everywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn module_error_names_module_and_batch_without_the_secret() {
-    let mut run = LeakyRun::new(&["--set", "fail=yes"]).await;
+    let mut run = LeakyRun::new(&["--set", "fail=yes", "--on-poison", "stop"]).await;
 
     assert_eq!(run.outcome.code(), Some(1), "exit code; {}", run.outcome);
     let report = error_report(&run.outcome).to_owned();
@@ -350,7 +350,15 @@ async fn rerun_with_passthrough(
 /// batch that failed.
 async fn failed_batch(modules: &[&str], flags: &[&str], pipeline: &str) -> (String, String) {
     let (_db, mut host) = sqlite_users(5).await;
-    let mut extra = vec!["--pipeline", pipeline, "--batch-size", "2"];
+    // A guest that fails every batch, as before poison isolation: the batch fails at once.
+    let mut extra = vec![
+        "--pipeline",
+        pipeline,
+        "--batch-size",
+        "2",
+        "--on-poison",
+        "stop",
+    ];
     extra.extend(flags);
     let args = with_modules(&host, modules, &extra);
 
@@ -469,6 +477,8 @@ async fn polling_host_retries_a_failed_batch_and_keeps_running() {
             "2",
             "--poll",
             "200ms",
+            "--on-poison",
+            "stop",
         ],
     );
 

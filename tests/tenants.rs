@@ -288,14 +288,17 @@ async fn bad_tenants_do_not_hold_up_a_healthy_one() {
                 "spin",
                 db.url(),
                 &spin,
-                &format!("{}\ndeadline = \"1s\"", modules(&["guest_loop_forever"])),
+                &format!(
+                    "{}\ndeadline = \"1s\"\non_poison = \"stop\"",
+                    modules(&["guest_loop_forever"])
+                ),
             ),
             tenants.pipeline(
                 "hog",
                 db.url(),
                 &hog,
                 &format!(
-                    "{}\nmemory_limit = \"16MiB\"",
+                    "{}\nmemory_limit = \"16MiB\"\non_poison = \"stop\"",
                     modules(&["guest_allocate_unbounded"])
                 ),
             ),

@@ -86,6 +86,8 @@ impl std::fmt::Display for Error {
     }
 }
 
+impl std::error::Error for Error {}
+
 impl From<String> for Error {
     fn from(message: String) -> Self {
         Error(message)
@@ -189,6 +191,14 @@ pub enum DeliveryError {
     },
     /// Permanent: the host stops the pipeline with this message.
     Fatal(String),
+}
+
+/// An SDK error in a destination (a row that does not parse, a missing configuration key)
+/// is one retrying cannot fix: `?` turns it into [`DeliveryError::Fatal`].
+impl From<Error> for DeliveryError {
+    fn from(err: Error) -> Self {
+        DeliveryError::Fatal(err.0)
+    }
 }
 
 /// The value of a `--set` key or `--secret` key, if given.
@@ -336,4 +346,26 @@ macro_rules! destination {
 
         $crate::destination::export_world!(__TidemarkDestination with_types_in $crate::destination);
     };
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    fn row_count(rows: &str) -> Result<usize, DeliveryError> {
+        let rows: Vec<Value> = serde_json::from_str(rows).map_err(Error::from)?;
+        Ok(rows.len())
+    }
+
+    #[test]
+    fn sdk_errors_are_std_errors_and_become_fatal_delivery_errors_with_a_question_mark() {
+        let boxed: Box<dyn std::error::Error> = Box::new(Error::from("no list_id"));
+        assert_eq!(boxed.to_string(), "no list_id");
+        assert_eq!(row_count("[1, 2]"), Ok(2));
+        assert!(
+            matches!(row_count("[1,"), Err(DeliveryError::Fatal(message)) if message.starts_with("JSON")),
+            "{:?}",
+            row_count("[1,")
+        );
+    }
 }

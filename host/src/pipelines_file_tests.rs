@@ -25,6 +25,7 @@ modules = ["m1.wasm", { path = "m2.wasm", config = { url = "http://x" } }]
 config = { list = "abc", n = 5 }
 allow_hosts = ["https://api.example.com"]
 max_retries = 2
+on_poison = "stop"
 
 [[pipeline]]
 name = "b"
@@ -43,6 +44,8 @@ batch_size = 10
     assert_eq!(a.sync.batch_size, 250);
     assert_eq!(a.sync.poll, Duration::from_secs(2));
     assert_eq!(a.sync.retry.max_retries, 2);
+    assert_eq!(a.sync.retry.on_poison, crate::retry::OnPoison::Stop);
+    assert_eq!(b.sync.retry.on_poison, crate::retry::OnPoison::Park);
     assert_eq!(a.modules_config.modules.len(), 2);
     assert_eq!(a.modules_config.module_config(0).values.get("url"), None);
     assert_eq!(

@@ -161,7 +161,7 @@ impl<O: Output> Search<'_, O> {
         let mut parked: Vec<u32> = Vec::new();
         let mut probed = false;
         let all: Vec<u32> = (0..count as u32).collect();
-        let mut stack = vec![(all, Known::Failed(task.error.to_string()))];
+        let mut stack = vec![(all, Known::Failed(reason(&task.error)))];
         while let Some((part, known)) = stack.pop() {
             if self.shutdown.is_requested() {
                 return Err(task.error);
@@ -283,7 +283,7 @@ impl<O: Output> Search<'_, O> {
                 Ok(Tried::Passed)
             }
             Err(err) if err.kind() == ErrorKind::Module => match self.output.take_failure() {
-                Some(failure) if failure.stage == task.stage => Ok(Tried::Failed(err.to_string())),
+                Some(failure) if failure.stage == task.stage => Ok(Tried::Failed(reason(&err))),
                 // The stage took the part; a later one failed it: split it there in turn.
                 Some(failure) if failure.stage > task.stage && !indexes.is_empty() => {
                     self.tasks.push(Task {
@@ -332,6 +332,14 @@ fn spread(done: &[bool]) -> Vec<u32> {
         picks.push(open[(open.len() - 1) / 2]);
     }
     picks
+}
+
+/// What a parked row's letter says: the module's error and how to fix it, if it says.
+fn reason(error: &Error) -> String {
+    match error.hint() {
+        Some(hint) => format!("{error:#}; {hint}"),
+        None => format!("{error:#}"),
+    }
 }
 
 fn list(indexes: &[u32]) -> String {

@@ -41,7 +41,7 @@ pub use limits::Limits;
 pub use module_config::ModuleConfig;
 use module_config::Tag;
 pub use origin::Origin;
-pub use rejections::bounded_reason;
+pub(crate) use rejections::bounded_reason;
 
 use world::world_of;
 pub use world::{World, PACKAGE, PACKAGE_VERSION};
