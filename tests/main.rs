@@ -30,4 +30,5 @@ mod modules;
 mod polyglot;
 mod support;
 mod sync_scenarios;
+mod templates;
 mod tenants;

@@ -28,6 +28,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Run modules over rows from a JSON file, without a database, and print the result.
     Test(Box<TestArgs>),
+    /// Start a module project: sources, sample rows, one build command.
+    New(NewArgs),
     /// List the rows a pipeline's destination rejected.
     #[command(alias = "deadletters")]
     DeadLetters(DeadLettersArgs),
@@ -191,6 +193,44 @@ pub struct TestArgs {
     /// The batch id the modules see.
     #[arg(long, value_name = "ID", default_value = "test-batch")]
     pub batch_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The module's name: lowercase letters, digits, - and _.
+    pub name: String,
+
+    /// The language of the module.
+    #[arg(long, value_enum, default_value = "rust")]
+    pub lang: Lang,
+
+    /// What the module is: a transform (rows in, rows out) or a destination (delivers rows
+    /// over HTTP).
+    #[arg(long, value_enum, default_value = "transform")]
+    pub world: NewWorld,
+
+    /// Where to write the project [default: ./NAME].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// The Rust guest SDK: a guest-sdk folder or a git URL [default: the SDK this host was
+    /// built with].
+    #[arg(long, value_name = "PATH|URL")]
+    pub sdk: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    Rust,
+    Python,
+    #[value(alias = "javascript")]
+    Js,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NewWorld {
+    Transform,
+    Destination,
 }
 
 #[derive(Debug, Args)]

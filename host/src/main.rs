@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             Command::Reset(args) => commands::reset::run(args).await,
             Command::Check(args) => commands::check::run(args),
             Command::Test(args) => commands::test::run(*args).await,
+            Command::New(args) => commands::new::run(args),
             Command::DeadLetters(args) => commands::dead_letters::run(args).await,
             Command::Retry(args) => commands::retry::run(*args).await,
         }

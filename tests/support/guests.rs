@@ -60,7 +60,7 @@ pub fn names_a_destination(text: &str) -> bool {
 }
 
 /// `…/target`, from the host binary's `…/target/debug/host`.
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     Path::new(HOST)
         .parent()
         .and_then(Path::parent)

@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod dead_letters;
+pub mod new;
 pub mod reset;
 pub mod retry;
 pub mod run;

@@ -1,0 +1,187 @@
+//! `host new` projects, built and run as a user would: each template of each language is
+//! written into a temp directory outside the workspace, built with its one command, and must
+//! pass `host check` and `host test` on the sample rows it ships (`--expect` for transforms;
+//! a local receiver for the Rust destination). So the templates cannot rot.
+//!
+//! Toolchains: cargo with the `wasm32-wasip2` target (the Rust templates build into
+//! `<target>/host-new`, warm after the first run); the pinned componentize-py and
+//! componentize-js that `scripts/build-polyglot` installs (`<target>/py-venv`,
+//! `examples/js-filter/node_modules`), so CI downloads nothing more.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::support::guests::{repo_dir, shared_cache_dir, target_dir};
+use crate::support::host::{assert_mentions, error_report, Host, Outcome};
+use crate::support::http_server::{Reply, Server};
+
+/// `host new NAME --lang LANG --world WORLD --dir <host dir>/NAME`; the project's directory.
+async fn new_project(host: &Host, name: &str, lang: &str, world: &str) -> PathBuf {
+    let dir = host.dir().join(name);
+    let dir_arg = dir.display().to_string();
+    let outcome = host
+        .exec([
+            "new", name, "--lang", lang, "--world", world, "--dir", &dir_arg,
+        ])
+        .await;
+    assert_eq!(outcome.code(), Some(0), "host new {name}: {outcome}");
+    dir
+}
+
+/// Runs the shell command `command` in `dir`, with `path` ahead of `PATH`; panics with its
+/// output when it fails.
+async fn build(dir: &Path, command: &str, path: Option<&Path>) {
+    let mut shell = tokio::process::Command::new("sh");
+    shell.arg("-c").arg(command).current_dir(dir);
+    shell.env("CARGO_TARGET_DIR", target_dir().join("host-new"));
+    if let Some(path) = path {
+        let old = std::env::var("PATH").unwrap_or_default();
+        shell.env("PATH", format!("{}:{old}", path.display()));
+    }
+    let output = shell.output().await.expect("starting sh");
+    assert!(
+        output.status.success(),
+        "`{command}` in {} failed:\n{}\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `host check`, then `host test --input rows.json` with `extra`, of the component `wasm`.
+async fn check_and_test(host: &Host, dir: &Path, wasm: &Path, extra: &[&str]) -> Outcome {
+    assert!(wasm.exists(), "the build wrote no {}", wasm.display());
+    let module = wasm.display().to_string();
+    let cache = shared_cache_dir().display().to_string();
+    let checked = host
+        .exec(["check", "--module", &module, "--cache-dir", &cache])
+        .await;
+    assert_eq!(checked.code(), Some(0), "host check {module}: {checked}");
+    let rows = dir.join("rows.json").display().to_string();
+    let mut args = vec![
+        "test",
+        "--module",
+        &module,
+        "--cache-dir",
+        &cache,
+        "--input",
+        &rows,
+    ];
+    args.extend_from_slice(extra);
+    host.exec(args).await
+}
+
+/// A transform project of `lang`, built with `command`, passes `host test --expect`.
+async fn transform_passes_its_own_test(lang: &str, command: &str, path: Option<&Path>) {
+    let host = Host::scratch();
+    let name = format!("sample-{lang}");
+    let dir = new_project(&host, &name, lang, "transform").await;
+    if lang == "js" {
+        let tools = repo_dir().join("examples/js-filter/node_modules");
+        assert!(
+            tools.exists(),
+            "{} is missing: run `bash scripts/build-guests` first",
+            tools.display()
+        );
+        std::os::unix::fs::symlink(&tools, dir.join("node_modules")).unwrap();
+    }
+    build(&dir, command, path).await;
+    let wasm = match lang {
+        "rust" => target_dir().join("host-new/wasm32-wasip2/release/sample_rust.wasm"),
+        _ => dir.join(format!("sample_{lang}.wasm")),
+    };
+    let expected = dir.join("expected.json").display().to_string();
+    let outcome = check_and_test(&host, &dir, &wasm, &["--expect", &expected]).await;
+    assert_eq!(
+        outcome.code(),
+        Some(0),
+        "host test of the {lang} template: {outcome}"
+    );
+    assert_mentions(
+        &outcome.stderr,
+        "host test's log",
+        &["output matches", "passed on 2 of 3 rows"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_transform_template_builds_and_passes_host_test() {
+    transform_passes_its_own_test("rust", "cargo build --release --quiet", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_transform_template_builds_and_passes_host_test() {
+    let venv = target_dir().join("py-venv/bin");
+    assert!(
+        venv.exists(),
+        "{} is missing: run `bash scripts/build-guests` first",
+        venv.display()
+    );
+    transform_passes_its_own_test("python", "sh build.sh", Some(&venv)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_transform_template_builds_and_passes_host_test() {
+    transform_passes_its_own_test("js", "npm run build --silent", None).await;
+}
+
+/// The Rust destination posts the rows with an email to a local receiver, with the batch id,
+/// and rejects the row without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_destination_template_posts_and_rejects() {
+    let host = Host::scratch();
+    let dir = new_project(&host, "sample-post", "rust", "destination").await;
+    build(&dir, "cargo build --release --quiet", None).await;
+    let server = Server::scripted(vec![], Reply::ok());
+    let url = format!("url={}", server.url("/hook"));
+    let origin = server.origin();
+    let wasm = target_dir().join("host-new/wasm32-wasip2/release/sample_post.wasm");
+    let outcome = check_and_test(
+        &host,
+        &dir,
+        &wasm,
+        &["--set", &url, "--allow-host", &origin],
+    )
+    .await;
+    assert_eq!(
+        outcome.code(),
+        Some(0),
+        "host test of the destination: {outcome}"
+    );
+    let printed: Value = serde_json::from_str(&outcome.stdout).expect("JSON on stdout");
+    assert_eq!(
+        printed,
+        json!({"rejected": [{"index": 2, "reason": "the row has no email"}]})
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1, "one POST per batch");
+    assert_eq!(requests[0].header("idempotency-key"), Some("test-batch"));
+    assert_eq!(requests[0].json()["rows"].as_array().map(Vec::len), Some(2));
+}
+
+/// The Python destination builds and is a destination; a JavaScript one is refused (exit 2)
+/// with the languages that have one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_destination_template_builds_and_js_names_the_alternatives() {
+    let host = Host::scratch();
+    let dir = new_project(&host, "sample-hook", "python", "destination").await;
+    build(&dir, "sh build.sh", Some(&target_dir().join("py-venv/bin"))).await;
+    let module = dir.join("sample_hook.wasm").display().to_string();
+    let cache = shared_cache_dir().display().to_string();
+    let checked = host
+        .exec(["check", "--module", &module, "--cache-dir", &cache])
+        .await;
+    assert_eq!(checked.code(), Some(0), "{checked}");
+    assert_mentions(&checked.stdout, "host check", &["world:   destination"]);
+
+    let outcome = host
+        .exec(["new", "js-hook", "--lang", "js", "--world", "destination"])
+        .await;
+    assert_eq!(outcome.code(), Some(2), "{outcome}");
+    assert_mentions(
+        error_report(&outcome),
+        "the refusal",
+        &["--lang python --world destination"],
+    );
+}
