@@ -103,6 +103,22 @@ async fn transform_passes_its_own_test(lang: &str, command: &str, path: Option<&
         "host test's log",
         &["output matches", "passed on 2 of 3 rows"],
     );
+
+    // The template's error (a row without "id") reaches the host's error with its message, the
+    // module and the batch; from JavaScript with the stack of the thrown Error.
+    std::fs::write(dir.join("rows.json"), r#"[{"name": "no id"}]"#).unwrap();
+    let failed = check_and_test(&host, &dir, &wasm, &[]).await;
+    assert_eq!(failed.code(), Some(1), "a row without id: {failed}");
+    let mut mentions = vec![
+        format!("module sample_{lang} returned an error"),
+        "a row has no \"id\" column".to_owned(),
+        "on batch test-batch".to_owned(),
+    ];
+    if lang == "js" {
+        mentions.push("app.js:".to_owned());
+    }
+    let mentions: Vec<&str> = mentions.iter().map(String::as_str).collect();
+    assert_mentions(error_report(&failed), "the template's error", &mentions);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
