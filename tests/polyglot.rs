@@ -496,8 +496,9 @@ async fn chain_takes_a_5000_row_batch_under_the_default_limits() {
 }
 
 /// A batch that needs more memory than `--memory-limit` (3,000 names of 2,000 characters
-/// under 16 MiB): exit 1, an error that names the module, the limit and the flag; nothing
-/// synced.
+/// under 16 MiB) with `--on-poison stop`: exit 1, an error that names the module, the limit
+/// and the flag; nothing synced. (With `park`, the default, the batch is split until its parts
+/// fit, and every row arrives: no row fails alone.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn py_enrich_over_its_memory_limit_names_the_flag() {
     let db = TestDb::new(Backend::Sqlite)
@@ -515,6 +516,8 @@ async fn py_enrich_over_its_memory_limit_names_the_flag() {
             "3000",
             "--pipeline",
             "hungry",
+            "--on-poison",
+            "stop",
         ],
     )
     .await;

@@ -319,8 +319,8 @@ async fn deliver<O: Output>(
 
 /// Delivers `batch` from stage `stage` of `output` (0: the whole chain), as
 /// [`attempt::deliver_retrying_later`] does while a destination asks to retry later. A
-/// module that fails the batch is given the batch again, up to `policy.max_retries` times
-/// with the same waits; once it has failed every attempt, [`poison::isolate`] sets aside the
+/// module that fails the batch is given the batch again at once, up to `policy.max_retries`
+/// times; once it has failed every attempt, [`poison::isolate`] sets aside the
 /// rows it fails on alone and delivers the rest (`--on-poison park`, the default). With
 /// `--on-poison stop` a module failure ends the delivery at once. Returns what module calls
 /// used over all attempts, whatever the result.
@@ -350,7 +350,10 @@ pub async fn deliver_with_retries<O: Output>(
                 pipeline: batch.pipeline,
                 retry,
                 error: &err,
-                asked: None,
+                // At once: a module fails the same input the same way, so waiting would only
+                // delay finding the row at fault (and a `--once` run's exit), while a failure
+                // that was chance (a deadline missed under load) gets its second try anyway.
+                asked: Some(Duration::ZERO),
                 policy,
                 shutdown,
                 store,
