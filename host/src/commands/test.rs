@@ -1,6 +1,8 @@
 //! `host test`: modules over rows from a JSON file, without a database; prints what the
 //! last one returned, and each module's time, fuel and memory on standard error.
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 
 use super::{load_modules, module_values_only};
@@ -31,13 +33,13 @@ pub async fn run(mut args: TestArgs) -> anyhow::Result<()> {
         .with_hint("write [{\"id\": 1, ...}, ...] or [{\"op\": \"upsert\", \"row\": {...}}, ...]")
     })?;
     let modules = load_modules(&config, &args.pipeline)?;
-    let mut batch = runtime::Batch {
+    let mut batch = Arc::new(runtime::Batch {
         id: args.batch_id,
         pipeline: args.pipeline,
         rows,
-    };
+    });
     for module in &modules {
-        let (outcome, usage) = module.call(&batch).await;
+        let (outcome, usage) = module.call(batch.clone()).await;
         let outcome = outcome?;
         eprintln!(
             "{}: {:.2?}, fuel {}, peak memory {:.1} MiB",
@@ -51,7 +53,7 @@ pub async fn run(mut args: TestArgs) -> anyhow::Result<()> {
         );
         let answer = match outcome {
             Outcome::Rows(rows) => {
-                batch.rows = rows;
+                Arc::make_mut(&mut batch).rows = rows;
                 continue;
             }
             Outcome::Delivered(Ok(rejections)) => {

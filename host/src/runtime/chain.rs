@@ -3,6 +3,7 @@
 //! checkpoints only after the whole chain succeeded.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -69,15 +70,16 @@ impl Chain {
                 return lines.deliver_lines(batch);
             }
         }
-        let mut call = Batch {
+        // Shared with the guest runtime for the length of each call.
+        let mut call = Arc::new(Batch {
             id: batch.id.to_owned(),
             pipeline: batch.pipeline.to_owned(),
             rows: batch.rows.to_json_array(),
-        };
+        });
         // Rows that come back byte for byte as they went in need no second parse.
         let mut unchanged = true;
         for transform in &self.transforms {
-            let (outcome, usage) = transform.call(&call).await;
+            let (outcome, usage) = transform.call(call.clone()).await;
             used.add(usage);
             tracing::debug!(
                 "{}: batch {} through {} in {:?}",
@@ -89,7 +91,8 @@ impl Chain {
             match outcome? {
                 Outcome::Rows(rows) => {
                     unchanged &= rows == call.rows;
-                    call.rows = rows;
+                    // The call is over, so the batch is no longer shared: no copy is made.
+                    Arc::make_mut(&mut call).rows = rows;
                 }
                 Outcome::Delivered(_) => {
                     return Err(Error::fatal(format!(
@@ -101,7 +104,7 @@ impl Chain {
         }
         let lines = match &mut self.end {
             ChainEnd::Module(destination) => {
-                let (outcome, usage) = destination.call(&call).await;
+                let (outcome, usage) = destination.call(call.clone()).await;
                 used.add(usage);
                 return delivery_result(destination, &call, outcome?);
             }
