@@ -12,6 +12,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tidemark::runtime::{engine::EngineOptions, limits, Batch, ModuleConfig, Outcome, Runtime};
@@ -78,16 +79,16 @@ fn run() -> anyhow::Result<()> {
 }
 
 async fn bench(module: &Module, path: &std::path::Path, load_time: Duration) -> anyhow::Result<()> {
-    let empty = Batch {
+    let empty = Arc::new(Batch {
         id: "b".into(),
         pipeline: "bench".into(),
         rows: "[]".into(),
-    };
-    let full = Batch {
+    });
+    let full = Arc::new(Batch {
         id: "b".into(),
         pipeline: "bench".into(),
         rows: rows_json(FULL_ROWS),
-    };
+    });
 
     // Check the module does what is expected before timing it.
     let rows = call_rows(module, &empty).await?;
@@ -109,7 +110,7 @@ async fn bench(module: &Module, path: &std::path::Path, load_time: Duration) -> 
     let mut peak_memory = 0;
     for _ in 0..EMPTY_CALLS {
         let started = Instant::now();
-        let (outcome, usage) = module.call(&empty).await;
+        let (outcome, usage) = module.call(empty.clone()).await;
         let outcome = outcome?;
         times.push(started.elapsed());
         drop(outcome);
@@ -124,7 +125,7 @@ async fn bench(module: &Module, path: &std::path::Path, load_time: Duration) -> 
     let full_started = Instant::now();
     for _ in 0..FULL_CALLS {
         let started = Instant::now();
-        let (outcome, usage) = module.call(&full).await;
+        let (outcome, usage) = module.call(full.clone()).await;
         let outcome = outcome?;
         full_times.push(started.elapsed());
         drop(outcome);
@@ -174,8 +175,8 @@ async fn bench(module: &Module, path: &std::path::Path, load_time: Duration) -> 
     Ok(())
 }
 
-async fn call_rows(module: &Module, batch: &Batch) -> anyhow::Result<String> {
-    match module.call(batch).await.0? {
+async fn call_rows(module: &Module, batch: &Arc<Batch>) -> anyhow::Result<String> {
+    match module.call(batch.clone()).await.0? {
         Outcome::Rows(rows) => Ok(rows),
         other => anyhow::bail!("expected rows from a transform, got {other:?}"),
     }

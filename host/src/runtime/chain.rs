@@ -3,6 +3,7 @@
 //! checkpoints only after the whole chain succeeded.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -107,15 +108,16 @@ impl Chain {
                 };
             }
         }
-        let mut call = Batch {
+        // Shared with the guest runtime for the length of each call.
+        let mut call = Arc::new(Batch {
             id: batch.id.to_owned(),
             pipeline: batch.pipeline.to_owned(),
             rows: batch.rows.to_json_array(),
-        };
+        });
         // Rows that come back byte for byte as they went in need no second parse.
         let mut unchanged = true;
         for (index, transform) in self.transforms.iter().enumerate().skip(stage) {
-            let (outcome, usage) = transform.call(&call).await;
+            let (outcome, usage) = transform.call(call.clone()).await;
             used.add(usage);
             record(&mut self.calls, transform, usage);
             tracing::debug!(
@@ -135,7 +137,8 @@ impl Chain {
             match outcome {
                 Outcome::Rows(rows) => {
                     unchanged &= rows == call.rows;
-                    call.rows = rows;
+                    // The call is over, so the batch is no longer shared: no copy is made.
+                    Arc::make_mut(&mut call).rows = rows;
                 }
                 Outcome::Delivered(_) => {
                     return Err(Error::fatal(format!(
@@ -151,7 +154,7 @@ impl Chain {
         let end = self.transforms.len();
         let lines = match &mut self.end {
             ChainEnd::Module(destination) => {
-                let (outcome, usage) = destination.call(&call).await;
+                let (outcome, usage) = destination.call(call.clone()).await;
                 used.add(usage);
                 record(&mut self.calls, destination, usage);
                 // Rows the transforms left as they were need no count of their own.

@@ -1,13 +1,12 @@
 //! Fair shares of guest CPU between pipelines.
 //!
-//! Guest code runs on the async runtime's two worker threads. Left alone, N modules spinning
-//! until their deadlines fill both threads, and every wakeup of a healthy pipeline (a page
-//! read, a checkpoint) waits in line behind their slices: the healthy tenant of
-//! `bench/many-pipelines.sh --fault-isolation` ran at 0.35x of its solo speed next to 12 bad
-//! tenants.
+//! Guest code runs on a thread of its own (the guest runtime, [`super::executor`]). Left
+//! alone, N modules spinning until their deadlines would share it in turns of a whole epoch
+//! tick each, and a healthy pipeline's short call would wait behind all of them: the healthy
+//! tenant of `bench/many-pipelines.sh --fault-isolation` ran at 0.35x of its solo speed next
+//! to 12 bad tenants.
 //!
-//! The rule: guest code runs only while its call holds one of [`GUEST_SLOTS`] slots, so the
-//! other worker thread stays free for the host (sources, the state store, HTTP). When calls of
+//! The rule: guest code runs only while its call holds one of [`GUEST_SLOTS`] slots. When calls of
 //! several pipelines want a slot, it goes to the pipeline that has had the least guest time
 //! during its calls in progress (virtual time, as in fair queueing), and a pipeline that starts
 //! queueing goes just ahead of the least served one ([`HEAD_START`]). So a pipeline that needs
@@ -31,7 +30,7 @@ use wasmtime::{Engine, Trap};
 
 use super::limits::EPOCH_TICK;
 
-/// Guest code of at most this many calls runs at once: one of the host's two worker threads.
+/// Guest code of at most this many calls runs at once: the guest runtime's one thread.
 pub const GUEST_SLOTS: usize = 1;
 /// How long a holder has to check in, after a nudge or a tick it should have seen, before the
 /// next in line takes its slot.
@@ -206,16 +205,21 @@ pub struct Turn {
 }
 
 impl Turn {
-    /// From the epoch callback: checks in, then lets the executor run other tasks. Should the
-    /// deadline pass in line, the engine is nudged so that the guest, running again, meets its
-    /// deadline check at once.
+    /// From the epoch callback: checks in, lets the executor run other tasks, and checks in
+    /// again. Before, so that a call's first check-in asks for the slot before its guest runs;
+    /// after, because wasmtime counts the next tick from the end of this future: a call that
+    /// asked for the slot while this one yielded is served now, not a whole tick later. A call
+    /// whose deadline passes in line does not run on: it waits here for its wall-clock timeout,
+    /// due at that same instant, to drop it.
     pub async fn tick(self: Arc<Self>) {
-        if self.enter().await.is_err() {
-            if let Some(engine) = &self.engine {
-                engine.increment_epoch();
-            }
+        let mut ready = self.enter().await;
+        if ready.is_ok() {
+            tokio::task::yield_now().await;
+            ready = self.enter().await;
         }
-        tokio::task::yield_now().await;
+        if ready.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Checks in before guest code runs on: keeps the slot, gives it to a waiter with less

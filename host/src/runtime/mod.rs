@@ -9,6 +9,7 @@
 mod bindings;
 pub mod chain;
 pub mod engine;
+mod executor;
 mod fairness;
 mod guest_log;
 mod host;
@@ -148,7 +149,7 @@ impl Runtime {
             pre,
             limits,
             fuel_metered: self.fuel,
-            inspection: Box::new(inspection),
+            inspection: Arc::new(inspection),
         })
     }
 
@@ -229,12 +230,15 @@ fn add_host_interfaces(linker: &mut Linker<ModuleState>) -> wasmtime::Result<()>
     )
 }
 
+#[derive(Clone)]
 enum Pre {
     Transform(bindings::transform::TransformPre<ModuleState>),
     Destination(bindings::destination::DestinationPre<ModuleState>),
 }
 
-/// A loaded module, bound to one pipeline's configuration and limits.
+/// A loaded module, bound to one pipeline's configuration and limits. A clone is cheap and
+/// shares everything: a call runs on a clone, on the guest runtime ([`executor`]).
+#[derive(Clone)]
 pub struct Module {
     tag: Tag,
     outbound: Option<Arc<Outbound>>,
@@ -242,9 +246,8 @@ pub struct Module {
     pre: Pre,
     limits: Limits,
     fuel_metered: bool,
-    /// Boxed: kept for `host test` and logs, read rarely, and a chain's end holds a module
-    /// inline.
-    inspection: Box<Inspection>,
+    /// Shared: kept for `host test` and logs, read rarely, and cheap to clone with the module.
+    inspection: Arc<Inspection>,
 }
 
 /// What a call returned.
@@ -286,33 +289,54 @@ impl Module {
         self.fuel_metered
     }
 
-    /// Runs the module on one batch in a fresh instance. What the call used comes back
-    /// whether it succeeded or not: a module that spins to its deadline or runs out of memory
-    /// on every batch is the one whose cost its pipeline's accounting must show.
-    pub async fn call(&self, batch: &Batch) -> (Result<Outcome>, Usage) {
+    /// Runs the module on one batch in a fresh instance, on the guest runtime. What the call
+    /// used comes back whether it succeeded or not: a module that spins to its deadline or
+    /// runs out of memory on every batch is the one whose cost its pipeline's accounting must
+    /// show.
+    pub async fn call(&self, batch: Arc<Batch>) -> (Result<Outcome>, Usage) {
+        // The deadline counts from here, so a wait for the guest runtime counts too.
         let started = Instant::now();
-        let engine = match &self.pre {
+        let module = self.clone();
+        let call = executor::spawn(async move { module.call_here(&batch, started).await });
+        // A guest computing on the guest runtime checks in with the scheduler at once rather
+        // than at its next tick, and so lets this call start and ask for its turn.
+        self.engine().increment_epoch();
+        call.await.unwrap_or_else(|lost| {
+            let error = Error::fatal(format!(
+                "module {} of pipeline {:?}: the host lost the call: {lost}",
+                self.tag.module, self.tag.pipeline
+            ));
+            (Err(error), Usage::default())
+        })
+    }
+
+    fn engine(&self) -> &Engine {
+        match &self.pre {
             Pre::Transform(pre) => pre.engine(),
             Pre::Destination(pre) => pre.engine(),
-        };
+        }
+    }
+
+    /// [`Module::call`] on the runtime this runs on.
+    async fn call_here(&self, batch: &Batch, started: Instant) -> (Result<Outcome>, Usage) {
         let state = ModuleState::new(
             self.tag.clone(),
             &self.limits,
             HttpPolicy::new(self.outbound.clone()),
         );
-        let mut store = Store::new(engine, state);
+        let mut store = Store::new(self.engine(), state);
         store.limiter(|state| &mut state.limiter);
         // What the module hands over (its answer, a host call's arguments) is copied into host
         // memory up to this bound, and refused past it before it is copied.
         store.set_hostcall_fuel(transfer::bound(self.world, &self.limits, &batch.rows));
         // Instantiation runs guest code too, so the deadline and fuel cover it. The guest
         // yields to the executor at every epoch tick, so a module that computes for long (or
-        // forever, until its deadline) shares the worker threads with the other pipelines
-        // instead of holding one.
+        // forever, until its deadline) takes turns with the other pipelines' guests instead of
+        // holding the guest thread.
         let deadline = started + self.limits.deadline;
         // Guest code runs in its pipeline's fair turn of guest CPU (runtime/fairness.rs): the
         // first epoch check (deadline 0) and every tick after check in with the scheduler.
-        let turn = fairness::turn(self.tag.pipeline.clone(), deadline, engine);
+        let turn = fairness::turn(self.tag.pipeline.clone(), deadline, self.engine());
         store.set_epoch_deadline(0);
         store.epoch_deadline_callback(move |_| {
             Ok(if Instant::now() >= deadline {
