@@ -237,7 +237,7 @@ enum Pre {
 }
 
 /// A loaded module, bound to one pipeline's configuration and limits. A clone is cheap and
-/// shares everything: a call runs on a clone, on the guest runtime ([`executor`]).
+/// shares everything: a call runs on a clone, on the guest runtime (`runtime/executor.rs`).
 #[derive(Clone)]
 pub struct Module {
     tag: Tag,
