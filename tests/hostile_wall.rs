@@ -105,20 +105,9 @@ async fn guests_waiting_in_host_calls_stop_at_their_deadline_and_free_their_perm
     );
 
     let mut running = tenants.spawn(&[]);
-    let first = tenants
-        .wait_for_ids(&mut running, "healthy", &[1, 2, 3, 4, 5], PROMPTLY)
-        .await;
     let slowest = tenants
-        .healthy_keeps_moving(
-            &mut running,
-            &db,
-            &healthy,
-            100,
-            4,
-            Duration::from_millis(300),
-        )
-        .await
-        .max(first);
+        .healthy_starts_and_keeps_moving(&mut running, &db, &healthy, 4, Duration::from_millis(300))
+        .await;
     eprintln!("the healthy tenant's slowest round next to waiting guests: {slowest:?}");
     // Each hostile call holds a permit for its deadline (1 s); with four of them on two
     // permits, the healthy tenant waits about a deadline at worst.
@@ -247,20 +236,9 @@ async fn request_bodies_and_requests_per_batch_are_capped() {
     );
 
     let mut running = tenants.spawn(&[]);
-    let first = tenants
-        .wait_for_ids(&mut running, "healthy", &[1, 2, 3, 4, 5], PROMPTLY)
-        .await;
     let slowest = tenants
-        .healthy_keeps_moving(
-            &mut running,
-            &db,
-            &healthy,
-            100,
-            4,
-            Duration::from_millis(300),
-        )
-        .await
-        .max(first);
+        .healthy_starts_and_keeps_moving(&mut running, &db, &healthy, 4, Duration::from_millis(300))
+        .await;
     eprintln!("the healthy tenant's slowest round next to greedy senders: {slowest:?}");
     assert!(
         slowest < Duration::from_secs(3),
@@ -466,20 +444,9 @@ async fn unread_response_bodies_keep_their_slots() {
     );
 
     let mut running = tenants.spawn(&[]);
-    let first = tenants
-        .wait_for_ids(&mut running, "healthy", &[1, 2, 3, 4, 5], PROMPTLY)
-        .await;
     let slowest = tenants
-        .healthy_keeps_moving(
-            &mut running,
-            &db,
-            &healthy,
-            100,
-            3,
-            Duration::from_millis(300),
-        )
-        .await
-        .max(first);
+        .healthy_starts_and_keeps_moving(&mut running, &db, &healthy, 3, Duration::from_millis(300))
+        .await;
     eprintln!("the healthy tenant's slowest round next to a hoarder: {slowest:?}");
     assert!(
         slowest < Duration::from_secs(3),

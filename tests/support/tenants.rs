@@ -140,6 +140,25 @@ impl Tenants {
         slowest
     }
 
+    /// Waits for the healthy tenant's first rows (ids 1 to 5), then runs
+    /// [`Tenants::healthy_keeps_moving`] from id 100: the slowest wait of all, the first one
+    /// (host start included) too.
+    pub async fn healthy_starts_and_keeps_moving(
+        &self,
+        running: &mut Running,
+        db: &TestDb,
+        table: &str,
+        rounds: i64,
+        pause: Duration,
+    ) -> Duration {
+        let first = self
+            .wait_for_ids(running, "healthy", &[1, 2, 3, 4, 5], PROMPTLY)
+            .await;
+        self.healthy_keeps_moving(running, db, table, 100, rounds, pause)
+            .await
+            .max(first)
+    }
+
     /// Waits until `pipeline`'s output holds every id of `expected` (and returns how long that
     /// took); fails the test after `timeout` or if the host exits.
     pub async fn wait_for_ids(
