@@ -1,6 +1,7 @@
 // Keeps the rows that match a condition and reshapes them.
 //
-// Configuration (`--set key=value`), both optional:
+// Configuration (`--set key=value`), all optional; the module declares these keys, so the
+// host refuses any other at start, and `init` checks their values before any row is read:
 //
 // - `where`: one condition `COLUMN OP VALUE`, OP one of `=`, `!=`, `<`, `<=`, `>`, `>=`.
 //   VALUE is a number (`score >= 10`), `true`, `false`, `null`, a "quoted string" or a bare
@@ -11,24 +12,32 @@
 // - `select`: the columns to keep, in that order, comma-separated; `old:new` renames a
 //   column. A selected column the row lacks comes out as null. Without `select`, rows keep
 //   every column.
+// - `reject`: a condition in the form of `where`; a row matching it is rejected: the host keeps
+//   it as a dead letter (`host dead-letters`), with this module and the condition as reason,
+//   and the rest of the batch goes on. Checked before `where`.
+//
+// Errors: a bad key stops the run at start with init's message. An exception thrown while
+// transforming fails the batch as `fatal`, with its message and stack.
 //
 // Built with componentize-js against `wit/` (world `transform`); see README.md.
 
-import { config, log } from "tidemark:processor/host@0.1.0";
+import { config, log } from "tidemark:processor/host@0.2.0";
 
 const OPERATORS = ["<=", ">=", "!=", "=", "<", ">"];
 
 /** Parses `where` into `{column, op, value}`; throws a message naming the problem. */
-function parseCondition(text) {
+function parseCondition(key, text) {
   const match = /^\s*([A-Za-z_][A-Za-z0-9_$]*)\s*(<=|>=|!=|==|=|<|>)\s*(.*?)\s*$/.exec(text);
   if (!match) {
-    throw `where=${JSON.stringify(text)} is not a condition: write COLUMN OP VALUE, OP one of ${OPERATORS.join(" ")}`;
+    throw new Error(
+      `${key}=${JSON.stringify(text)} is not a condition: write COLUMN OP VALUE, OP one of ${OPERATORS.join(" ")}`,
+    );
   }
   const [, column, op, raw] = match;
-  return { column, op: op === "==" ? "=" : op, value: parseValue(raw) };
+  return { column, op: op === "==" ? "=" : op, value: parseValue(key, raw), text: text.trim() };
 }
 
-function parseValue(raw) {
+function parseValue(key, raw) {
   if (raw === "null") return null;
   if (raw === "true") return true;
   if (raw === "false") return false;
@@ -36,7 +45,7 @@ function parseValue(raw) {
     try {
       return JSON.parse(raw);
     } catch {
-      throw `where: ${raw} is not a valid quoted string`;
+      throw new Error(`${key}: ${raw} is not a valid quoted string`);
     }
   }
   if (raw !== "" && Number.isFinite(Number(raw))) return Number(raw);
@@ -99,11 +108,11 @@ function parseSelect(text) {
     if (entry === "") continue;
     const [from, to, extra] = entry.split(":").map((part) => part.trim());
     if (!from || to === "" || extra !== undefined) {
-      throw `select: ${JSON.stringify(entry)} is not COLUMN or COLUMN:NEW_NAME`;
+      throw new Error(`select: ${JSON.stringify(entry)} is not COLUMN or COLUMN:NEW_NAME`);
     }
     pairs.push([from, to ?? from]);
   }
-  if (pairs.length === 0) throw "select: no column given";
+  if (pairs.length === 0) throw new Error("select: no column given");
   return pairs;
 }
 
@@ -115,43 +124,72 @@ function reshape(row, pairs) {
   return out;
 }
 
+/** The configuration, parsed; throws an Error naming the key at fault. */
+function settings() {
+  const [where, reject, select] = [config("where"), config("reject"), config("select")];
+  return {
+    condition: where === undefined ? null : parseCondition("where", where),
+    refusal: reject === undefined ? null : parseCondition("reject", reject),
+    pairs: select === undefined ? null : parseSelect(select),
+  };
+}
+
 /**
- * The text of a thrown value. componentize-js turns what an export throws into its `err`
- * string, and takes only a string: an `Error` would arrive as "expected a string, received
- * [object]", its message lost. So every export throws `errorText(err)`: the message, then the
- * stack, which the host shows with the module and the batch.
+ * The text of a thrown value: an Error's message, then its stack (where it was thrown, in
+ * app.js), which the host shows with the module and the batch.
  */
 function errorText(err) {
   if (err instanceof Error) return err.stack ? `${err.message}\n${err.stack}` : err.message;
-  return typeof err === "string" ? err : JSON.stringify(err) ?? String(err);
+  return typeof err === "string" ? err : (JSON.stringify(err) ?? String(err));
 }
 
-export const transformer = {
-  transform(batch) {
+// Each export answers in the contract's terms. componentize-js takes what an export throws as
+// its `err` value as it is: a string for `init`, a `processor-error` variant for `transform`.
+// A thrown Error would arrive as "expected a string, received [object]", its message lost;
+// so every export catches and throws the contract's value instead.
+
+export const lifecycle = {
+  configKeys() {
+    return [
+      { name: "where", description: "keep rows where COLUMN OP VALUE holds (e.g. score >= 50)", required: false, secret: false },
+      { name: "select", description: "columns to keep, in order; old:new renames (e.g. id,name:full_name)", required: false, secret: false },
+      { name: "reject", description: "reject rows where COLUMN OP VALUE holds, as dead letters", required: false, secret: false },
+    ];
+  },
+  init() {
     try {
-      return filter(batch);
+      settings();
     } catch (err) {
-      throw errorText(err);
+      throw err instanceof Error ? err.message : errorText(err);
     }
   },
 };
 
-function filter(batch) {
-  const where = config("where");
-  const select = config("select");
-  const condition = where === undefined ? null : parseCondition(where);
-  const pairs = select === undefined ? null : parseSelect(select);
-  let changes;
-  try {
-    changes = JSON.parse(batch.rows);
-  } catch (err) {
-    throw `batch ${batch.id}: rows are not JSON: ${err}`;
-  }
+export const transformer = {
+  transform(batch) {
+    try {
+      return filter(batch, settings());
+    } catch (err) {
+      throw { tag: "fatal", val: errorText(err) };
+    }
+  },
+};
+
+function filter(batch, { condition, refusal, pairs }) {
+  const changes = JSON.parse(batch.rows);
   const kept = [];
-  for (const change of changes) {
-    if (condition && !matches(change.row, condition)) continue;
+  const rejections = [];
+  changes.forEach((change, index) => {
+    if (refusal && matches(change.row, refusal)) {
+      rejections.push({ index, reason: `matches reject=${refusal.text}` });
+      return;
+    }
+    if (condition && !matches(change.row, condition)) return;
     kept.push(pairs ? { op: change.op, row: reshape(change.row, pairs) } : change);
-  }
-  log("debug", `batch ${batch.id}: kept ${kept.length} of ${changes.length} rows`);
-  return JSON.stringify(kept);
+  });
+  log(
+    "debug",
+    `batch ${batch.id}: kept ${kept.length} of ${changes.length} rows, rejected ${rejections.length}`,
+  );
+  return { rows: JSON.stringify(kept), rejections };
 }

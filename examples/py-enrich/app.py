@@ -1,17 +1,23 @@
 """Enriches rows on their way: splits a full name into first and last name and normalises a
 country to its ISO 3166-1 alpha-2 code.
 
-Configuration (``--set key=value``), all optional:
+Configuration (``--set key=value``), all optional. The module declares its keys (the
+``lifecycle`` export), so the host refuses any other at start; ``init`` checks their values
+before any row is read:
 
 - ``name_column`` (default ``name``): the full name. ``"Ada Lovelace"`` gives
   ``first_name: "Ada"``, ``last_name: "Lovelace"``; ``"Lovelace, Ada"`` the same; a single
   word is a first name with ``last_name: null``; blank or null gives both null. A row without
-  the column is left as it is.
+  the column is left as it is. A name that is not text (a number, a list) is rejected: the host
+  keeps the row as a dead letter with the reason, and the rest of the batch goes on.
 - ``country_column`` (default ``country``): rewritten in place to the alpha-2 code when it is
   one (any case), an alpha-3 code or an English name this module knows (``"usa"``,
   ``"Germany"``, ``"UK"``); anything else is left unchanged and counted in a warning.
 
-Built with componentize-py against ``wit/`` (world ``transform``); see README.md.
+An exception while transforming fails the batch as ``fatal``, with its traceback.
+
+Built with componentize-py against ``wit/`` (world ``transform``, ``tidemark:processor@0.2.0``);
+see README.md.
 """
 
 import json
@@ -20,7 +26,13 @@ import traceback
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import host
-from wit_world.imports.types import Batch
+from wit_world.imports.types import (
+    Batch,
+    ConfigKey,
+    ProcessorError_Fatal,
+    Rejection,
+    Transformed,
+)
 
 # Alpha-3 codes and English names of the countries this example knows, to alpha-2.
 # Alpha-2 codes are accepted as they are (upper-cased), and "UK" is taken for GB.
@@ -85,33 +97,68 @@ def split_name(value):
     return words[0], (" ".join(words[1:]) or None)
 
 
+def _column(key, default):
+    """The column named by configuration ``key``; raises ValueError when it is blank."""
+    value = host.config(key)
+    if value is None:
+        return default
+    if not value.strip():
+        raise ValueError(f"{key} is blank: name a column, or leave {key} out for {default!r}")
+    return value
+
+
+class Lifecycle(exports.Lifecycle):
+    def config_keys(self):
+        return [
+            ConfigKey(
+                name="name_column",
+                description="column with the full name (default name)",
+                required=False,
+                secret=False,
+            ),
+            ConfigKey(
+                name="country_column",
+                description="column with the country, rewritten to its alpha-2 code (default country)",
+                required=False,
+                secret=False,
+            ),
+        ]
+
+    def init(self) -> None:
+        try:
+            _column("name_column", "name")
+            _column("country_column", "country")
+        except ValueError as err:
+            raise Err(str(err))
+
+
 class Transformer(exports.Transformer):
-    def transform(self, batch: Batch) -> str:
+    def transform(self, batch: Batch) -> Transformed:
         try:
             return _enrich(batch)
-        except Err:
-            raise
         except Exception:
-            # Any other exception would trap the component, and the host error would only say
-            # it aborted: the traceback, as the err string, reaches the host's error with the
-            # module and the batch.
-            raise Err(traceback.format_exc())
+            # Any exception would otherwise trap the component, and the host's error would
+            # only say it aborted: the traceback reaches the host's error with the module and
+            # the batch.
+            raise Err(ProcessorError_Fatal(traceback.format_exc()))
 
 
-def _enrich(batch: Batch) -> str:
-    name_column = host.config("name_column") or "name"
-    country_column = host.config("country_column") or "country"
-    try:
-        changes = json.loads(batch.rows)
-    except ValueError as err:
-        raise Err(f"batch {batch.id}: rows are not JSON: {err}")
+def _enrich(batch: Batch) -> Transformed:
+    name_column = _column("name_column", "name")
+    country_column = _column("country_column", "country")
+    changes = json.loads(batch.rows)
+    out = []
+    rejections = []
     unknown = 0
-    for change in changes:
-        row = change.get("row")
-        if not isinstance(row, dict):
+    for index, change in enumerate(changes):
+        row = change["row"]
+        name = row.get(name_column)
+        if name is not None and not isinstance(name, str):
+            reason = f"{name_column} is {json.dumps(name)}, not text"
+            rejections.append(Rejection(index=index, reason=reason))
             continue
         if name_column in row:
-            row["first_name"], row["last_name"] = split_name(row[name_column])
+            row["first_name"], row["last_name"] = split_name(name)
         country = row.get(country_column)
         if isinstance(country, str) and country.strip():
             code = country_code(country)
@@ -119,9 +166,11 @@ def _enrich(batch: Batch) -> str:
                 unknown += 1
             else:
                 row[country_column] = code
+        out.append(change)
     if unknown:
         host.log(
             host.Level.WARN,
             f"batch {batch.id}: {unknown} rows with a {country_column} not recognised, left as they are",
         )
-    return json.dumps(changes, ensure_ascii=False, separators=(",", ":"))
+    rows = json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+    return Transformed(rows=rows, rejections=rejections)

@@ -7,6 +7,9 @@ id) and, when the ``token`` secret is set, ``Authorization: Bearer <token>``.
 
 Configuration: ``url`` (required, ``http://`` or ``https://``); ``token`` (optional, pass it
 with ``--secret token=ENV_VAR``). The host must allow the URL's origin with ``--allow-host``.
+The module declares both keys (the ``lifecycle`` export): the host refuses any other key, and a
+run without ``url``, at start; ``init`` checks that ``url`` is an http(s) URL before any row
+is read.
 
 The answer decides what happens to the batch:
 
@@ -16,20 +19,23 @@ The answer decides what happens to the batch:
   ``Retry-After`` when the receiver sent one.
 - 3xx and any other 4xx: fatal; the pipeline stops with the status and the start of the body.
 
-Built with componentize-py against ``wit/`` (world ``destination``); see README.md.
+Built with componentize-py against ``wit/`` (world ``destination``,
+``tidemark:processor@0.2.0``); see README.md.
 """
 
 import email.utils
 import json
 import time
+import traceback
 
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import host, outgoing_handler
 from wit_world.imports.tidemark_processor_types import (
     Batch,
-    DeliveryError_Fatal,
-    DeliveryError_RetryLater,
+    ConfigKey,
+    ProcessorError_Fatal,
+    ProcessorError_RetryLater,
     Rejection,
     Retry,
 )
@@ -199,10 +205,17 @@ def _rejections(body, rows):
     return out
 
 
-def _deliver(batch):
+def _url():
+    """The ``url`` configuration key, checked to be an http(s) URL."""
     url = host.config("url")
     if not url:
         raise _Fatal("config url is not set: pass --set url=https://…")
+    _split_url(url)
+    return url
+
+
+def _deliver(batch):
+    url = _url()
     token = host.config("token")
     body = (
         '{"id":' + json.dumps(batch.id)
@@ -231,11 +244,29 @@ def _deliver(batch):
     raise _Fatal(f"POST {url}: HTTP {status}: {shown}")
 
 
+class Lifecycle(exports.Lifecycle):
+    def config_keys(self):
+        return [
+            ConfigKey(name="url", description="the webhook, http:// or https://", required=True, secret=False),
+            ConfigKey(name="token", description="bearer token (--secret token=ENV_VAR)", required=False, secret=True),
+        ]
+
+    def init(self) -> None:
+        try:
+            _url()
+        except _Fatal as err:
+            raise Err(str(err))
+
+
 class Deliverer(exports.Deliverer):
     def deliver(self, batch: Batch) -> list[Rejection]:
         try:
             return _deliver(batch)
         except _RetryLater as err:
-            raise Err(DeliveryError_RetryLater(Retry(message=str(err), after_ms=err.after_ms)))
+            raise Err(ProcessorError_RetryLater(Retry(message=str(err), after_ms=err.after_ms)))
         except _Fatal as err:
-            raise Err(DeliveryError_Fatal(str(err)))
+            raise Err(ProcessorError_Fatal(str(err)))
+        except Exception:
+            # Anything else (a bug) would trap the component with no message: its traceback
+            # reaches the host's error with the module and the batch.
+            raise Err(ProcessorError_Fatal(traceback.format_exc()))
