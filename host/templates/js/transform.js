@@ -1,55 +1,84 @@
-// {{name}}: a Tidemark transform in JavaScript. Each batch of changed rows goes through
-// `transformer.transform`; the rows it returns go on to the next module, or to the host's
-// output. It drops the rows of one plan and adds `email_domain`.
+// {{name}}: a Tidemark transform in JavaScript (contract tidemark:processor@{{version}}). Each
+// batch of changed rows goes through `transformer.transform`; the rows it returns go on to the
+// next module, or to the host's output. It drops the rows of one plan and adds `email_domain`.
 //
 // Build with `npm install && npm run build` (componentize-js, world `transform` of `wit/`),
 // then: host test --module {{crate}}.wasm --input rows.json --expect expected.json
 
 import { config, log } from "tidemark:processor/host@{{version}}";
 
-/**
- * The text of a thrown value. componentize-js turns what an export throws into its `err`
- * string and takes only a string: a thrown Error would arrive as "expected a string, received
- * [object]". So the export throws errorText(err): the message and the stack, which the host
- * shows with the module and the batch id.
- */
-function errorText(err) {
-  if (err instanceof Error) return err.stack ? `${err.message}\n${err.stack}` : err.message;
-  return typeof err === "string" ? err : JSON.stringify(err) ?? String(err);
+// The configuration keys this module takes. The host refuses to start with any other key (a
+// typo such as --set drop_pan=trial) and without a required one, naming these; `host check`
+// lists them.
+const CONFIG_KEYS = [
+  { name: "drop_plan", description: "rows of this plan are left out (default free)", required: false, secret: false },
+  // A secret is given as --secret salt=ENV_VAR; the host masks its value in everything this
+  // module logs or returns.
+  { name: "salt", description: "an example secret, unused", required: false, secret: true },
+];
+
+/** The configuration, checked: throws an Error naming the key at fault. */
+function settings() {
+  // --set drop_plan=trial (a pipelines file: config = { drop_plan = "trial" }).
+  const dropPlan = config("drop_plan") ?? "free";
+  if (dropPlan.trim() === "") throw new Error("drop_plan is blank: name a plan, or leave drop_plan out");
+  return { dropPlan, salt: config("salt") };
 }
 
-export const transformer = {
-  transform(batch) {
+export const lifecycle = {
+  configKeys() {
+    return CONFIG_KEYS;
+  },
+  // Called once at start, before any row is read: an error (a string) stops the run there,
+  // exit 2, with this message.
+  init() {
     try {
-      return transform(batch);
+      settings();
     } catch (err) {
-      throw errorText(err);
+      throw err.message;
     }
   },
 };
 
-function transform(batch) {
-  // Configuration: --set drop_plan=trial (a pipelines file: config = { drop_plan = "trial" }).
-  const dropPlan = config("drop_plan") ?? "free";
-  // A secret is read the same way, given as --secret salt=ENV_VAR; the host masks its value in
-  // everything this module logs or returns.
-  const salt = config("salt");
+export const transformer = {
+  transform(batch) {
+    try {
+      return transform(batch, settings());
+    } catch (err) {
+      // An exception fails the whole batch. componentize-js passes on what is thrown here as
+      // the contract's `processor-error`: `fatal` (retrying the same rows cannot help) with
+      // the message and the stack, which the host shows with the module and the batch. For a
+      // failure that passes (a dependency not ready), throw
+      // { tag: "retry-later", val: { message: "...", afterMs: 5000 } } instead: the host
+      // hands the same batch again later.
+      throw { tag: "fatal", val: err instanceof Error ? `${err.message}\n${err.stack}` : String(err) };
+    }
+  },
+};
 
+function transform(batch, { dropPlan }) {
   const changes = JSON.parse(batch.rows);
   const out = [];
-  for (const change of changes) {
+  const rejections = [];
+  changes.forEach((change, index) => {
     const row = change.row;
-    // Throwing fails the whole batch: the host keeps its watermark, shows the message with the
-    // module and the batch id, and tries the batch again later.
-    if (!("id" in row)) throw new Error(`batch ${batch.id}: a row has no "id" column`);
-    // A transform passes a row on, changes it, or leaves it out. (A destination can also
-    // reject a row, which the host keeps as a dead letter.)
-    if (row.plan === dropPlan) continue;
+    // A row this module cannot take is rejected: the host keeps it as a dead letter (with this
+    // module and the reason, for `host retry`) and the rest of the batch goes on.
+    if (!("id" in row)) {
+      rejections.push({ index, reason: 'the row has no "id" column' });
+      return;
+    }
+    // A thrown Error fails the whole batch (see above).
+    if (row.email !== undefined && row.email !== null && typeof row.email !== "string") {
+      throw new Error(`row ${row.id}: email is ${JSON.stringify(row.email)}, not text`);
+    }
+    // A transform passes a row on, changes it, or leaves it out.
+    if (row.plan === dropPlan) return;
     const at = typeof row.email === "string" ? row.email.indexOf("@") : -1;
     row.email_domain = at >= 0 ? row.email.slice(at + 1).toLowerCase() : null;
     out.push(change);
-  }
+  });
   // A line in the host's log, tagged with this module and the pipeline.
-  log("info", `batch ${batch.id}: passed on ${out.length} of ${changes.length} rows`);
-  return JSON.stringify(out);
+  log("info", `batch ${batch.id}: passed on ${out.length} of ${changes.length} rows, rejected ${rejections.length}`);
+  return { rows: JSON.stringify(out), rejections };
 }

@@ -1,6 +1,6 @@
-"""{{name}}: a Tidemark transform in Python. Each batch of changed rows goes through
-``Transformer.transform``; the rows it returns go on to the next module, or to the host's
-output. It drops the rows of one plan and adds ``email_domain``.
+"""{{name}}: a Tidemark transform in Python (contract ``tidemark:processor@{{version}}``). Each
+batch of changed rows goes through ``Transformer.transform``; the rows it returns go on to the
+next module, or to the host's output. It drops the rows of one plan and adds ``email_domain``.
 
 Build with ``sh build.sh`` (componentize-py, world ``transform`` of ``wit/``), then:
 ``host test --module {{crate}}.wasm --input rows.json --expect expected.json``
@@ -12,43 +12,94 @@ import traceback
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import host
-from wit_world.imports.types import Batch
+from wit_world.imports.types import (
+    Batch,
+    ConfigKey,
+    ProcessorError_Fatal,
+    Rejection,
+    Transformed,
+)
+
+
+def _settings():
+    """The configuration, checked: raises ValueError naming the key at fault."""
+    # --set drop_plan=trial (a pipelines file: config = { drop_plan = "trial" }).
+    drop_plan = host.config("drop_plan") or "free"
+    if not drop_plan.strip():
+        raise ValueError("drop_plan is blank: name a plan, or leave drop_plan out")
+    # A secret is read the same way, given as --secret salt=ENV_VAR; the host masks its value
+    # in everything this module logs or returns.
+    salt = host.config("salt")
+    return drop_plan, salt
+
+
+class Lifecycle(exports.Lifecycle):
+    def config_keys(self):
+        # The keys this module takes. The host refuses to start with any other key (a typo
+        # such as --set drop_pan=trial) and without a required one, naming these; `host check`
+        # lists them.
+        return [
+            ConfigKey(
+                name="drop_plan",
+                description="rows of this plan are left out (default free)",
+                required=False,
+                secret=False,
+            ),
+            ConfigKey(
+                name="salt",
+                description="an example secret, unused",
+                required=False,
+                secret=True,
+            ),
+        ]
+
+    def init(self) -> None:
+        # Called once at start, before any row is read: Err(message) stops the run there,
+        # exit 2, with this message.
+        try:
+            _settings()
+        except ValueError as err:
+            raise Err(str(err))
 
 
 class Transformer(exports.Transformer):
-    def transform(self, batch: Batch) -> str:
+    def transform(self, batch: Batch) -> Transformed:
         try:
             return _transform(batch)
-        except Err:
-            raise
         except Exception:
-            # Any other exception would abort the component with no message in the host's
-            # error; raised as Err, the traceback is shown with the module and the batch.
-            raise Err(traceback.format_exc())
+            # An exception fails the whole batch, as ``fatal`` (retrying the same rows cannot
+            # help), with its traceback, which the host shows with the module and the batch.
+            # For a failure that passes (a dependency not ready), raise
+            # Err(ProcessorError_RetryLater(Retry(message="...", after_ms=5000))) instead (both
+            # from wit_world.imports.types): the host hands the same batch again later.
+            raise Err(ProcessorError_Fatal(traceback.format_exc()))
 
 
-def _transform(batch: Batch) -> str:
-    # Configuration: --set drop_plan=trial (a pipelines file: config = { drop_plan = "trial" }).
-    drop_plan = host.config("drop_plan") or "free"
-    # A secret is read the same way, given as --secret salt=ENV_VAR; the host masks its value
-    # in everything this module logs or returns.
-    _salt = host.config("salt")
-
+def _transform(batch: Batch) -> Transformed:
+    drop_plan, _salt = _settings()
     changes = json.loads(batch.rows)
     out = []
-    for change in changes:
+    rejections = []
+    for index, change in enumerate(changes):
         row = change["row"]
-        # Raising Err fails the whole batch: the host keeps its watermark, shows the message
-        # with the module and the batch id, and tries the batch again later.
+        # A row this module cannot take is rejected: the host keeps it as a dead letter (with
+        # this module and the reason, for `host retry`) and the rest of the batch goes on.
         if "id" not in row:
-            raise Err(f'batch {batch.id}: a row has no "id" column')
-        # A transform passes a row on, changes it, or leaves it out. (A destination can also
-        # reject a row, which the host keeps as a dead letter.)
+            rejections.append(Rejection(index=index, reason='the row has no "id" column'))
+            continue
+        # An exception fails the whole batch (see above).
+        email = row.get("email")
+        if email is not None and not isinstance(email, str):
+            raise ValueError(f"row {row['id']}: email is {json.dumps(email)}, not text")
+        # A transform passes a row on, changes it, or leaves it out.
         if row.get("plan") == drop_plan:
             continue
-        email = row.get("email")
-        row["email_domain"] = email.split("@", 1)[1].lower() if isinstance(email, str) and "@" in email else None
+        row["email_domain"] = email.split("@", 1)[1].lower() if email and "@" in email else None
         out.append(change)
     # A line in the host's log, tagged with this module and the pipeline.
-    host.log(host.Level.INFO, f"batch {batch.id}: passed on {len(out)} of {len(changes)} rows")
-    return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+    host.log(
+        host.Level.INFO,
+        f"batch {batch.id}: passed on {len(out)} of {len(changes)} rows, rejected {len(rejections)}",
+    )
+    rows = json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+    return Transformed(rows=rows, rejections=rejections)
