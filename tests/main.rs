@@ -28,6 +28,7 @@ mod integer_cursors;
 mod mariadb_time_zones;
 mod modules;
 mod polyglot;
+mod polyglot_contract;
 mod support;
 mod sync_scenarios;
 mod templates;

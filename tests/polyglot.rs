@@ -3,7 +3,9 @@
 //! `scripts/build-polyglot`) run by the real host on real tables.
 //!
 //! - `js_filter` keeps the rows its `where` condition matches and reshapes them (`select`),
-//!   on PostgreSQL and SQLite; an update that makes a row match brings it out.
+//!   on PostgreSQL and SQLite; an update that makes a row match brings it out; a bad `where`
+//!   stops the run at start. Contract 0.2.0's rejections, `init` and config keys from
+//!   JavaScript and Python: [`crate::polyglot_contract`].
 //! - `py_enrich` splits names and normalises countries, on PostgreSQL and SQLite, and under
 //!   `host test` over a file.
 //! - The chain `js_filter` → `py_enrich`, on both databases, and over one 5,000-row batch with
@@ -39,7 +41,7 @@ crate::support::on_databases!(
 
 /// `--module PATH` for each of `names` (compiled into the shared cache first), the shared
 /// `--cache-dir`, then `extra`.
-async fn with_modules(names: &[&str], extra: &[&str]) -> Vec<String> {
+pub(crate) async fn with_modules(names: &[&str], extra: &[&str]) -> Vec<String> {
     let mut args = Vec::new();
     for name in names {
         args.push("--module".to_owned());
@@ -51,7 +53,7 @@ async fn with_modules(names: &[&str], extra: &[&str]) -> Vec<String> {
     args
 }
 
-fn refs(args: &[String]) -> Vec<&str> {
+pub(crate) fn refs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
@@ -60,7 +62,7 @@ fn row_value(line: &Line) -> Value {
 }
 
 /// `rows_synced` of pipeline `name` in `host status --json` (0 when the state lacks it).
-async fn rows_synced(host: &Host, name: &str) -> i64 {
+pub(crate) async fn rows_synced(host: &Host, name: &str) -> i64 {
     host.status_json()
         .await
         .into_iter()
@@ -142,7 +144,7 @@ const PEOPLE_CASES: &[PersonCase] = &[
     ),
 ];
 
-async fn people_table(db: &TestDb) -> String {
+pub(crate) async fn people_table(db: &TestDb) -> String {
     let table = db.create_table("people", PEOPLE).await;
     let rows: Vec<Vec<Val>> = PEOPLE_CASES
         .iter()
@@ -269,10 +271,10 @@ async fn js_filter_keeps_matching_rows_and_reshapes_them(backend: Backend) {
     );
 }
 
-/// A `where` that is not a condition fails the batch with the module's message; the
-/// watermark stays.
+/// A `where` that is not a condition stops the run at start (the module's `init`, contract
+/// 0.2.0): exit 2 with the module's message, nothing read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn js_filter_refuses_a_bad_condition() {
+async fn js_filter_refuses_a_bad_condition_at_start() {
     let db = TestDb::new(Backend::Sqlite)
         .await
         .expect("sqlite always runs");
@@ -286,13 +288,14 @@ async fn js_filter_refuses_a_bad_condition() {
 
     let outcome = host.run_once(&refs(&args)).await;
 
-    assert_eq!(outcome.code(), Some(1), "exit code; {outcome}");
+    assert_eq!(outcome.code(), Some(2), "exit code; {outcome}");
     assert_mentions(
         error_report(&outcome),
         "the error of a bad condition",
         &["js_filter", "is not a condition", "COLUMN OP VALUE"],
     );
     assert_eq!(rows_synced(&host, "bad").await, 0, "rows synced");
+    assert!(host.all_lines().is_empty(), "rows written: {outcome}");
 }
 
 // ---------------------------------------------------------------------------------------------

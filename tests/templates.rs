@@ -72,19 +72,24 @@ async fn check_and_test(host: &Host, dir: &Path, wasm: &Path, extra: &[&str]) ->
     host.exec(args).await
 }
 
+/// Links the pinned componentize-js that `scripts/build-polyglot` installs into `dir`.
+fn link_js_tools(dir: &Path) {
+    let tools = repo_dir().join("examples/js-filter/node_modules");
+    assert!(
+        tools.exists(),
+        "{} is missing: run `bash scripts/build-guests` first",
+        tools.display()
+    );
+    std::os::unix::fs::symlink(&tools, dir.join("node_modules")).unwrap();
+}
+
 /// A transform project of `lang`, built with `command`, passes `host test --expect`.
 async fn transform_passes_its_own_test(lang: &str, command: &str, path: Option<&Path>) {
     let host = Host::scratch();
     let name = format!("sample-{lang}");
     let dir = new_project(&host, &name, lang, "transform").await;
     if lang == "js" {
-        let tools = repo_dir().join("examples/js-filter/node_modules");
-        assert!(
-            tools.exists(),
-            "{} is missing: run `bash scripts/build-guests` first",
-            tools.display()
-        );
-        std::os::unix::fs::symlink(&tools, dir.join("node_modules")).unwrap();
+        link_js_tools(&dir);
     }
     build(&dir, command, path).await;
     let wasm = match lang {
@@ -104,20 +109,57 @@ async fn transform_passes_its_own_test(lang: &str, command: &str, path: Option<&
         &["output matches", "passed on 2 of 3 rows"],
     );
 
-    // The template's error (a row without "id") reaches the host's error with its message, the
-    // module and the batch; from JavaScript with the stack of the thrown Error.
-    std::fs::write(dir.join("rows.json"), r#"[{"name": "no id"}]"#).unwrap();
-    let failed = check_and_test(&host, &dir, &wasm, &[]).await;
-    assert_eq!(failed.code(), Some(1), "a row without id: {failed}");
-    let mut mentions = vec![
-        format!("module sample_{lang} returned an error"),
-        "a row has no \"id\" column".to_owned(),
-        "on batch test-batch".to_owned(),
-    ];
-    if lang == "js" {
-        mentions.push("app.js:".to_owned());
+    if lang == "rust" {
+        // The template's error (a row without "id") reaches the host's error with its
+        // message, the module and the batch.
+        std::fs::write(dir.join("rows.json"), r#"[{"name": "no id"}]"#).unwrap();
+        let failed = check_and_test(&host, &dir, &wasm, &[]).await;
+        assert_eq!(failed.code(), Some(1), "a row without id: {failed}");
+        assert_mentions(
+            error_report(&failed),
+            "the template's error",
+            &[
+                "module sample_rust returned an error",
+                "a row has no \"id\" column",
+                "on batch test-batch",
+            ],
+        );
+        return;
     }
-    let mentions: Vec<&str> = mentions.iter().map(String::as_str).collect();
+    rejects_and_fails_as_contract_0_2_says(&host, &dir, &wasm, lang).await;
+}
+
+/// The JavaScript and Python templates (contract 0.2.0): a row without "id" is rejected with
+/// its reason while the other rows go on (exit 0); an email that is not text throws, and the
+/// batch fails as `fatal` with the message, the module and the batch, and the JavaScript stack
+/// or the Python traceback.
+async fn rejects_and_fails_as_contract_0_2_says(host: &Host, dir: &Path, wasm: &Path, lang: &str) {
+    std::fs::write(
+        dir.join("rows.json"),
+        r#"[{"name": "no id"}, {"id": 7, "email": "a@Example.com", "plan": "pro"}]"#,
+    )
+    .unwrap();
+    let rejected = check_and_test(host, dir, wasm, &[]).await;
+    assert_eq!(rejected.code(), Some(0), "a row without id: {rejected}");
+    assert_mentions(
+        &format!("{}{}", rejected.stdout, rejected.stderr),
+        "host test over a row without id",
+        &["the row has no \"id\" column", "example.com", "rejected 1"],
+    );
+
+    std::fs::write(dir.join("rows.json"), r#"[{"id": 7, "email": 5}]"#).unwrap();
+    let failed = check_and_test(host, dir, wasm, &[]).await;
+    assert_eq!(
+        failed.code(),
+        Some(1),
+        "an email that is not text: {failed}"
+    );
+    let module = format!("sample_{lang}");
+    let mut mentions = vec![module.as_str(), "row 7: email is 5, not text", "test-batch"];
+    match lang {
+        "js" => mentions.push("app.js:"),
+        _ => mentions.extend(["Traceback (most recent call last)", "app.py", "ValueError"]),
+    }
     assert_mentions(error_report(&failed), "the template's error", &mentions);
 }
 
@@ -140,6 +182,35 @@ async fn python_transform_template_builds_and_passes_host_test() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_transform_template_builds_and_passes_host_test() {
     transform_passes_its_own_test("js", "npm run build --silent", None).await;
+}
+
+/// A JavaScript transform whose code throws `new Error("boom")`: `host test` exits 1 with an
+/// error that holds the message, the module, the batch and the stack (the line of `app.js`),
+/// not "expected a string, received [object]".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_error_keeps_its_message_and_stack() {
+    let host = Host::scratch();
+    let dir = new_project(&host, "boom", "js", "transform").await;
+    link_js_tools(&dir);
+    let app = std::fs::read_to_string(dir.join("app.js")).unwrap();
+    let body = "function transform(batch, { dropPlan }) {\n";
+    assert!(app.contains(body), "the template's transform: {app}");
+    let app = app.replace(body, &format!("{body}  throw new Error(\"boom\");\n"));
+    std::fs::write(dir.join("app.js"), app).unwrap();
+    build(&dir, "npm run build --silent", None).await;
+
+    let failed = check_and_test(&host, &dir, &dir.join("boom.wasm"), &[]).await;
+
+    assert_eq!(failed.code(), Some(1), "a module that throws: {failed}");
+    assert_mentions(
+        error_report(&failed),
+        "the error of throw new Error(\"boom\")",
+        &["boom", "module boom", "test-batch", "transform@app.js:"],
+    );
+    assert!(
+        !failed.stderr.contains("expected a string"),
+        "the message was lost: {failed}"
+    );
 }
 
 /// The Rust destination posts the rows with an email to a local receiver, with the batch id,

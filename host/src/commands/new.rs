@@ -254,3 +254,44 @@ fn world_name(world: NewWorld) -> &'static str {
         NewWorld::Destination => "destination",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The source file `host new NAME --lang LANG` writes for a transform.
+    fn skeleton(name: &str, lang: Lang) -> String {
+        let args = NewArgs {
+            name: name.to_owned(),
+            lang,
+            world: NewWorld::Transform,
+            dir: None,
+            sdk: None,
+        };
+        let project = project(&args).expect("a valid name");
+        let (_, text) = project
+            .files
+            .into_iter()
+            .find(|(path, _)| path.starts_with("app."))
+            .expect("the module's source");
+        text
+    }
+
+    /// `guest-sdk/OTHER-LANGUAGES.md` shows, word for word, the JavaScript and Python
+    /// skeletons `host new` writes: the guide cannot drift from the templates.
+    #[test]
+    fn the_guide_shows_the_skeletons_host_new_writes() {
+        let guide = include_str!("../../../guest-sdk/OTHER-LANGUAGES.md");
+        for (name, lang, fence) in [
+            ("filter", Lang::Js, "```js\n"),
+            ("enrich", Lang::Python, "```python\n"),
+        ] {
+            let shown = format!("{fence}{}```", skeleton(name, lang));
+            assert!(
+                guide.contains(&shown),
+                "OTHER-LANGUAGES.md lacks the {} skeleton of `host new {name}`:\n{shown}",
+                language(lang)
+            );
+        }
+    }
+}
