@@ -1,6 +1,7 @@
 // {{name}}: a Tidemark transform in JavaScript (contract tidemark:processor@{{version}}). Each
 // batch of changed rows goes through `transformer.transform`; the rows it returns go on to the
-// next module, or to the host's output. It drops the rows of one plan and adds `email_domain`.
+// next module, or to the host's output. It drops the rows of one plan, adds `email_domain`, and
+// rejects rows whose email is no address.
 //
 // Build with `npm install && npm run build` (componentize-js, world `transform` of `wit/`),
 // then: host test --module {{crate}}.wasm --input rows.json --expect expected.json
@@ -21,7 +22,7 @@ const CONFIG_KEYS = [
 function settings() {
   // --set drop_plan=trial (a pipelines file: config = { drop_plan = "trial" }).
   const dropPlan = config("drop_plan") ?? "free";
-  if (dropPlan.trim() === "") throw new Error("drop_plan is blank: name a plan, or leave drop_plan out");
+  if (dropPlan.trim() === "") throw new Error("drop_plan is empty: name a plan, or leave the key out");
   return { dropPlan, salt: config("salt") };
 }
 
@@ -62,20 +63,18 @@ function transform(batch, { dropPlan }) {
   const rejections = [];
   changes.forEach((change, index) => {
     const row = change.row;
-    // A row this module cannot take is rejected: the host keeps it as a dead letter (with this
-    // module and the reason, for `host retry`) and the rest of the batch goes on.
-    if (!("id" in row)) {
-      rejections.push({ index, reason: 'the row has no "id" column' });
+    // A thrown Error fails the whole batch, as `fatal` (see above).
+    if (!("id" in row)) throw new Error(`batch ${batch.id}: a row has no "id" column`);
+    // A transform passes a row on, changes it, or leaves it out...
+    if (row.plan === dropPlan) return;
+    const email = typeof row.email === "string" ? row.email : null;
+    // ...or rejects it: the host keeps the row as a dead letter with this reason (`host
+    // dead-letters`, `host retry` once fixed) and the rest of the batch goes on.
+    if (email !== null && !email.includes("@") && change.op !== "delete") {
+      rejections.push({ index, reason: "the email is not an address" });
       return;
     }
-    // A thrown Error fails the whole batch (see above).
-    if (row.email !== undefined && row.email !== null && typeof row.email !== "string") {
-      throw new Error(`row ${row.id}: email is ${JSON.stringify(row.email)}, not text`);
-    }
-    // A transform passes a row on, changes it, or leaves it out.
-    if (row.plan === dropPlan) return;
-    const at = typeof row.email === "string" ? row.email.indexOf("@") : -1;
-    row.email_domain = at >= 0 ? row.email.slice(at + 1).toLowerCase() : null;
+    row.email_domain = email === null ? null : email.slice(email.indexOf("@") + 1).toLowerCase();
     out.push(change);
   });
   // A line in the host's log, tagged with this module and the pipeline.

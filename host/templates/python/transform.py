@@ -1,6 +1,7 @@
 """{{name}}: a Tidemark transform in Python (contract ``tidemark:processor@{{version}}``). Each
 batch of changed rows goes through ``Transformer.transform``; the rows it returns go on to the
-next module, or to the host's output. It drops the rows of one plan and adds ``email_domain``.
+next module, or to the host's output. It drops the rows of one plan, adds ``email_domain``, and
+rejects rows whose email is no address.
 
 Build with ``sh build.sh`` (componentize-py, world ``transform`` of ``wit/``), then:
 ``host test --module {{crate}}.wasm --input rows.json --expect expected.json``
@@ -26,7 +27,7 @@ def _settings():
     # --set drop_plan=trial (a pipelines file: config = { drop_plan = "trial" }).
     drop_plan = host.config("drop_plan") or "free"
     if not drop_plan.strip():
-        raise ValueError("drop_plan is blank: name a plan, or leave drop_plan out")
+        raise ValueError("drop_plan is empty: name a plan, or leave the key out")
     # A secret is read the same way, given as --secret salt=ENV_VAR; the host masks its value
     # in everything this module logs or returns.
     salt = host.config("salt")
@@ -82,19 +83,19 @@ def _transform(batch: Batch) -> Transformed:
     rejections = []
     for index, change in enumerate(changes):
         row = change["row"]
-        # A row this module cannot take is rejected: the host keeps it as a dead letter (with
-        # this module and the reason, for `host retry`) and the rest of the batch goes on.
+        # An exception fails the whole batch, as ``fatal`` (see above).
         if "id" not in row:
-            rejections.append(Rejection(index=index, reason='the row has no "id" column'))
-            continue
-        # An exception fails the whole batch (see above).
-        email = row.get("email")
-        if email is not None and not isinstance(email, str):
-            raise ValueError(f"row {row['id']}: email is {json.dumps(email)}, not text")
-        # A transform passes a row on, changes it, or leaves it out.
+            raise ValueError(f'batch {batch.id}: a row has no "id" column')
+        # A transform passes a row on, changes it, or leaves it out...
         if row.get("plan") == drop_plan:
             continue
-        row["email_domain"] = email.split("@", 1)[1].lower() if email and "@" in email else None
+        email = row.get("email") if isinstance(row.get("email"), str) else None
+        # ...or rejects it: the host keeps the row as a dead letter with this reason (`host
+        # dead-letters`, `host retry` once fixed) and the rest of the batch goes on.
+        if email is not None and "@" not in email and change["op"] != "delete":
+            rejections.append(Rejection(index=index, reason="the email is not an address"))
+            continue
+        row["email_domain"] = email.split("@", 1)[1].lower() if email is not None else None
         out.append(change)
     # A line in the host's log, tagged with this module and the pipeline.
     host.log(
