@@ -7,7 +7,22 @@
 //! ```
 
 use sha2::{Digest, Sha256};
-use tidemark_sdk::{Batch, Change, Result, Value};
+use tidemark_sdk::{Batch, Change, ConfigKey, Result, Value};
+
+const KEYS: &[ConfigKey] = &[
+    ConfigKey::optional("email_column", "the column hashed (default email)"),
+    ConfigKey::optional("drop", "columns removed, comma-separated"),
+];
+
+/// An empty column name is a typo (`--set email_column=`): refused at start.
+fn init() -> Result<()> {
+    match tidemark_sdk::config("email_column") {
+        Some(column) if column.trim().is_empty() => {
+            Err("email_column is empty: name the column to hash, or leave it out".into())
+        }
+        _ => Ok(()),
+    }
+}
 
 fn mask_pii(batch: Batch) -> Result<Vec<Change>> {
     let email_column = tidemark_sdk::config("email_column").unwrap_or_else(|| "email".into());
@@ -33,4 +48,4 @@ fn mask_pii(batch: Batch) -> Result<Vec<Change>> {
     Ok(changes)
 }
 
-tidemark_sdk::transform!(mask_pii);
+tidemark_sdk::transform!(mask_pii, keys = KEYS, init = init);

@@ -38,7 +38,7 @@ pub async fn run(mut args: TestArgs) -> anyhow::Result<()> {
     }
     let rows = read_rows(&args.input)?;
     let expected = args.expect.as_deref().map(read_rows).transpose()?;
-    let modules = load_modules(&config, &args.pipeline)?;
+    let modules = load_modules(&config, &args.pipeline).await?;
     let (lines, captured) = JsonLines::capture();
     let mut chain = Chain::recording(modules, lines)?;
     if let (Some(path), true) = (&args.expect, chain.has_destination()) {
