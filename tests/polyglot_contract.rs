@@ -85,7 +85,7 @@ async fn js_filter_rejected_rows_are_dead_letters_naming_the_module(backend: Bac
 }
 
 /// `host test` of `py_enrich` over three rows, the second with a name that is not text: it is
-/// rejected with the reason, the other two are enriched, exit 0.
+/// rejected with the reason (shown on standard error), the other two are enriched, exit 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn py_enrich_rejects_a_name_that_is_not_text() {
     let host = Host::scratch();
@@ -106,7 +106,12 @@ async fn py_enrich_rejects_a_name_that_is_not_text() {
     assert_mentions(
         &format!("{}{}", outcome.stdout, outcome.stderr),
         "host test of a name that is not text",
-        &["name is 42, not text", "Lovelace", "Hopper"],
+        &[
+            "py_enrich rejected row 1",
+            "name is 42, not text",
+            "Lovelace",
+            "Hopper",
+        ],
     );
 }
 

@@ -189,7 +189,7 @@ async fn a_javascript_error_keeps_its_message_and_stack() {
     assert_mentions(
         error_report(&failed),
         "the error of throw new Error(\"boom\")",
-        &["boom", "module boom", "test-batch", "transform@app.js:"],
+        &["transform boom", "boom\\ntransform@app.js:", "test-batch"],
     );
     assert!(
         !failed.stderr.contains("expected a string"),
