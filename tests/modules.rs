@@ -1037,7 +1037,8 @@ async fn max_in_flight_caps_requests_sent_together() {
 #[test]
 fn every_test_guest_has_a_test() {
     // This file, the hostile-tenant tests (tests/hostile_*.rs), which run their guests next
-    // to a healthy tenant, and the authoring tests (tests/authoring.rs).
+    // to a healthy tenant, the authoring tests (tests/authoring.rs) and the contract's
+    // (tests/contract.rs).
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests");
     let mut source = include_str!("modules.rs").to_owned();
     for entry in std::fs::read_dir(&tests)
@@ -1045,7 +1046,8 @@ fn every_test_guest_has_a_test() {
         .flatten()
     {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if (name.starts_with("hostile_") || name == "authoring.rs") && name.ends_with(".rs") {
+        let named = matches!(name.as_str(), "authoring.rs" | "contract.rs");
+        if (name.starts_with("hostile_") || named) && name.ends_with(".rs") {
             source += &std::fs::read_to_string(entry.path()).expect("a test file");
         }
     }
@@ -1054,7 +1056,7 @@ fn every_test_guest_has_a_test() {
     for name in names {
         assert!(
             source.contains(&format!("\"{name}\"")),
-            "tests/guests builds {name}, but no test in tests/modules.rs or tests/hostile_*.rs runs it"
+            "tests/guests builds {name}, but no test in tests/modules.rs, tests/hostile_*.rs, tests/authoring.rs or tests/contract.rs runs it"
         );
     }
 }

@@ -74,12 +74,8 @@ pub use transform::tidemark::processor::types::{
 pub enum Exports {
     Transform(transform::exports::tidemark::processor::transformer::GuestIndices),
     Destination(destination::exports::tidemark::processor::deliverer::GuestIndices),
-    LegacyTransform(
-        legacy::transform::exports::tidemark::processor::transformer::GuestIndices,
-    ),
-    LegacyDestination(
-        legacy::destination::exports::tidemark::processor::deliverer::GuestIndices,
-    ),
+    LegacyTransform(legacy::transform::exports::tidemark::processor::transformer::GuestIndices),
+    LegacyDestination(legacy::destination::exports::tidemark::processor::deliverer::GuestIndices),
 }
 
 impl legacy::Batch {
