@@ -137,8 +137,13 @@ async fn rejects_and_fails_as_contract_0_2_says(host: &Host, dir: &Path, wasm: &
     std::fs::write(dir.join("rows.json"), r#"[{"name": "no id"}]"#).unwrap();
     let failed = check_and_test(host, dir, wasm, &[]).await;
     assert_eq!(failed.code(), Some(1), "a row without id: {failed}");
-    let module = format!("sample_{lang}");
-    let mut mentions = vec![module.as_str(), "a row has no \"id\" column", "test-batch"];
+    // A fatal error (contract 0.2): the pipeline stops with the module's message.
+    let stopped = format!("sample_{lang} stopped pipeline");
+    let mut mentions = vec![
+        stopped.as_str(),
+        "a row has no \"id\" column",
+        "batch test-batch",
+    ];
     match lang {
         "js" => mentions.push("app.js:"),
         "python" => mentions.extend(["Traceback (most recent call last)", "app.py", "ValueError"]),

@@ -31,13 +31,13 @@ pub mod destination {
     });
 }
 
-/// Contract `0.1.0`. Its WIT lives apart from the current one and finds the WASI packages
-/// it imports among those of `wit/deps`, parsed first.
+/// Contract `0.1.0`. Its WIT lives apart from the current one; its `deps` is a link to
+/// `wit/deps`, the WASI packages it imports.
 pub mod legacy {
     pub mod transform {
         wasmtime::component::bindgen!({
-            world: "tidemark:processor/transform@0.1.0",
-            path: ["../wit", "../wit/legacy/0.1.0"],
+            world: "transform",
+            path: "../wit/legacy/0.1.0",
             imports: { default: async },
             exports: { default: async },
         });
@@ -45,22 +45,22 @@ pub mod legacy {
 
     pub mod destination {
         wasmtime::component::bindgen!({
-            world: "tidemark:processor/destination@0.1.0",
-            path: ["../wit", "../wit/legacy/0.1.0"],
+            world: "destination",
+            path: "../wit/legacy/0.1.0",
             imports: { default: async },
             exports: { default: async },
             with: {
                 "wasi:http": wasmtime_wasi_http::p2::bindings::http,
                 "wasi:io": wasmtime_wasi::p2::bindings::io,
                 "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-                "tidemark:processor/host@0.1.0": super::transform::tidemark::processor0_1_0::host,
-                "tidemark:processor/types@0.1.0": super::transform::tidemark::processor0_1_0::types,
+                "tidemark:processor/host": super::transform::tidemark::processor::host,
+                "tidemark:processor/types": super::transform::tidemark::processor::types,
             },
         });
     }
 
-    pub use transform::tidemark::processor0_1_0::host::{Host as HostApi, Level};
-    pub use transform::tidemark::processor0_1_0::types::{Batch, DeliveryError, Rejection};
+    pub use transform::tidemark::processor::host::{Host as HostApi, Level};
+    pub use transform::tidemark::processor::types::{Batch, DeliveryError, Rejection};
 }
 
 pub use transform::exports::tidemark::processor::lifecycle::GuestIndices as LifecycleIndices;
@@ -74,12 +74,8 @@ pub use transform::tidemark::processor::types::{
 pub enum Exports {
     Transform(transform::exports::tidemark::processor::transformer::GuestIndices),
     Destination(destination::exports::tidemark::processor::deliverer::GuestIndices),
-    LegacyTransform(
-        legacy::transform::exports::tidemark::processor0_1_0::transformer::GuestIndices,
-    ),
-    LegacyDestination(
-        legacy::destination::exports::tidemark::processor0_1_0::deliverer::GuestIndices,
-    ),
+    LegacyTransform(legacy::transform::exports::tidemark::processor::transformer::GuestIndices),
+    LegacyDestination(legacy::destination::exports::tidemark::processor::deliverer::GuestIndices),
 }
 
 impl legacy::Batch {

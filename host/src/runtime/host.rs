@@ -105,4 +105,4 @@ impl legacy::HostApi for ModuleState {
     }
 }
 
-impl super::bindings::legacy::transform::tidemark::processor0_1_0::types::Host for ModuleState {}
+impl super::bindings::legacy::transform::tidemark::processor::types::Host for ModuleState {}

@@ -227,13 +227,13 @@ impl Runtime {
                 .map_err(unlinkable)?,
             ),
             (World::Transform, Contract::V0_1) => Exports::LegacyTransform(
-                bindings::legacy::transform::exports::tidemark::processor0_1_0::transformer::GuestIndices::new(
+                bindings::legacy::transform::exports::tidemark::processor::transformer::GuestIndices::new(
                     &instance,
                 )
                 .map_err(unlinkable)?,
             ),
             (World::Destination, Contract::V0_1) => Exports::LegacyDestination(
-                bindings::legacy::destination::exports::tidemark::processor0_1_0::deliverer::GuestIndices::new(
+                bindings::legacy::destination::exports::tidemark::processor::deliverer::GuestIndices::new(
                     &instance,
                 )
                 .map_err(unlinkable)?,
@@ -273,11 +273,11 @@ fn add_host_interfaces(linker: &mut Linker<ModuleState>) -> wasmtime::Result<()>
         linker,
         |state| state,
     )?;
-    legacy::transform::tidemark::processor0_1_0::host::add_to_linker::<_, HasSelf<ModuleState>>(
+    legacy::transform::tidemark::processor::host::add_to_linker::<_, HasSelf<ModuleState>>(
         linker,
         |state| state,
     )?;
-    legacy::transform::tidemark::processor0_1_0::types::add_to_linker::<_, HasSelf<ModuleState>>(
+    legacy::transform::tidemark::processor::types::add_to_linker::<_, HasSelf<ModuleState>>(
         linker,
         |state| state,
     )
