@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::support::guests::{repo_dir, shared_cache_dir, target_dir};
+use crate::support::guests::{repo_dir, shared_cache_dir, target_dir, warm};
 use crate::support::host::{assert_mentions, error_report, Host, Outcome};
 use crate::support::http_server::{Reply, Server};
 
@@ -52,6 +52,9 @@ async fn build(dir: &Path, command: &str, path: Option<&Path>) {
 /// `host check`, then `host test --input rows.json` with `extra`, of the component `wasm`.
 async fn check_and_test(host: &Host, dir: &Path, wasm: &Path, extra: &[&str]) -> Outcome {
     assert!(wasm.exists(), "the build wrote no {}", wasm.display());
+    // Compiled first, one component at a time and without the deadline of a host run: on a
+    // busy machine a JavaScript or Python component takes well over ten seconds.
+    warm(wasm).await;
     let module = wasm.display().to_string();
     let cache = shared_cache_dir().display().to_string();
     let checked = host
@@ -243,6 +246,7 @@ async fn python_destination_template_builds_and_js_names_the_alternatives() {
     let host = Host::scratch();
     let dir = new_project(&host, "sample-hook", "python", "destination").await;
     build(&dir, "sh build.sh", Some(&target_dir().join("py-venv/bin"))).await;
+    warm(&dir.join("sample_hook.wasm")).await;
     let module = dir.join("sample_hook.wasm").display().to_string();
     let cache = shared_cache_dir().display().to_string();
     let checked = host

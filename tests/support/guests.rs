@@ -170,12 +170,20 @@ static WARMED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 /// their own on the same two cores. Returns the component's path.
 pub async fn warmed(name: &str) -> PathBuf {
     let path = guest(name);
-    let module = path.clone();
-    let name = name.to_owned();
+    warm(&path).await;
+    path
+}
+
+/// Compiles the component at `module` into [`shared_cache_dir`], once per test process and
+/// one component at a time, with no deadline: a component built by a test (a `host new`
+/// project) then loads from the cache in the test's own runs, whose time is bounded.
+pub async fn warm(module: &Path) {
+    let module = module.to_path_buf();
     tokio::task::spawn_blocking(move || {
+        let key = module.display().to_string();
         // Held while compiling: a second test waits here, then finds the component warmed.
         let mut warmed = WARMED.lock().unwrap_or_else(|poison| poison.into_inner());
-        if warmed.contains(&name) {
+        if warmed.contains(&key) {
             return;
         }
         let cache = shared_cache_dir();
@@ -196,9 +204,8 @@ pub async fn warmed(name: &str) -> PathBuf {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        warmed.insert(name);
+        warmed.insert(key);
     })
     .await
     .unwrap_or_else(|err| panic!("warming the compile cache: {err}"));
-    path
 }
