@@ -16,6 +16,7 @@ pub mod postgres;
 mod query;
 mod redact;
 pub mod sqlite;
+mod sqlite_pages;
 
 pub use any::{connect, AnySource, Driver};
 pub use redact::redact_url;
