@@ -11,6 +11,7 @@ mod any;
 mod ids;
 mod keyset;
 pub mod mysql;
+mod pg_copy;
 pub mod plan;
 pub mod postgres;
 mod query;
