@@ -9,6 +9,8 @@
 //! - [`integer_cursors`]: `--cursor id` while inserts commit out of id order (issue 16).
 //! - [`mariadb_time_zones`]: TIMESTAMP and DATETIME written from sessions in other zones.
 //! - [`cli`]: exit codes, error messages, `status` and `reset`.
+//! - [`contract`]: contract 0.2 (transform rejections, retry-later and fatal, declared keys
+//!   and `init`) and the 0.1 fixture.
 //! - [`modules`]: WebAssembly modules in the pipeline: chains, config and secrets,
 //!   failing guests, the compile cache, `check` and `test`.
 //! - [`destinations`]: the webhook and Mailchimp destinations against a fake receiver:
@@ -18,6 +20,7 @@
 
 mod authoring;
 mod cli;
+mod contract;
 mod destinations;
 mod hostile_data;
 mod hostile_fair;

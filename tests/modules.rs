@@ -635,25 +635,34 @@ async fn check_compiles_once_then_loads_from_the_cache() {
         "the second check with the same cache: {second:?}"
     );
     assert_eq!(
-        (&first.module, &first.world, &first.exports, &first.imports),
+        (
+            &first.module,
+            &first.world,
+            &first.exports,
+            &first.imports,
+            &first.keys
+        ),
         (
             &second.module,
             &second.world,
             &second.exports,
-            &second.imports
+            &second.imports,
+            &second.keys
         ),
         "the report besides its last line"
     );
 }
 
 /// What `host check` printed, in its fixed layout: `module:`, `world:`, `exports:` and
-/// `imports:` with their names indented, then one line on how the module was loaded.
+/// `imports:` with their names indented, `config keys:` (with the keys indented, or what the
+/// module declares on the same line), then one line on how the module was loaded.
 #[derive(Debug)]
 struct CheckReport {
     module: String,
     world: String,
     exports: Vec<String>,
     imports: Vec<String>,
+    keys: Vec<String>,
     loaded: String,
 }
 
@@ -679,6 +688,11 @@ fn check_report(stdout: &str) -> CheckReport {
     let exports = indented(&mut lines);
     take(&mut lines, "imports:");
     let imports = indented(&mut lines);
+    let declared = take(&mut lines, "config keys:");
+    let mut keys = indented(&mut lines);
+    if !declared.is_empty() {
+        keys.push(declared.trim().to_owned());
+    }
     let loaded = take(&mut lines, "");
     let rest: Vec<&str> = lines.collect();
     assert!(
@@ -690,6 +704,7 @@ fn check_report(stdout: &str) -> CheckReport {
         world,
         exports,
         imports,
+        keys,
         loaded,
     }
 }
@@ -703,25 +718,25 @@ async fn check_reports_world_exports_and_imports() {
     let cases = [
         (
             "passthrough",
-            "transform (tidemark:processor@0.1.0)",
-            "tidemark:processor/transformer@0.1.0",
-            &["tidemark:processor/types@0.1.0"][..],
+            "transform (tidemark:processor@0.2.0)",
+            "tidemark:processor/transformer@0.2.0",
+            &["tidemark:processor/types@0.2.0"][..],
         ),
         (
             "mask_pii",
-            "transform (tidemark:processor@0.1.0)",
-            "tidemark:processor/transformer@0.1.0",
+            "transform (tidemark:processor@0.2.0)",
+            "tidemark:processor/transformer@0.2.0",
             &[
-                "tidemark:processor/host@0.1.0",
-                "tidemark:processor/types@0.1.0",
+                "tidemark:processor/host@0.2.0",
+                "tidemark:processor/types@0.2.0",
             ][..],
         ),
         (
             "guest_denied_destination",
-            "destination (tidemark:processor@0.1.0)",
-            "tidemark:processor/deliverer@0.1.0",
+            "destination (tidemark:processor@0.2.0)",
+            "tidemark:processor/deliverer@0.2.0",
             &[
-                "tidemark:processor/host@0.1.0",
+                "tidemark:processor/host@0.2.0",
                 "wasi:http/outgoing-handler@0.2.12",
             ][..],
         ),
@@ -736,12 +751,27 @@ async fn check_reports_world_exports_and_imports() {
             "{report:?}"
         );
         assert_eq!(report.world, world, "world of {name}");
-        assert_eq!(report.exports, [export], "exports of {name}");
+        // Every module of the SDK exports `lifecycle` too (its keys, its init).
+        assert_eq!(
+            report.exports,
+            ["tidemark:processor/lifecycle@0.2.0", export],
+            "exports of {name}"
+        );
         for import in imports {
             assert!(
                 report.imports.iter().any(|have| have == import),
                 "imports of {name} should include {import}: {:?}",
                 report.imports
+            );
+        }
+        if name == "mask_pii" {
+            assert_eq!(
+                report.keys,
+                [
+                    "email_column: the column hashed (default email)",
+                    "drop: columns removed, comma-separated"
+                ],
+                "the keys mask_pii declares"
             );
         }
         assert!(
@@ -1007,7 +1037,8 @@ async fn max_in_flight_caps_requests_sent_together() {
 #[test]
 fn every_test_guest_has_a_test() {
     // This file, the hostile-tenant tests (tests/hostile_*.rs), which run their guests next
-    // to a healthy tenant, and the authoring tests (tests/authoring.rs).
+    // to a healthy tenant, the authoring tests (tests/authoring.rs) and the contract's
+    // (tests/contract.rs).
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests");
     let mut source = include_str!("modules.rs").to_owned();
     for entry in std::fs::read_dir(&tests)
@@ -1015,7 +1046,8 @@ fn every_test_guest_has_a_test() {
         .flatten()
     {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if (name.starts_with("hostile_") || name == "authoring.rs") && name.ends_with(".rs") {
+        let named = matches!(name.as_str(), "authoring.rs" | "contract.rs");
+        if (name.starts_with("hostile_") || named) && name.ends_with(".rs") {
             source += &std::fs::read_to_string(entry.path()).expect("a test file");
         }
     }
@@ -1024,7 +1056,7 @@ fn every_test_guest_has_a_test() {
     for name in names {
         assert!(
             source.contains(&format!("\"{name}\"")),
-            "tests/guests builds {name}, but no test in tests/modules.rs or tests/hostile_*.rs runs it"
+            "tests/guests builds {name}, but no test in tests/modules.rs, tests/hostile_*.rs, tests/authoring.rs or tests/contract.rs runs it"
         );
     }
 }

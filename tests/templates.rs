@@ -110,9 +110,10 @@ async fn transform_passes_its_own_test(lang: &str, command: &str, path: Option<&
     let failed = check_and_test(&host, &dir, &wasm, &[]).await;
     assert_eq!(failed.code(), Some(1), "a row without id: {failed}");
     let mut mentions = vec![
-        format!("module sample_{lang} returned an error"),
+        // A fatal error (contract 0.2): the pipeline stops with the module's message.
+        format!("sample_{lang} stopped pipeline"),
         "a row has no \"id\" column".to_owned(),
-        "on batch test-batch".to_owned(),
+        "batch test-batch".to_owned(),
     ];
     if lang == "js" {
         mentions.push("app.js:".to_owned());

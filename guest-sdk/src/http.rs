@@ -1,26 +1,26 @@
 //! A small blocking HTTP client over `wasi:http`, for destinations.
 //!
 //! The host lets a destination reach only the origins allowed for its pipeline; any other
-//! request fails with [`HttpError::denied`] set.
+//! request fails with [`HttpError::Denied`].
 //!
-//! Most destinations answer the host the same way whatever system they deliver to:
-//! [`Response::delivery_error`] and [`HttpError::delivery_error`] turn a failed request into
-//! the [`DeliveryError`] the host expects (retry later for network errors, 408, 429 and 5xx,
-//! honouring `Retry-After`; fatal for a denied origin or address, 3xx and other 4xx).
+//! Most destinations answer the host the same way whatever system they deliver to: `?` turns
+//! an [`HttpError`] into the [`Error`] the host expects (retry later when the request got no
+//! response, fatal when the host refused it), and [`Response::error`] does the same for a
+//! response that is not a success (retry later for 408, 429 and 5xx, honouring
+//! `Retry-After`; fatal for 3xx and other 4xx).
 //!
 //! ```no_run
 //! use tidemark_sdk::http::Request;
-//! use tidemark_sdk::{Batch, DeliveryError, Rejection};
+//! use tidemark_sdk::{Batch, Rejection, Result};
 //!
-//! fn deliver(batch: Batch) -> Result<Vec<Rejection>, DeliveryError> {
+//! fn deliver(batch: Batch) -> Result<Vec<Rejection>> {
 //!     let url = "https://api.example.com/rows";
 //!     let response = Request::post(url)
 //!         .header("idempotency-key", &batch.id)
-//!         .json(&batch.changes)
-//!         .and_then(Request::send)
-//!         .map_err(|err| err.delivery_error(url))?;
+//!         .json(&batch.changes)?
+//!         .send()?;
 //!     if !response.is_success() {
-//!         return Err(response.delivery_error(url, &response.body_excerpt(200)));
+//!         return Err(response.error(url, &response.body_excerpt(200)));
 //!     }
 //!     Ok(Vec::new())
 //! }
@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 
-use crate::DeliveryError;
+use crate::Error;
 
 use crate::destination::wasi::http::outgoing_handler;
 use crate::destination::wasi::http::types::{
@@ -57,22 +57,79 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// Why a request got no response.
-#[derive(Debug, Clone)]
-pub struct HttpError {
-    pub message: String,
-    /// The host refused the request: its origin is not on the pipeline's allow-list, or its
-    /// host name resolved to an address the allow-list does not name (see
-    /// [`HttpError::address_prohibited`]). Sending it again cannot succeed.
-    pub denied: bool,
+/// Why a request got no response. `?` turns it into the [`Error`] it means for the batch:
+/// fatal when sending it again cannot succeed ([`HttpError::Invalid`], [`HttpError::Denied`],
+/// [`HttpError::AddressProhibited`]), retry later otherwise ([`HttpError::Transport`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpError {
+    /// The request cannot be made as given: a URL without a scheme or host, a header or a
+    /// body the host refuses, a response body that is not the JSON asked for.
+    Invalid { url: String, message: String },
+    /// The host refused the request: its origin is not on the pipeline's allow-list
+    /// (`--allow-host`).
+    Denied { url: String },
     /// The host name resolved to a loopback, private or link-local address, which only an
-    /// `--allow-host` origin naming that IP address may reach (`denied` is set too).
-    pub address_prohibited: bool,
+    /// `--allow-host` origin naming that IP address may reach.
+    AddressProhibited { url: String },
+    /// Sent, but no whole response came: the connection was refused or reset, a timeout, a
+    /// body over the host's caps.
+    Transport { url: String, message: String },
+}
+
+impl HttpError {
+    /// The URL of the request.
+    pub fn url(&self) -> &str {
+        match self {
+            HttpError::Invalid { url, .. }
+            | HttpError::Denied { url }
+            | HttpError::AddressProhibited { url }
+            | HttpError::Transport { url, .. } => url,
+        }
+    }
+
+    /// Whether the host refused the request (its origin or address is not allowed).
+    pub fn is_denied(&self) -> bool {
+        matches!(
+            self,
+            HttpError::Denied { .. } | HttpError::AddressProhibited { .. }
+        )
+    }
 }
 
 impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
+        match self {
+            HttpError::Invalid { url, message } => write!(f, "request to {url}: {message}"),
+            HttpError::Denied { url } => write!(
+                f,
+                "the host refused the request to {url}: its origin must be allowed with \
+                 --allow-host {}",
+                origin(url).unwrap_or(url)
+            ),
+            HttpError::AddressProhibited { url } => write!(
+                f,
+                "the host refused the request to {url}: its host name resolves to a loopback \
+                 or private address, which must be allowed by IP address: \
+                 --allow-host <scheme>://<IP address>[:port]"
+            ),
+            HttpError::Transport { url, message } => {
+                write!(f, "request to {url} failed: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// What a request that got no response means for the batch.
+impl From<HttpError> for Error {
+    fn from(err: HttpError) -> Self {
+        match err {
+            HttpError::Transport { .. } => Error::retry_later(err.to_string()),
+            HttpError::Invalid { .. }
+            | HttpError::Denied { .. }
+            | HttpError::AddressProhibited { .. } => Error::fatal(err.to_string()),
+        }
     }
 }
 
@@ -131,7 +188,8 @@ impl Request {
 
     /// Sets the body to `value` as JSON, with its content type.
     pub fn json<T: serde::Serialize>(self, value: &T) -> Result<Self, HttpError> {
-        let body = serde_json::to_vec(value).map_err(|err| failure(format!("JSON body: {err}")))?;
+        let body = serde_json::to_vec(value)
+            .map_err(|err| invalid(&self.url, format!("JSON body: {err}")))?;
         Ok(self.header("content-type", "application/json").body(body))
     }
 
@@ -141,12 +199,13 @@ impl Request {
     }
 
     /// Sends the request and its body; the response is awaited by [`receive`].
-    fn start(self) -> Result<FutureIncomingResponse, HttpError> {
-        let (scheme, authority, path) = split_url(&self.url)?;
+    fn start(self) -> Result<Sent, HttpError> {
+        let url = self.url.as_str();
+        let (scheme, authority, path) = split_url(url)?;
         let headers = Fields::from_list(&self.headers)
-            .map_err(|err| failure(format!("invalid header: {err:?}")))?;
+            .map_err(|err| invalid(url, format!("invalid header: {err:?}")))?;
         let request = OutgoingRequest::new(headers);
-        let invalid = |what: &str| failure(format!("invalid {what} in {:?}", self.url));
+        let invalid = |what: &str| invalid(url, format!("invalid {what}"));
         request
             .set_method(&self.method)
             .map_err(|()| invalid("method"))?;
@@ -159,15 +218,17 @@ impl Request {
         request
             .set_path_with_query(Some(path))
             .map_err(|()| invalid("path"))?;
-        let body = request
-            .body()
-            .map_err(|()| failure("request body unavailable"))?;
+        let unavailable = || transport(url, "request body unavailable");
+        let body = request.body().map_err(|()| unavailable())?;
         // The request goes out before its body is written, so a large body streams.
-        let pending = outgoing_handler::handle(request, None).map_err(from_error_code)?;
+        let pending =
+            outgoing_handler::handle(request, None).map_err(|code| from_error_code(url, code))?;
+        let sent = Sent {
+            url: self.url.clone(),
+            pending,
+        };
         let written = {
-            let stream = body
-                .write()
-                .map_err(|()| failure("request body unavailable"))?;
+            let stream = body.write().map_err(|()| unavailable())?;
             self.body
                 .chunks(4096)
                 .try_for_each(|chunk| stream.blocking_write_and_flush(chunk))
@@ -176,14 +237,20 @@ impl Request {
             // The host stopped taking the body (e.g. it is over the host's cap): its reason
             // is the request's result.
             drop(body);
-            return Err(match receive_head(&pending) {
+            return Err(match receive_head(&sent) {
                 Err(reason) => reason,
-                Ok(_) => failure(format!("sending the body: {err:?}")),
+                Ok(_) => transport(url, format!("sending the body: {err:?}")),
             });
         }
-        OutgoingBody::finish(body, None).map_err(from_error_code)?;
-        Ok(pending)
+        OutgoingBody::finish(body, None).map_err(|code| from_error_code(url, code))?;
+        Ok(sent)
     }
+}
+
+/// A request on its way, with its URL for the errors that may come.
+struct Sent {
+    url: String,
+    pending: FutureIncomingResponse,
 }
 
 /// Sends every request before waiting for any response, so that they are in flight together
@@ -199,34 +266,33 @@ pub fn send_all(requests: Vec<Request>) -> Vec<Result<Response, HttpError>> {
 
 /// Waits for a response's head.
 fn receive_head(
-    pending: &FutureIncomingResponse,
+    sent: &Sent,
 ) -> Result<crate::destination::wasi::http::types::IncomingResponse, HttpError> {
-    pending.subscribe().block();
-    pending
+    let url = sent.url.as_str();
+    sent.pending.subscribe().block();
+    sent.pending
         .get()
-        .ok_or_else(|| failure("no response"))?
-        .map_err(|()| failure("response already taken"))?
-        .map_err(from_error_code)
+        .ok_or_else(|| transport(url, "no response"))?
+        .map_err(|()| transport(url, "response already taken"))?
+        .map_err(|code| from_error_code(url, code))
 }
 
 /// Waits for a response and reads its whole body.
-fn receive(pending: FutureIncomingResponse) -> Result<Response, HttpError> {
-    let response = receive_head(&pending)?;
+fn receive(sent: Sent) -> Result<Response, HttpError> {
+    let url = sent.url.as_str();
+    let response = receive_head(&sent)?;
     let status = response.status();
     let headers = response.headers().entries();
-    let incoming = response
-        .consume()
-        .map_err(|()| failure("response body unavailable"))?;
+    let unavailable = || transport(url, "response body unavailable");
+    let incoming = response.consume().map_err(|()| unavailable())?;
     let mut body = Vec::new();
     {
-        let stream = incoming
-            .stream()
-            .map_err(|()| failure("response body unavailable"))?;
+        let stream = incoming.stream().map_err(|()| unavailable())?;
         loop {
             match stream.blocking_read(64 * 1024) {
                 Ok(chunk) => body.extend_from_slice(&chunk),
                 Err(StreamError::Closed) => break,
-                Err(err) => return Err(failure(format!("reading the body: {err:?}"))),
+                Err(err) => return Err(transport(url, format!("reading the body: {err:?}"))),
             }
         }
     }
@@ -247,8 +313,10 @@ impl Response {
             .and_then(|(_, value)| std::str::from_utf8(value).ok())
     }
 
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, HttpError> {
-        serde_json::from_slice(&self.body).map_err(|err| failure(format!("response JSON: {err}")))
+    /// The body as JSON; a body that is not is a fatal error.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> crate::Result<T> {
+        serde_json::from_slice(&self.body)
+            .map_err(|err| Error::fatal(format!("response JSON (HTTP {}): {err}", self.status)))
     }
 
     pub fn is_success(&self) -> bool {
@@ -272,48 +340,27 @@ impl Response {
         excerpt(&String::from_utf8_lossy(&self.body), max_chars)
     }
 
-    /// The [`DeliveryError`] a response that is not a success means: retry later for 408,
-    /// 429 and 5xx (after `Retry-After` when the server sent one), fatal for anything else.
-    /// The message names `what` was requested, the status and `detail` (e.g. a
+    /// How long the server asked to wait (`Retry-After`, in seconds or as an HTTP date).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after_ms().map(Duration::from_millis)
+    }
+
+    /// The [`Error`] a response that is not a success means: retry later for 408, 429 and
+    /// 5xx (after `Retry-After` when the server sent one), fatal for anything else. The
+    /// message names `what` was requested, the status and `detail` (e.g. a
     /// [`Response::body_excerpt`]).
-    pub fn delivery_error(&self, what: &str, detail: &str) -> DeliveryError {
+    pub fn error(&self, what: &str, detail: &str) -> Error {
         let message = if detail.is_empty() {
             format!("{what}: HTTP {}", self.status)
         } else {
             format!("{what}: HTTP {}: {detail}", self.status)
         };
         match self.disposition() {
-            Disposition::RetryLater => DeliveryError::RetryLater {
+            Disposition::RetryLater => Error::RetryLater {
                 message,
-                after_ms: self.retry_after_ms(),
+                after: self.retry_after(),
             },
-            Disposition::Delivered | Disposition::Fatal => DeliveryError::Fatal(message),
-        }
-    }
-}
-
-impl HttpError {
-    /// The [`DeliveryError`] a request to `url` that got no response means: fatal when the
-    /// host refused it (naming the `--allow-host` flag that would allow it), retry later for
-    /// anything else (connection refused, timeouts, a response over the host's size limit).
-    pub fn delivery_error(&self, url: &str) -> DeliveryError {
-        let origin = origin(url).unwrap_or(url);
-        if self.address_prohibited {
-            DeliveryError::Fatal(format!(
-                "the host refused the request to {url}: its host name resolves to a loopback \
-                 or private address, which must be allowed by IP address: \
-                 --allow-host <scheme>://<IP address>[:port]"
-            ))
-        } else if self.denied {
-            DeliveryError::Fatal(format!(
-                "the host refused the request to {url}: its origin must be allowed with \
-                 --allow-host {origin}"
-            ))
-        } else {
-            DeliveryError::RetryLater {
-                message: format!("request to {url} failed: {}", self.message),
-                after_ms: None,
-            }
+            Disposition::Delivered | Disposition::Fatal => Error::Fatal(message),
         }
     }
 }
@@ -392,17 +439,25 @@ fn excerpt(text: &str, max_chars: usize) -> String {
     out
 }
 
-fn failure(message: impl Into<String>) -> HttpError {
-    HttpError {
+fn invalid(url: &str, message: impl Into<String>) -> HttpError {
+    HttpError::Invalid {
+        url: url.to_owned(),
         message: message.into(),
-        denied: false,
-        address_prohibited: false,
     }
 }
 
-fn from_error_code(code: ErrorCode) -> HttpError {
-    let address_prohibited = matches!(code, ErrorCode::DestinationIpProhibited);
+fn transport(url: &str, message: impl Into<String>) -> HttpError {
+    HttpError::Transport {
+        url: url.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn from_error_code(url: &str, code: ErrorCode) -> HttpError {
+    let url = url.to_owned();
     let message = match &code {
+        ErrorCode::HttpRequestDenied => return HttpError::Denied { url },
+        ErrorCode::DestinationIpProhibited => return HttpError::AddressProhibited { url },
         ErrorCode::HttpRequestBodySize(Some(max)) => {
             format!("the request body is over the host's cap of {max} bytes (--max-request-size)")
         }
@@ -412,18 +467,14 @@ fn from_error_code(code: ErrorCode) -> HttpError {
         ErrorCode::InternalError(Some(message)) => message.clone(),
         other => format!("{other:?}"),
     };
-    HttpError {
-        denied: address_prohibited || matches!(code, ErrorCode::HttpRequestDenied),
-        address_prohibited,
-        message,
-    }
+    HttpError::Transport { url, message }
 }
 
 /// `https://host:port/path?query` into its scheme, authority and path with query.
 fn split_url(url: &str) -> Result<(Scheme, &str, &str), HttpError> {
     let (scheme, rest) = url
         .split_once("://")
-        .ok_or_else(|| failure(format!("URL {url:?} has no scheme")))?;
+        .ok_or_else(|| invalid(url, "the URL has no scheme"))?;
     let scheme = match scheme {
         "https" => Scheme::Https,
         "http" => Scheme::Http,
@@ -432,7 +483,7 @@ fn split_url(url: &str) -> Result<(Scheme, &str, &str), HttpError> {
     let slash = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(slash);
     if authority.is_empty() {
-        return Err(failure(format!("URL {url:?} has no host")));
+        return Err(invalid(url, "the URL has no host"));
     }
     Ok((scheme, authority, if path.is_empty() { "/" } else { path }))
 }
@@ -503,7 +554,7 @@ mod tests {
     }
 
     #[test]
-    fn failed_responses_become_delivery_errors() {
+    fn failed_responses_and_requests_become_errors() {
         let response = |status, headers: &[(&str, &str)]| Response {
             status,
             headers: headers
@@ -513,23 +564,22 @@ mod tests {
             body: b"busy".to_vec(),
         };
         assert_eq!(
-            response(503, &[("Retry-After", "2")]).delivery_error("POST u", "busy"),
-            DeliveryError::RetryLater {
+            response(503, &[("Retry-After", "2")]).error("POST u", "busy"),
+            Error::RetryLater {
                 message: "POST u: HTTP 503: busy".into(),
-                after_ms: Some(2000)
+                after: Some(Duration::from_secs(2))
             }
         );
         assert_eq!(
-            response(400, &[]).delivery_error("POST u", ""),
-            DeliveryError::Fatal("POST u: HTTP 400".into())
+            response(400, &[]).error("POST u", ""),
+            Error::Fatal("POST u: HTTP 400".into())
         );
-        let denied = HttpError {
-            message: "HttpRequestDenied".into(),
-            denied: true,
-            address_prohibited: false,
+        let denied = HttpError::Denied {
+            url: "https://a.example:8443/x".into(),
         };
-        match denied.delivery_error("https://a.example:8443/x") {
-            DeliveryError::Fatal(message) => {
+        assert!(denied.is_denied());
+        match Error::from(denied) {
+            Error::Fatal(message) => {
                 assert!(
                     message.contains("--allow-host https://a.example:8443"),
                     "{message}"
@@ -537,25 +587,24 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let loopback = HttpError {
-            message: "DestinationIpProhibited".into(),
-            denied: true,
-            address_prohibited: true,
+        let loopback = HttpError::AddressProhibited {
+            url: "http://localhost:8080/x".into(),
         };
-        match loopback.delivery_error("http://localhost:8080/x") {
-            DeliveryError::Fatal(message) => {
+        match Error::from(loopback) {
+            Error::Fatal(message) => {
                 assert!(message.contains("by IP address"), "{message}")
             }
             other => panic!("{other:?}"),
         }
-        let refused = HttpError {
-            message: "ConnectionRefused".into(),
-            denied: false,
-            address_prohibited: false,
-        };
+        let refused = transport("http://x/", "ConnectionRefused");
+        assert!(!refused.is_denied());
+        assert_eq!(
+            Error::from(refused),
+            Error::retry_later("request to http://x/ failed: ConnectionRefused")
+        );
         assert!(matches!(
-            refused.delivery_error("http://x/"),
-            DeliveryError::RetryLater { after_ms: None, .. }
+            Error::from(invalid("x", "the URL has no scheme")),
+            Error::Fatal(_)
         ));
     }
 }

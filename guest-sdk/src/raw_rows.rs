@@ -74,7 +74,7 @@ impl<'a> RawRow<'a> {
         self.get(name)
             .map(|value| serde_json::from_str(value.get()))
             .transpose()
-            .map_err(|err| Error(format!("column {name:?}: {err}")))
+            .map_err(|err| Error::fatal(format!("column {name:?}: {err}")))
     }
 
     /// Sets column `name` to `value`, in its place when the row has it, else at the end.
@@ -125,7 +125,7 @@ impl<'a> RawRow<'a> {
 
 /// The rows of a batch's JSON text (the `rows` of a [`crate::RawBatch`]), borrowed from it.
 pub fn parse(rows: &str) -> Result<Vec<RawChange<'_>>> {
-    serde_json::from_str(rows).map_err(|err| Error(format!("rows are not valid: {err}")))
+    serde_json::from_str(rows).map_err(|err| Error::fatal(format!("rows are not valid: {err}")))
 }
 
 /// The JSON array text a transform returns: each change as `{"op": …, "row": {…}}`.

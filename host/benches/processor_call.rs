@@ -177,7 +177,7 @@ async fn bench(module: &Module, path: &std::path::Path, load_time: Duration) -> 
 
 async fn call_rows(module: &Module, batch: &Arc<Batch>) -> anyhow::Result<String> {
     match module.call(batch.clone()).await.0? {
-        Outcome::Rows(rows) => Ok(rows),
+        Outcome::Transformed(transformed) => Ok(transformed.rows),
         other => anyhow::bail!("expected rows from a transform, got {other:?}"),
     }
 }

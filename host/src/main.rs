@@ -39,7 +39,7 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(*args, &explicit).await,
             Command::Status(args) => commands::status::run(args).await,
             Command::Reset(args) => commands::reset::run(args).await,
-            Command::Check(args) => commands::check::run(args),
+            Command::Check(args) => commands::check::run(args).await,
             Command::Test(args) => commands::test::run(*args).await,
             Command::New(args) => commands::new::run(args),
             Command::DeadLetters(args) => commands::dead_letters::run(args).await,

@@ -68,6 +68,9 @@ pub struct StageFailure {
     pub module: String,
     /// The rows as the stage received them.
     pub input: crate::model::Rows,
+    /// Rows the stages before it rejected on the way: left behind whatever becomes of the
+    /// rest.
+    pub rejected: Vec<crate::model::RejectedRow>,
 }
 
 /// Writes each row as one line: `{"batch":"…","op":"upsert","row":{…}}`.

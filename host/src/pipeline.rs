@@ -11,18 +11,19 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Batch, Delivered, Usage};
 use crate::output::{Output, StageFailure};
 use crate::runtime::chain::Chain;
-use crate::runtime::{Module, Runtime};
+use crate::runtime::{self, Module, Runtime};
 use crate::source::{self, redact_url, Source};
 use crate::state::{Identity, StateStore};
 use crate::sync::{self, Shutdown, Totals};
 
-/// Loads the modules of a pipeline, in order, and checks them before any row is read.
-pub fn load_modules(
+/// Loads the modules of a pipeline, in order, and starts them before any row is read: each
+/// module's configuration keys are checked against those it declares, then its `init` runs.
+pub async fn load_modules(
     runtime: &Runtime,
     config: &ModulesConfig,
     pipeline: &str,
 ) -> Result<Vec<Module>> {
-    config
+    let modules = config
         .modules
         .iter()
         .enumerate()
@@ -35,7 +36,9 @@ pub fn load_modules(
                 &config.http,
             )
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    runtime::start_modules(pipeline, &modules, &config.config, &config.module_overrides).await?;
+    Ok(modules)
 }
 
 /// Runs one pipeline until `--once` is done, a stop is requested, or an error the sync loop
@@ -49,7 +52,7 @@ pub async fn run(
     permits: Option<Arc<Semaphore>>,
 ) -> Result<Totals> {
     let modules = match runtime {
-        Some(runtime) => load_modules(runtime, &config.modules_config, &config.pipeline)?,
+        Some(runtime) => load_modules(runtime, &config.modules_config, &config.pipeline).await?,
         None => Vec::new(),
     };
     let chain = Chain::new(modules, config.output.as_deref())?;

@@ -55,7 +55,10 @@ pub async fn isolate<O: Output>(
         shutdown,
         store,
         used: Usage::default(),
-        delivered: Delivered::default(),
+        delivered: Delivered {
+            rejected: failure.rejected,
+            ..Delivered::default()
+        },
         tasks: vec![Task {
             stage: failure.stage,
             module: failure.module,
@@ -286,6 +289,11 @@ impl<O: Output> Search<'_, O> {
                 Some(failure) if failure.stage == task.stage => Ok(Tried::Failed(reason(&err))),
                 // The stage took the part; a later one failed it: split it there in turn.
                 Some(failure) if failure.stage > task.stage && !indexes.is_empty() => {
+                    let mut rejected = failure.rejected;
+                    for row in &mut rejected {
+                        row.batch.get_or_insert_with(|| id.clone());
+                    }
+                    self.delivered.rejected.extend(rejected);
                     self.tasks.push(Task {
                         stage: failure.stage,
                         module: failure.module,

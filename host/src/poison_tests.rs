@@ -48,6 +48,7 @@ impl Output for Picky {
                 stage: 0,
                 module: "picky".into(),
                 input: batch.rows.clone(),
+                rejected: Vec::new(),
             });
             let error = Error::new(
                 ErrorKind::Module,

@@ -31,13 +31,47 @@ use std::collections::HashMap;
 
 use md5::{Digest, Md5};
 use tidemark_sdk::http::{Disposition, Request, Response};
-use tidemark_sdk::{json, log, Batch, Change, DeliveryError, Map, Rejection, Value};
+use tidemark_sdk::{json, log, Batch, Change, ConfigKey, Error, Map, Rejection, Result, Value};
 
 /// Members per batch subscribe request, Mailchimp's limit.
 const MEMBERS_PER_REQUEST: usize = 500;
 
-fn deliver(batch: Batch) -> Result<Vec<Rejection>, DeliveryError> {
-    let settings = Settings::from_config(tidemark_sdk::config).map_err(DeliveryError::Fatal)?;
+const KEYS: &[ConfigKey] = &[
+    ConfigKey::required("list_id", "the audience rows are synced into"),
+    ConfigKey::required(
+        "api_key",
+        "Mailchimp API key; its -us6 suffix names the data center",
+    )
+    .secret(),
+    ConfigKey::optional(
+        "base_url",
+        "another API root (default https://<dc>.api.mailchimp.com)",
+    ),
+    ConfigKey::optional(
+        "email_column",
+        "the column with the address (default email)",
+    ),
+    ConfigKey::optional("status", "status of upserted members (default subscribed)"),
+    ConfigKey::optional(
+        "status_column",
+        "a column with each member's status instead",
+    ),
+    ConfigKey::optional(
+        "merge_fields",
+        "merge tag = column pairs: FNAME=first_name,LNAME=last",
+    ),
+    ConfigKey::optional("on_delete", "archive (default) or unsubscribe deleted rows"),
+];
+
+/// Reads and checks the configuration once at start: a bad key or value stops the run
+/// before any row is read.
+fn init() -> Result<()> {
+    Settings::from_config(tidemark_sdk::config).map_err(Error::Fatal)?;
+    Ok(())
+}
+
+fn deliver(batch: Batch) -> Result<Vec<Rejection>> {
+    let settings = Settings::from_config(tidemark_sdk::config).map_err(Error::Fatal)?;
     let plan = plan(&settings, &batch.changes);
     let mut rejected = plan.rejected;
     let list_url = format!("{}/3.0/lists/{}", settings.base, settings.list_id);
@@ -47,9 +81,8 @@ fn deliver(batch: Batch) -> Result<Vec<Rejection>, DeliveryError> {
         let body = json!({"members": members, "update_existing": true});
         let response = Request::post(&list_url)
             .basic_auth("anystring", &settings.api_key)
-            .json(&body)
-            .and_then(Request::send)
-            .map_err(|err| err.delivery_error(&list_url))?;
+            .json(&body)?
+            .send()?;
         if !response.is_success() {
             return Err(failure(&response, &format!("POST {list_url}")));
         }
@@ -71,8 +104,7 @@ fn deliver(batch: Batch) -> Result<Vec<Rejection>, DeliveryError> {
         let url = format!("{list_url}/members/{}", subscriber_hash(email));
         let response = Request::delete(&url)
             .basic_auth("anystring", &settings.api_key)
-            .send()
-            .map_err(|err| err.delivery_error(&url))?;
+            .send()?;
         match archive_outcome(&response) {
             Archive::Done => {}
             Archive::Rejected(reason) => rejected.push(Rejection {
@@ -86,9 +118,9 @@ fn deliver(batch: Batch) -> Result<Vec<Rejection>, DeliveryError> {
     Ok(rejected)
 }
 
-tidemark_sdk::destination!(deliver);
+tidemark_sdk::destination!(deliver, keys = KEYS, init = init);
 
-/// The configuration, read and checked once a batch.
+/// The configuration, read and checked at start (`init`) and again for each batch.
 #[derive(Debug, Clone, PartialEq)]
 struct Settings {
     list_id: String,
@@ -110,7 +142,9 @@ enum OnDelete {
 }
 
 impl Settings {
-    fn from_config(config: impl Fn(&str) -> Option<String>) -> Result<Settings, String> {
+    fn from_config(
+        config: impl Fn(&str) -> Option<String>,
+    ) -> std::result::Result<Settings, String> {
         let given = |key: &str| config(key).filter(|value| !value.trim().is_empty());
         let required = |key: &str, how: &str| {
             given(key).ok_or_else(|| format!("missing configuration {key:?}: pass {how}"))
@@ -160,7 +194,7 @@ fn data_center(api_key: &str) -> Option<&str> {
 }
 
 /// `FNAME=first_name,LNAME=last_name` as `(tag, column)` pairs.
-fn merge_fields(spec: &str) -> Result<Vec<(String, String)>, String> {
+fn merge_fields(spec: &str) -> std::result::Result<Vec<(String, String)>, String> {
     spec.split(',')
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
@@ -303,7 +337,7 @@ fn member_errors(body: &[u8], sent: &[(usize, &str)]) -> (Vec<Rejection>, Vec<St
     (rejected, unmatched)
 }
 
-fn serde_json_value(body: &[u8]) -> Result<Value, ()> {
+fn serde_json_value(body: &[u8]) -> std::result::Result<Value, ()> {
     std::str::from_utf8(body)
         .map_err(|_| ())?
         .parse::<Value>()
@@ -324,14 +358,14 @@ fn problem_detail(response: &Response) -> String {
 }
 
 /// The error of a response that is not a success: 401 and 403 say the key was refused.
-fn failure(response: &Response, what: &str) -> DeliveryError {
+fn failure(response: &Response, what: &str) -> Error {
     let detail = problem_detail(response);
     match response.status {
-        401 | 403 => DeliveryError::Fatal(format!(
+        401 | 403 => Error::Fatal(format!(
             "{what}: Mailchimp refused the API key (HTTP {}: {detail}); check --secret api_key",
             response.status
         )),
-        _ => response.delivery_error(what, &detail),
+        _ => response.error(what, &detail),
     }
 }
 
@@ -554,7 +588,7 @@ mod tests {
             "detail": "Your API key may be invalid, or you've attempted to access the wrong datacenter.",
             "instance": "d6f2a3"}"#;
         match failure(&response(401, problem), "POST x") {
-            DeliveryError::Fatal(message) => {
+            Error::Fatal(message) => {
                 assert!(message.contains("API Key Invalid"), "{message}");
                 assert!(message.contains("wrong datacenter"), "{message}");
                 assert!(message.contains("--secret api_key"), "{message}");
@@ -568,19 +602,19 @@ mod tests {
             ),
             "x",
         ) {
-            DeliveryError::Fatal(message) => assert!(message.contains("Bad list"), "{message}"),
+            Error::Fatal(message) => assert!(message.contains("Bad list"), "{message}"),
             other => panic!("{other:?}"),
         }
         assert_eq!(
             failure(&response(429, "{}"), "x"),
-            DeliveryError::RetryLater {
+            Error::RetryLater {
                 message: "x: HTTP 429: {}".into(),
-                after_ms: Some(3000)
+                after: Some(std::time::Duration::from_secs(3))
             }
         );
         assert!(matches!(
             failure(&response(503, "<html>down</html>"), "x"),
-            DeliveryError::RetryLater { .. }
+            Error::RetryLater { .. }
         ));
     }
 

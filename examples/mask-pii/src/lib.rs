@@ -8,7 +8,22 @@
 
 use sha2::{Digest, Sha256};
 use tidemark_sdk::raw_rows::{self, RawChange};
-use tidemark_sdk::{RawBatch, Result};
+use tidemark_sdk::{ConfigKey, RawBatch, Result};
+
+const KEYS: &[ConfigKey] = &[
+    ConfigKey::optional("email_column", "the column hashed (default email)"),
+    ConfigKey::optional("drop", "columns removed, comma-separated"),
+];
+
+/// An empty column name is a typo (`--set email_column=`): refused at start.
+fn init() -> Result<()> {
+    match tidemark_sdk::config("email_column") {
+        Some(column) if column.trim().is_empty() => {
+            Err("email_column is empty: name the column to hash, or leave it out".into())
+        }
+        _ => Ok(()),
+    }
+}
 
 // Rows are read borrowed from the batch text (`raw_rows`): only the email is parsed and
 // rewritten, every other column goes out as it came in.
@@ -46,4 +61,4 @@ fn hex<'a>(digest: &[u8], out: &'a mut [u8; 64]) -> &'a str {
     std::str::from_utf8(out).unwrap_or_default()
 }
 
-tidemark_sdk::transform_raw!(mask_pii);
+tidemark_sdk::transform_raw!(mask_pii, keys = KEYS, init = init);

@@ -15,22 +15,38 @@
 //! (after `Retry-After` when sent); anything else, or an origin the host does not allow, stops
 //! the pipeline.
 
-use tidemark_sdk::http::Request;
-use tidemark_sdk::{json, log, Batch, DeliveryError, Rejection, Value};
+use tidemark_sdk::http::{self, Request};
+use tidemark_sdk::{json, log, Batch, ConfigKey, Error, Rejection, Result, Value};
 
-fn deliver(batch: Batch) -> Result<Vec<Rejection>, DeliveryError> {
-    let url = tidemark_sdk::require_config("url").map_err(|err| DeliveryError::Fatal(err.0))?;
+const KEYS: &[ConfigKey] = &[
+    ConfigKey::required("url", "where each batch is POSTed (http:// or https://)"),
+    ConfigKey::optional("token", "sent as Authorization: Bearer <token>").secret(),
+];
+
+/// Checks the URL before any row is read: a typo stops the run at start, not at the first
+/// batch.
+fn init() -> Result<()> {
+    let url = tidemark_sdk::require_config("url")?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) || http::origin(&url).is_none()
+    {
+        return Err(Error::fatal(format!(
+            "url {url:?} is not an http:// or https:// URL with a host"
+        )));
+    }
+    Ok(())
+}
+
+fn deliver(batch: Batch) -> Result<Vec<Rejection>> {
+    let url = tidemark_sdk::require_config("url")?;
     let mut request = Request::post(&url).header("idempotency-key", &batch.id);
     if let Some(token) = tidemark_sdk::config("token") {
         request = request.bearer_auth(&token);
     }
-    let response = request
-        .json(&payload(&batch))
-        .and_then(Request::send)
-        .map_err(|err| err.delivery_error(&url))?;
+    // Denied by the host's allow-list: fatal, naming --allow-host; no response: retry later.
+    let response = request.json(&payload(&batch))?.send()?;
     if !response.is_success() {
         let what = format!("POST {url} (batch {})", batch.id);
-        return Err(response.delivery_error(&what, &response.body_excerpt(200)));
+        return Err(response.error(&what, &response.body_excerpt(200)));
     }
     let (rejections, ignored) = rejections(&response.body, batch.changes.len());
     for entry in ignored {
@@ -88,7 +104,7 @@ fn rejections(body: &[u8], rows: usize) -> (Vec<Rejection>, Vec<String>) {
     (rejected, ignored)
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, ()> {
+fn parse_json(body: &[u8]) -> std::result::Result<Value, ()> {
     let text = std::str::from_utf8(body).map_err(|_| ())?;
     if text.trim().is_empty() {
         return Err(());
@@ -96,7 +112,7 @@ fn parse_json(body: &[u8]) -> Result<Value, ()> {
     text.parse::<Value>().map_err(|_| ())
 }
 
-tidemark_sdk::destination!(deliver);
+tidemark_sdk::destination!(deliver, keys = KEYS, init = init);
 
 #[cfg(test)]
 mod tests {

@@ -80,10 +80,10 @@ fn new_runtime(config: &ModulesConfig) -> anyhow::Result<Option<Runtime>> {
     Ok(Some(Runtime::new(&config.engine_options())?))
 }
 
-/// Loads the modules of a pipeline, in order, under one engine.
-fn load_modules(config: &ModulesConfig, pipeline: &str) -> anyhow::Result<Vec<Module>> {
+/// Loads and starts the modules of a pipeline, in order, under one engine.
+async fn load_modules(config: &ModulesConfig, pipeline: &str) -> anyhow::Result<Vec<Module>> {
     match new_runtime(config)? {
-        Some(runtime) => Ok(pipeline::load_modules(&runtime, config, pipeline)?),
+        Some(runtime) => Ok(pipeline::load_modules(&runtime, config, pipeline).await?),
         None => Ok(Vec::new()),
     }
 }

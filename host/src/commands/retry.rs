@@ -23,7 +23,7 @@ pub async fn run(mut args: RetryArgs) -> anyhow::Result<()> {
     let store = open_store(&args.state.state).await?;
     // The whole chain: a letter goes through the module that left it behind and every module
     // after it, so that a transform's letter is transformed before it is delivered.
-    let modules = load_modules(&config, &args.pipeline)?;
+    let modules = load_modules(&config, &args.pipeline).await?;
     if modules.is_empty() {
         return Err(Error::invalid("host retry needs the pipeline's modules")
             .with_hint("pass the pipeline's modules as for run (--module, in order, with their --set, --secret and --allow-host)")

@@ -38,7 +38,7 @@ pub async fn run(mut args: TestArgs) -> anyhow::Result<()> {
     }
     let rows = read_rows(&args.input)?;
     let expected = args.expect.as_deref().map(read_rows).transpose()?;
-    let modules = load_modules(&config, &args.pipeline)?;
+    let modules = load_modules(&config, &args.pipeline).await?;
     let (lines, captured) = JsonLines::capture();
     let mut chain = Chain::recording(modules, lines)?;
     if let (Some(path), true) = (&args.expect, chain.has_destination()) {
@@ -73,10 +73,17 @@ pub async fn run(mut args: TestArgs) -> anyhow::Result<()> {
         ),
         _ => err,
     })?;
+    // Every rejected row, by the module that rejected it (its index counts in the rows that
+    // module received); standard output keeps the rows, or the destination's answer.
+    for row in &delivered.rejected {
+        eprintln!("{} rejected row {}: {}", row.stage, row.index, row.reason);
+    }
     if chain.has_destination() {
+        let last = chain.last_stage();
         let rejected: Vec<Value> = delivered
             .rejected
             .iter()
+            .filter(|r| chain.stage_of(&r.stage) == Some(last))
             .map(|r| serde_json::json!({"index": r.index, "reason": r.reason}))
             .collect();
         let answer = serde_json::json!({ "rejected": rejected });

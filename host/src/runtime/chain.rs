@@ -4,11 +4,10 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::value::RawValue;
 
-use super::{rejections, Batch, DeliveryError, Module, Outcome, World};
+use super::{rejections, Batch, Module, Outcome, Rejection, World};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{self, Delivered, RejectedRow, Rows, Usage};
 use crate::output::{JsonLines, Output, StageFailure};
@@ -116,6 +115,8 @@ impl Chain {
         });
         // Rows that come back byte for byte as they went in need no second parse.
         let mut unchanged = true;
+        // Rows the transforms rejected on the way, as each received them.
+        let mut rejected: Vec<RejectedRow> = Vec::new();
         for (index, transform) in self.transforms.iter().enumerate().skip(stage) {
             let (outcome, usage) = transform.call(call.clone()).await;
             used.add(usage);
@@ -127,30 +128,52 @@ impl Chain {
                 transform.name(),
                 usage.time
             );
-            let outcome = match outcome {
-                Ok(outcome) => outcome,
+            let first = index == stage;
+            let transformed = outcome.and_then(|outcome| match outcome {
+                Outcome::Transformed(transformed) => Ok(transformed),
+                Outcome::Delivered(_) => Err(Error::fatal(format!(
+                    "module {} returned a delivery result where rows were expected",
+                    transform.name()
+                ))),
+            });
+            let transformed = transformed.and_then(|transformed| {
+                let letters = rejected_rows(transform, &call, transformed.rejections)?;
+                Ok((transformed.rows, letters))
+            });
+            let (rows, letters) = match transformed {
+                Ok(answer) => answer,
                 Err(err) => {
-                    self.failure = failure(index, transform, &call, batch.rows, index == stage);
+                    if err.kind() == ErrorKind::Module {
+                        self.failure =
+                            failure(index, transform, &call, batch.rows, first, rejected);
+                    }
                     return Err(err);
                 }
             };
-            match outcome {
-                Outcome::Rows(rows) => {
-                    unchanged &= rows == call.rows;
-                    // The call is over, so the batch is no longer shared: no copy is made.
-                    Arc::make_mut(&mut call).rows = rows;
-                }
-                Outcome::Delivered(_) => {
-                    return Err(Error::fatal(format!(
-                        "module {} returned a delivery result where rows were expected",
-                        transform.name()
-                    )))
-                }
-            }
+            unchanged &= letters.rows.is_empty() && rows == call.rows;
+            rejected.extend(letters.rows);
+            // The call is over, so the batch is no longer shared: no copy is made.
+            Arc::make_mut(&mut call).rows = rows;
             if probe {
                 return Ok(Delivered::default());
             }
         }
+        self.end(stage, batch, &call, unchanged, rejected, used)
+            .await
+    }
+
+    /// Hands the rows the transforms made (`call`) to the end of the chain. `rejected` are
+    /// the rows the transforms rejected: they come first among the rows left behind, or go
+    /// with the destination's failure, to be kept when its batch is split.
+    async fn end(
+        &mut self,
+        stage: usize,
+        batch: model::Batch<'_>,
+        call: &Arc<Batch>,
+        unchanged: bool,
+        rejected: Vec<RejectedRow>,
+        used: &mut Usage,
+    ) -> Result<Delivered> {
         let end = self.transforms.len();
         let lines = match &mut self.end {
             ChainEnd::Module(destination) => {
@@ -159,14 +182,18 @@ impl Chain {
                 record(&mut self.calls, destination, usage);
                 // Rows the transforms left as they were need no count of their own.
                 let handed = unchanged.then_some(batch.rows.len());
-                let delivered = outcome
-                    .and_then(|outcome| delivery_result(destination, &call, handed, outcome));
-                if let Err(err) = &delivered {
-                    if err.kind() == ErrorKind::Module {
-                        self.failure = failure(end, destination, &call, batch.rows, stage == end);
+                let delivered =
+                    outcome.and_then(|outcome| delivery_result(destination, call, handed, outcome));
+                return match delivered {
+                    Ok(delivered) => Ok(with_rejected(rejected, delivered)),
+                    Err(err) => {
+                        if err.kind() == ErrorKind::Module {
+                            self.failure =
+                                failure(end, destination, call, batch.rows, stage == end, rejected);
+                        }
+                        Err(err)
                     }
-                }
-                return delivered;
+                };
             }
             ChainEnd::Lines(lines) => lines,
         };
@@ -185,22 +212,34 @@ impl Chain {
             )
             .with_hint("return rows in the form the batch brought them: [{\"op\":\"upsert\",\"row\":{...}}]")
         })?;
-        lines.deliver_lines(model::Batch {
+        let delivered = lines.deliver_lines(model::Batch {
             id: batch.id,
             pipeline: batch.pipeline,
             rows: &rows,
-        })
+        })?;
+        Ok(with_rejected(rejected, delivered))
     }
 }
 
+/// `delivered` with the rows the transforms rejected before it, first.
+fn with_rejected(mut rejected: Vec<RejectedRow>, mut delivered: Delivered) -> Delivered {
+    if !rejected.is_empty() {
+        rejected.append(&mut delivered.rejected);
+        delivered.rejected = rejected;
+    }
+    delivered
+}
+
 /// What stage `stage` (module `module`) failed on: the rows of `call`, which are `given` when
-/// the stage is the first one run (no second parse), else parsed back from the text.
+/// the stage is the first one run (no second parse), else parsed back from the text; and the
+/// rows the stages before it rejected.
 fn failure(
     stage: usize,
     module: &Module,
     call: &Batch,
     given: &Rows,
     first: bool,
+    rejected: Vec<RejectedRow>,
 ) -> Option<StageFailure> {
     let input = match first {
         true => given.clone(),
@@ -212,6 +251,7 @@ fn failure(
         stage,
         module: module.name().to_owned(),
         input,
+        rejected,
     })
 }
 
@@ -241,8 +281,9 @@ fn record(calls: &mut Option<Vec<Call>>, module: &Module, usage: Usage) {
     }
 }
 
-/// Turns a destination module's answer into rejected rows or an error of the kind the sync
-/// loop acts on. `handed` is the number of rows in `call`, when known without parsing them.
+/// Turns a destination module's answer into delivered and rejected rows. `handed` is the
+/// number of rows in `call`, when known without parsing them. (Retry-later and fatal answers
+/// became errors in the call, the same way for every module.)
 fn delivery_result(
     destination: &Module,
     call: &Batch,
@@ -250,67 +291,73 @@ fn delivery_result(
     outcome: Outcome,
 ) -> Result<Delivered> {
     match outcome {
-        Outcome::Delivered(Ok(rejections)) if rejections.is_empty() => Ok(Delivered {
+        Outcome::Delivered(rejections) if rejections.is_empty() => Ok(Delivered {
             rejected: Vec::new(),
             parked: Vec::new(),
             passed_on: handed
                 .unwrap_or_else(|| split_rows(&call.rows).map_or(0, |rows| rows.len())),
         }),
-        Outcome::Delivered(Ok(rejections)) => {
-            // The rule is checked before any row is copied: each row at most once, and only
-            // rows the batch has; what is kept of each reason is bounded.
-            let rows = split_rows(&call.rows).unwrap_or_default();
-            rejections::check(rejections.iter().map(|r| r.index), rows.len()).map_err(|what| {
-                Error::new(
-                    ErrorKind::Module,
-                    format!(
-                        "module {} {what}, on batch {} of pipeline {:?}",
-                        destination.name(),
-                        call.id,
-                        call.pipeline
-                    ),
-                )
-                .with_hint(rejections::RULE_HINT)
-            })?;
-            let rejected = rejections
-                .into_iter()
-                .map(|rejection| RejectedRow {
-                    index: rejection.index,
-                    row: rows
-                        .get(rejection.index as usize)
-                        .map_or_else(|| "null".to_owned(), |row| row.get().to_owned()),
-                    reason: destination.bounded(&rejection.reason),
-                    stage: destination.name().to_owned(),
-                    batch: None,
-                })
-                .collect::<Vec<_>>();
+        Outcome::Delivered(rejections) => {
+            let letters = rejected_rows(destination, call, rejections)?;
             Ok(Delivered {
-                passed_on: rows.len() - rejected.len(),
-                rejected,
+                passed_on: letters.of - letters.rows.len(),
+                rejected: letters.rows,
                 parked: Vec::new(),
             })
         }
-        Outcome::Delivered(Err(DeliveryError::RetryLater(retry))) => Err(Error::retry_later(
-            format!(
-                "destination {} asked to retry batch {} later: {}",
-                destination.name(),
-                call.id,
-                destination.bounded(&retry.message)
-            ),
-            retry.after_ms.map(Duration::from_millis),
-        )),
-        Outcome::Delivered(Err(DeliveryError::Fatal(message))) => Err(Error::fatal(format!(
-            "destination {} stopped pipeline {:?} at batch {}: {}",
-            destination.name(),
-            call.pipeline,
-            call.id,
-            destination.bounded(&message)
-        ))),
-        Outcome::Rows(_) => Err(Error::fatal(format!(
+        Outcome::Transformed(_) => Err(Error::fatal(format!(
             "module {} returned rows where a delivery result was expected",
             destination.name()
         ))),
     }
+}
+
+/// The rows a module rejected, of the `of` rows it was given.
+struct Letters {
+    rows: Vec<RejectedRow>,
+    of: usize,
+}
+
+/// The rows of `call` that `module` (a transform or a destination) rejected, each as it
+/// received it, with the module's reason. The rule is checked before any row is copied:
+/// each row at most once, and only rows the batch has; what is kept of each reason is
+/// bounded. A broken rule fails the batch as a module failure.
+fn rejected_rows(module: &Module, call: &Batch, rejections: Vec<Rejection>) -> Result<Letters> {
+    if rejections.is_empty() {
+        return Ok(Letters {
+            rows: Vec::new(),
+            of: 0,
+        });
+    }
+    let rows = split_rows(&call.rows).unwrap_or_default();
+    rejections::check(rejections.iter().map(|r| r.index), rows.len()).map_err(|what| {
+        Error::new(
+            ErrorKind::Module,
+            format!(
+                "module {} {what}, on batch {} of pipeline {:?}",
+                module.name(),
+                call.id,
+                call.pipeline
+            ),
+        )
+        .with_hint(rejections::RULE_HINT)
+    })?;
+    let letters = rejections
+        .into_iter()
+        .map(|rejection| RejectedRow {
+            index: rejection.index,
+            row: rows
+                .get(rejection.index as usize)
+                .map_or_else(|| "null".to_owned(), |row| row.get().to_owned()),
+            reason: module.bounded(&rejection.reason),
+            stage: module.name().to_owned(),
+            batch: None,
+        })
+        .collect();
+    Ok(Letters {
+        rows: letters,
+        of: rows.len(),
+    })
 }
 
 /// The elements of a JSON array, unparsed.

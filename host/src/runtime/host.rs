@@ -1,13 +1,13 @@
 //! What a module's store holds: WASI with no ambient authority, outbound HTTP behind the
 //! pipeline's policy, the memory limiter, the cap on host resources, and the
-//! `tidemark:processor/host` interface (logging, through [`super::guest_log`], and
+//! `tidemark:processor/host` interface of each contract version (logging, through [`super::guest_log`], and
 //! configuration).
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::bindings::{HostApi, Level};
+use super::bindings::{legacy, HostApi, Level};
 use super::guest_log::CallLog;
 use super::http::HttpPolicy;
 use super::limits::{host_resources, Limits, MemoryLimiter, FIELDS_BYTES};
@@ -93,3 +93,16 @@ impl HostApi for ModuleState {
 }
 
 impl super::bindings::transform::tidemark::processor::types::Host for ModuleState {}
+
+/// Contract 0.1's `host` interface: the same two functions.
+impl legacy::HostApi for ModuleState {
+    async fn log(&mut self, level: legacy::Level, message: String) {
+        self.log.write(level.into(), &message);
+    }
+
+    async fn config(&mut self, key: String) -> Option<String> {
+        self.tag.config.get(&key)
+    }
+}
+
+impl super::bindings::legacy::transform::tidemark::processor::types::Host for ModuleState {}

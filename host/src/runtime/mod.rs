@@ -7,6 +7,7 @@
 //! never reused.
 
 mod bindings;
+mod call;
 pub mod chain;
 pub mod engine;
 mod executor;
@@ -14,6 +15,7 @@ mod fairness;
 mod guest_log;
 mod host;
 mod http;
+mod lifecycle;
 pub mod limits;
 mod module_config;
 mod origin;
@@ -27,17 +29,19 @@ mod world;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use wasmtime::component::Linker;
-use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime::component::{InstancePre, Linker};
+use wasmtime::Engine;
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::model::Usage;
-pub use bindings::{Batch, DeliveryError, Rejection};
+use crate::error::{Error, Result};
+pub use bindings::{Batch, ConfigKey, Rejection};
+use bindings::{Exports, LifecycleIndices};
+pub use call::Outcome;
 use host::ModuleState;
 pub use http::HttpOptions;
-use http::{HttpPolicy, Outbound};
+use http::Outbound;
+pub use lifecycle::{check_keys, flagged as flagged_key, start as start_modules};
 pub use limits::Limits;
 pub use module_config::ModuleConfig;
 use module_config::Tag;
@@ -45,7 +49,7 @@ pub use origin::Origin;
 pub(crate) use rejections::bounded_reason;
 
 use world::world_of;
-pub use world::{World, PACKAGE, PACKAGE_VERSION};
+pub use world::{Contract, Implements, World, PACKAGE, PACKAGE_VERSION};
 
 /// The engine and the linkers, shared by every module of the process.
 pub struct Runtime {
@@ -60,11 +64,28 @@ pub struct Runtime {
 #[derive(Debug, Clone)]
 pub struct Inspection {
     pub world: World,
-    pub version: String,
+    /// The contract version it implements, and whether it exports `lifecycle`.
+    pub implements: Implements,
     pub imports: Vec<String>,
     pub exports: Vec<String>,
     pub from_cache: bool,
     pub load_time: Duration,
+}
+
+impl Inspection {
+    /// `transform world, tidemark:processor@0.2.0` and how it stands on configuration keys.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} world, {PACKAGE}@{}{}",
+            self.world.name(),
+            self.implements.version,
+            match (self.implements.contract, self.implements.lifecycle) {
+                (Contract::V0_1, _) => " (contract 0.1: declares no configuration keys)",
+                (Contract::V0_2, false) => " (no lifecycle export: declares no configuration keys)",
+                (Contract::V0_2, true) => "",
+            }
+        )
+    }
 }
 
 impl Runtime {
@@ -98,7 +119,8 @@ impl Runtime {
     }
 
     /// Loads a module as a module of `pipeline` with its configuration and limits; a
-    /// destination reaches the network as `http` allows.
+    /// destination reaches the network as `http` allows. No code of the module runs yet: its
+    /// configuration is checked and its `init` called by [`start_modules`].
     pub fn load(
         &self,
         path: &Path,
@@ -118,13 +140,12 @@ impl Runtime {
             .map(|stem| stem.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string())
             .into();
-        tracing::debug!(
-            "loaded {name} ({} world {}) in {:?}{}",
-            inspection.world.name(),
-            inspection.version,
+        tracing::info!(
+            "{pipeline}: module {name}: {} ({:.1?}{})",
+            inspection.describe(),
             inspection.load_time,
             if inspection.from_cache {
-                " from the cache"
+                ", from the compile cache"
             } else {
                 ", compiled"
             }
@@ -168,7 +189,8 @@ impl Runtime {
             .map(|(name, _)| name.to_owned())
             .collect();
         let module = path.display().to_string();
-        let (world, version) = world_of(&module, &exports)?;
+        let implements = world_of(&module, &exports)?;
+        let world = implements.world;
         let unlinkable = |err: wasmtime::Error| {
             Error::invalid(format!(
                 "module {module} implements the {} world but does not link: {err}",
@@ -186,29 +208,50 @@ impl Runtime {
                 },
             )
         };
-        let pre = match world {
-            World::Transform => Pre::Transform(
-                bindings::transform::TransformPre::new(
-                    self.transform_linker
-                        .instantiate_pre(&component)
-                        .map_err(unlinkable)?,
+        let linker = match world {
+            World::Transform => &self.transform_linker,
+            World::Destination => &self.destination_linker,
+        };
+        let instance = linker.instantiate_pre(&component).map_err(unlinkable)?;
+        let exports_of = match (world, implements.contract) {
+            (World::Transform, Contract::V0_2) => Exports::Transform(
+                bindings::transform::exports::tidemark::processor::transformer::GuestIndices::new(
+                    &instance,
                 )
                 .map_err(unlinkable)?,
             ),
-            World::Destination => Pre::Destination(
-                bindings::destination::DestinationPre::new(
-                    self.destination_linker
-                        .instantiate_pre(&component)
-                        .map_err(unlinkable)?,
+            (World::Destination, Contract::V0_2) => Exports::Destination(
+                bindings::destination::exports::tidemark::processor::deliverer::GuestIndices::new(
+                    &instance,
+                )
+                .map_err(unlinkable)?,
+            ),
+            (World::Transform, Contract::V0_1) => Exports::LegacyTransform(
+                bindings::legacy::transform::exports::tidemark::processor::transformer::GuestIndices::new(
+                    &instance,
+                )
+                .map_err(unlinkable)?,
+            ),
+            (World::Destination, Contract::V0_1) => Exports::LegacyDestination(
+                bindings::legacy::destination::exports::tidemark::processor::deliverer::GuestIndices::new(
+                    &instance,
                 )
                 .map_err(unlinkable)?,
             ),
         };
+        let lifecycle = match implements.lifecycle {
+            true => Some(LifecycleIndices::new(&instance).map_err(unlinkable)?),
+            false => None,
+        };
         Ok((
-            pre,
+            Pre {
+                instance,
+                exports: exports_of,
+                lifecycle,
+            },
             Inspection {
                 world,
-                version,
+                implements,
                 imports,
                 exports,
                 from_cache: compiled.from_cache,
@@ -218,22 +261,35 @@ impl Runtime {
     }
 }
 
+/// Both versions of the `host` interface (and of `types`): a linker serves modules of either.
 fn add_host_interfaces(linker: &mut Linker<ModuleState>) -> wasmtime::Result<()> {
+    use bindings::{legacy, transform};
     use wasmtime::component::HasSelf;
-    bindings::transform::tidemark::processor::host::add_to_linker::<_, HasSelf<ModuleState>>(
+    transform::tidemark::processor::host::add_to_linker::<_, HasSelf<ModuleState>>(
         linker,
         |state| state,
     )?;
-    bindings::transform::tidemark::processor::types::add_to_linker::<_, HasSelf<ModuleState>>(
+    transform::tidemark::processor::types::add_to_linker::<_, HasSelf<ModuleState>>(
+        linker,
+        |state| state,
+    )?;
+    legacy::transform::tidemark::processor::host::add_to_linker::<_, HasSelf<ModuleState>>(
+        linker,
+        |state| state,
+    )?;
+    legacy::transform::tidemark::processor::types::add_to_linker::<_, HasSelf<ModuleState>>(
         linker,
         |state| state,
     )
 }
 
+/// A module linked and ready to instantiate, with the indices of what it exports.
 #[derive(Clone)]
-enum Pre {
-    Transform(bindings::transform::TransformPre<ModuleState>),
-    Destination(bindings::destination::DestinationPre<ModuleState>),
+struct Pre {
+    instance: InstancePre<ModuleState>,
+    exports: Exports,
+    /// `None` for a module that does not export `lifecycle` (every 0.1 module).
+    lifecycle: Option<LifecycleIndices>,
 }
 
 /// A loaded module, bound to one pipeline's configuration and limits. A clone is cheap and
@@ -248,15 +304,6 @@ pub struct Module {
     fuel_metered: bool,
     /// Shared: kept for `host test` and logs, read rarely, and cheap to clone with the module.
     inspection: Arc<Inspection>,
-}
-
-/// What a call returned.
-#[derive(Debug)]
-pub enum Outcome {
-    /// A transform's rows, as JSON array text.
-    Rows(String),
-    /// A destination's result: the rejected rows, or why the batch was not delivered.
-    Delivered(std::result::Result<Vec<Rejection>, DeliveryError>),
 }
 
 impl Module {
@@ -284,189 +331,17 @@ impl Module {
         &self.inspection
     }
 
-    /// Whether fuel is counted (else [`Usage::fuel`] stays 0).
+    /// The configuration this module was loaded with.
+    pub fn config(&self) -> &ModuleConfig {
+        &self.tag.config
+    }
+
+    /// Whether fuel is counted (else [`crate::model::Usage::fuel`] stays 0).
     pub fn fuel_metered(&self) -> bool {
         self.fuel_metered
     }
 
-    /// Runs the module on one batch in a fresh instance, on the guest runtime. What the call
-    /// used comes back whether it succeeded or not: a module that spins to its deadline or
-    /// runs out of memory on every batch is the one whose cost its pipeline's accounting must
-    /// show.
-    pub async fn call(&self, batch: Arc<Batch>) -> (Result<Outcome>, Usage) {
-        // The deadline counts from here, so a wait for the guest runtime counts too.
-        let started = Instant::now();
-        let module = self.clone();
-        let call = executor::spawn(async move { module.call_here(&batch, started).await });
-        // A guest computing on the guest runtime checks in with the scheduler at once rather
-        // than at its next tick, and so lets this call start and ask for its turn.
-        self.engine().increment_epoch();
-        call.await.unwrap_or_else(|lost| {
-            let error = Error::fatal(format!(
-                "module {} of pipeline {:?}: the host lost the call: {lost}",
-                self.tag.module, self.tag.pipeline
-            ));
-            (Err(error), Usage::default())
-        })
-    }
-
     fn engine(&self) -> &Engine {
-        match &self.pre {
-            Pre::Transform(pre) => pre.engine(),
-            Pre::Destination(pre) => pre.engine(),
-        }
-    }
-
-    /// [`Module::call`] on the runtime this runs on.
-    async fn call_here(&self, batch: &Batch, started: Instant) -> (Result<Outcome>, Usage) {
-        let state = ModuleState::new(
-            self.tag.clone(),
-            &self.limits,
-            HttpPolicy::new(self.outbound.clone()),
-        );
-        let mut store = Store::new(self.engine(), state);
-        store.limiter(|state| &mut state.limiter);
-        // What the module hands over (its answer, a host call's arguments) is copied into host
-        // memory up to this bound, and refused past it before it is copied.
-        store.set_hostcall_fuel(transfer::bound(self.world, &self.limits, &batch.rows));
-        // Instantiation runs guest code too, so the deadline and fuel cover it. The guest
-        // yields to the executor at every epoch tick, so a module that computes for long (or
-        // forever, until its deadline) takes turns with the other pipelines' guests instead of
-        // holding the guest thread.
-        let deadline = started + self.limits.deadline;
-        // Guest code runs in its pipeline's fair turn of guest CPU (runtime/fairness.rs): the
-        // first epoch check (deadline 0) and every tick after check in with the scheduler.
-        let turn = fairness::turn(self.tag.pipeline.clone(), deadline, self.engine());
-        store.set_epoch_deadline(0);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::YieldCustom(1, Box::pin(turn.clone().tick()))
-            })
-        });
-        let budget = self.limits.fuel.unwrap_or(u64::MAX);
-        if self.fuel_metered {
-            if let Err(err) = store.set_fuel(budget) {
-                let error = Error::fatal(format!("cannot set fuel: {err}"));
-                return (Err(error), Usage::default());
-            }
-        }
-        let work = async {
-            match &self.pre {
-                Pre::Transform(pre) => match pre.instantiate_async(&mut store).await {
-                    Ok(instance) => instance
-                        .tidemark_processor_transformer()
-                        .call_transform(&mut store, batch)
-                        .await
-                        .map(|rows| rows.map(Outcome::Rows)),
-                    Err(err) => Err(err),
-                },
-                Pre::Destination(pre) => match pre.instantiate_async(&mut store).await {
-                    Ok(instance) => instance
-                        .tidemark_processor_deliverer()
-                        .call_deliver(&mut store, batch)
-                        .await
-                        .map(|delivered| Ok(Outcome::Delivered(delivered))),
-                    Err(err) => Err(err),
-                },
-            }
-        };
-        // Epoch ticks interrupt a guest only while it computes. One that waits in a host call
-        // (a sleep, a response that never comes, a stream that never ends) is stopped here:
-        // at the deadline the call is dropped, and with the store go its requests in flight,
-        // their connections and slots, and the batch's permit once this returns.
-        let result = tokio::time::timeout_at(deadline.into(), work).await;
-        let usage = Usage {
-            time: started.elapsed(),
-            fuel: match self.fuel_metered {
-                true => budget.saturating_sub(store.get_fuel().unwrap_or(0)),
-                false => 0,
-            },
-            peak_memory: store.data().limiter.peak,
-        };
-        let result = match result {
-            Ok(Ok(Ok(outcome))) => Ok(outcome),
-            Ok(Ok(Err(message))) => Err(self.failure(
-                batch,
-                &format!("returned an error: {}", self.bounded(&message)),
-                None,
-            )),
-            Ok(Err(err)) => Err(self.trap_error(batch, &err, store.data().limiter.hit)),
-            Err(_elapsed) => Err(self.past_deadline(batch)),
-        };
-        drop(store);
-        (result, usage)
-    }
-
-    fn trap_error(&self, batch: &Batch, err: &wasmtime::Error, memory_hit: bool) -> Error {
-        let limits = &self.limits;
-        if memory_hit {
-            return self.failure(
-                batch,
-                &format!(
-                    "exceeded its memory limit of {} MiB (linear memory and tables)",
-                    limits.memory >> 20
-                ),
-                Some("raise --memory-limit if the module needs more"),
-            );
-        }
-        if let Some((what, hint)) = limits::host_limit_hit(err, limits) {
-            return self.failure(batch, &what, Some(hint));
-        }
-        if transfer::exceeded(err) {
-            let bound = transfer::bound(self.world, limits, &batch.rows);
-            let (what, hint) = transfer::exceeded_message(self.world, limits, bound);
-            return self.failure(batch, &what, Some(hint));
-        }
-        match err.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => self.past_deadline(batch),
-            Some(Trap::OutOfFuel) => self.failure(
-                batch,
-                &format!(
-                    "ran out of fuel ({} units per batch)",
-                    limits.fuel.unwrap_or(0)
-                ),
-                Some("raise --fuel if the module needs more"),
-            ),
-            Some(Trap::UnreachableCodeReached) => self.failure(
-                batch,
-                "panicked or aborted (its message, if any, is in the log above)",
-                None,
-            ),
-            Some(trap) => self.failure(batch, &format!("trapped: {trap}"), None),
-            None => self.failure(
-                batch,
-                &format!("failed: {}", self.redact(&format!("{err:#}"))),
-                None,
-            ),
-        }
-    }
-
-    /// One error for both ways a call is stopped at its deadline: interrupted while
-    /// computing, or dropped while waiting.
-    fn past_deadline(&self, batch: &Batch) -> Error {
-        self.failure(
-            batch,
-            &format!(
-                "exceeded its deadline of {:?} per call (--deadline)",
-                self.limits.deadline
-            ),
-            Some("raise --deadline if the module needs more time"),
-        )
-    }
-
-    fn failure(&self, batch: &Batch, what: &str, hint: Option<&str>) -> Error {
-        let error = Error::new(
-            ErrorKind::Module,
-            format!(
-                "module {} {what} on batch {} of pipeline {:?}",
-                self.tag.module, batch.id, batch.pipeline
-            ),
-        );
-        match hint {
-            Some(hint) => error.with_hint(hint),
-            None => error,
-        }
+        self.pre.instance.engine()
     }
 }

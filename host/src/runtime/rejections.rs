@@ -1,6 +1,7 @@
-//! The rule a destination's rejections keep, and the bound on what is kept of each.
+//! The rule a module's rejections keep (a destination's, and a transform's since contract
+//! 0.2), and the bound on what is kept of each.
 //!
-//! A destination rejects each row of the batch at most once, by the row's position in the
+//! A module rejects each row of the batch at most once, by the row's position in the
 //! batch's `rows` (from 0). An answer that breaks the rule (a million rejections of one row,
 //! a row the batch does not have) would have the host copy a row, and write a dead letter, per
 //! rejection; it fails the batch like a module fault instead: the batch is retried and the
@@ -14,17 +15,17 @@ pub const MAX_REASON: usize = 1024;
 /// starting in the kept part is masked whole.
 const REDACTED_PREFIX: usize = 16 << 10;
 
-/// How a destination that broke the rule can fix it.
-pub const RULE_HINT: &str = "a destination rejects each row of a batch at most once, by its \
+/// How a module that broke the rule can fix it.
+pub const RULE_HINT: &str = "a module rejects each row of a batch at most once, by its \
     position in the batch's rows (from 0); the batch is retried and the watermark stays";
 
 /// Checks `indexes` (of the rejected rows, in the answer's order) against a batch of `rows`
-/// rows; on a broken rule, says what the destination did. The count comes first, so a
+/// rows; on a broken rule, says what the module did. The count comes first, so a
 /// million rejections cost one comparison.
 pub fn check(indexes: impl ExactSizeIterator<Item = u32>, rows: usize) -> Result<(), String> {
     if indexes.len() > rows {
         return Err(format!(
-            "rejected {} rows of a batch of {rows}: a destination rejects each row at most once",
+            "rejected {} rows of a batch of {rows}: a module rejects each row at most once",
             indexes.len()
         ));
     }
@@ -38,8 +39,8 @@ pub fn check(indexes: impl ExactSizeIterator<Item = u32>, rows: usize) -> Result
             }
             Some(true) => {
                 return Err(format!(
-                "rejected row {index} more than once: a destination rejects each row at most once"
-            ))
+                    "rejected row {index} more than once: a module rejects each row at most once"
+                ))
             }
             Some(seen) => *seen = true,
         }
@@ -119,7 +120,7 @@ mod tests {
         let flood = check(std::iter::repeat_n(0, 1_000_000), 3).unwrap_err();
         assert_eq!(
             flood,
-            "rejected 1000000 rows of a batch of 3: a destination rejects each row at most once"
+            "rejected 1000000 rows of a batch of 3: a module rejects each row at most once"
         );
         let past = check([3].into_iter(), 3).unwrap_err();
         assert_eq!(

@@ -1,47 +1,77 @@
 //! {{name}}: a Tidemark transform. Each batch of changed rows goes through `transform`; the
 //! rows it returns go on to the next module, or to the host's output.
 //!
-//! It drops the rows of one plan and adds `email_domain`. Build and try it:
+//! It drops the rows of one plan, adds `email_domain`, and rejects rows whose email is no
+//! address. Build and try it:
 //!
 //! ```text
 //! cargo build --release
+//! host check --module target/wasm32-wasip2/release/{{crate}}.wasm
 //! host test --module target/wasm32-wasip2/release/{{crate}}.wasm --input rows.json --expect expected.json
 //! ```
 
-use tidemark_sdk::{json, log, Batch, Change, Result, Value};
+use tidemark_sdk::{json, log, Batch, ConfigKey, Error, Result, Transformed, Value};
 
-fn transform(batch: Batch) -> Result<Vec<Change>> {
-    // Configuration: `--set drop_plan=trial` (a pipelines file: config = { drop_plan = "trial" }).
-    let drop_plan = tidemark_sdk::config("drop_plan").unwrap_or_else(|| "free".into());
-    // A secret is read the same way, given as `--secret salt=ENV_VAR`; the host masks its
-    // value in everything this module logs or returns.
-    let _salt = tidemark_sdk::config("salt");
+/// The configuration keys this module takes: the host refuses any other key (a typo) and a
+/// missing required one before it reads a row, and `host check` lists them.
+const KEYS: &[ConfigKey] = &[
+    // `--set drop_plan=trial` (a pipelines file: config = { drop_plan = "trial" }).
+    ConfigKey::optional("drop_plan", "rows of this plan are left out (default free)"),
+    // A secret, given as `--secret salt=ENV_VAR`: the host masks its value in everything
+    // this module logs or returns.
+    ConfigKey::optional("salt", "an example secret, unused").secret(),
+];
 
-    let total = batch.changes.len();
-    let mut out = Vec::with_capacity(total);
-    for mut change in batch.changes {
-        // Returning an error fails the whole batch: the host keeps its watermark, shows the
-        // message with the module and the batch id, and tries the batch again later.
-        if !change.row.contains_key("id") {
-            return Err(format!("batch {}: a row has no \"id\" column", batch.id).into());
+/// Called once before any row is read: checks the configuration. An error stops the run at
+/// start (exit 2) with its message.
+fn init() -> Result<()> {
+    match tidemark_sdk::config("drop_plan") {
+        Some(plan) if plan.trim().is_empty() => {
+            Err("drop_plan is empty: name a plan, or leave the key out".into())
         }
-        // A transform passes a row on, changes it, or leaves it out. (A destination can also
-        // reject a row, which the host keeps as a dead letter: `host new --world destination`.)
+        _ => Ok(()),
+    }
+}
+
+fn transform(batch: Batch) -> Result<Transformed> {
+    let drop_plan = tidemark_sdk::config("drop_plan").unwrap_or_else(|| "free".into());
+    let total = batch.changes.len();
+    let mut out = Transformed::new();
+    for (index, mut change) in batch.changes.into_iter().enumerate() {
+        // An error fails the whole batch. `Error::fatal` stops the pipeline with the message
+        // (the watermark stays); `Error::retry_later` makes the host offer the same batch
+        // again later, for what a later try can fix (a service that is down).
+        if !change.row.contains_key("id") {
+            return Err(Error::fatal(format!(
+                "batch {}: a row has no \"id\" column",
+                batch.id
+            )));
+        }
+        // A transform passes a row on, changes it, or leaves it out...
         if change.row.get("plan").and_then(Value::as_str) == Some(drop_plan.as_str()) {
             continue;
         }
-        let domain = change
-            .row
-            .get("email")
-            .and_then(Value::as_str)
+        let email = change.row.get("email").and_then(Value::as_str);
+        // ...or rejects it: the host keeps the row as a dead letter with this reason
+        // (`host dead-letters`, `host retry` once fixed) and the rest of the batch goes on.
+        if email.is_some_and(|email| !email.contains('@')) && !change.is_delete() {
+            out.reject(index, "the email is not an address");
+            continue;
+        }
+        let domain = email
             .and_then(|email| email.split_once('@'))
             .map(|(_, domain)| domain.to_lowercase());
         change.row.insert("email_domain".into(), json!(domain));
         out.push(change);
     }
     // Lines in the host's log, tagged with this module and the pipeline.
-    log::info(format!("batch {}: passed on {} of {total} rows", batch.id, out.len()));
+    log::info(format!(
+        "batch {}: passed on {} of {total} rows, rejected {}",
+        batch.id,
+        out.rows.len(),
+        out.rejections.len()
+    ));
     Ok(out)
 }
 
-tidemark_sdk::transform!(transform);
+tidemark_sdk::transform!(transform, keys = KEYS, init = init);

@@ -3,10 +3,10 @@
 //! are in flight together. Delivered when every answer is a success, else retry later.
 
 use tidemark_sdk::http::{send_all, Request};
-use tidemark_sdk::{require_config, Batch, DeliveryError, Rejection};
+use tidemark_sdk::{require_config, Batch, Error, Rejection};
 
-fn deliver(_batch: Batch) -> Result<Vec<Rejection>, DeliveryError> {
-    let url = require_config("url").map_err(|err| DeliveryError::Fatal(err.0))?;
+fn deliver(_batch: Batch) -> Result<Vec<Rejection>, Error> {
+    let url = require_config("url")?;
     let count: usize = tidemark_sdk::config("requests")
         .and_then(|n| n.parse().ok())
         .unwrap_or(3);
@@ -16,8 +16,8 @@ fn deliver(_batch: Batch) -> Result<Vec<Rejection>, DeliveryError> {
     for response in send_all(requests) {
         match response {
             Ok(response) if response.is_success() => {}
-            Ok(response) => return Err(response.delivery_error("the receiver", "")),
-            Err(err) => return Err(err.delivery_error(&url)),
+            Ok(response) => return Err(response.error("the receiver", "")),
+            Err(err) => return Err(Error::from(err)),
         }
     }
     Ok(Vec::new())

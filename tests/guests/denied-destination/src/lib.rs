@@ -3,20 +3,20 @@
 //! `mode=fatal` it fails the whole batch that way instead.
 
 use tidemark_sdk::http::Request;
-use tidemark_sdk::{log, Batch, DeliveryError, Rejection};
+use tidemark_sdk::{log, Batch, Error, Rejection};
 
-fn deliver(batch: Batch) -> Result<Vec<Rejection>, DeliveryError> {
+fn deliver(batch: Batch) -> Result<Vec<Rejection>, Error> {
     match Request::get("https://example.com/").send() {
         Ok(response) => log::warn(format!("unexpected response {}", response.status)),
-        Err(err) if err.denied => log::info(format!("request denied as expected: {err}")),
+        Err(err) if err.is_denied() => log::info(format!("request denied as expected: {err}")),
         Err(err) => log::warn(format!("request failed otherwise: {err}")),
     }
     match tidemark_sdk::config("mode").as_deref() {
-        Some("retry") => Err(DeliveryError::RetryLater {
+        Some("retry") => Err(Error::RetryLater {
             message: "receiver busy".into(),
-            after_ms: Some(10),
+            after: Some(std::time::Duration::from_millis(10)),
         }),
-        Some("fatal") => Err(DeliveryError::Fatal("bad credentials".into())),
+        Some("fatal") => Err(Error::Fatal("bad credentials".into())),
         _ => Ok(batch
             .changes
             .iter()

@@ -7,9 +7,9 @@
 
 use tidemark_sdk::destination::wasi::clocks::monotonic_clock;
 use tidemark_sdk::destination::wasi::http::types::{Fields, Method, OutgoingRequest};
-use tidemark_sdk::{Batch, DeliveryError, Rejection};
+use tidemark_sdk::{Batch, Error, Rejection};
 
-fn hold(_batch: Batch) -> Result<Vec<Rejection>, DeliveryError> {
+fn hold(_batch: Batch) -> Result<Vec<Rejection>, Error> {
     let value = vec![b'x'; 8 << 10];
     let mut fields = Vec::new();
     let mut pollables = Vec::new();
@@ -48,7 +48,7 @@ fn hold(_batch: Batch) -> Result<Vec<Rejection>, DeliveryError> {
             }
         }
     }
-    Err(DeliveryError::Fatal(format!(
+    Err(Error::Fatal(format!(
         "still holding {} header sets, {} pollables and {} requests",
         fields.len(),
         pollables.len(),

@@ -16,17 +16,14 @@ use tidemark_sdk::destination::wasi::http::types::{
     Fields, IncomingBody, IncomingResponse, Method, OutgoingBody, OutgoingRequest, Scheme,
 };
 use tidemark_sdk::http::Request;
-use tidemark_sdk::{config, log, require_config, Batch, DeliveryError, Rejection};
+use tidemark_sdk::{config, log, require_config, Batch, Error, Rejection};
 
-fn deliver(_batch: Batch) -> Result<Vec<Rejection>, DeliveryError> {
-    let fatal = |message: String| DeliveryError::Fatal(message);
+fn deliver(_batch: Batch) -> Result<Vec<Rejection>, Error> {
+    let fatal = |message: String| Error::Fatal(message);
     match config("mode").as_deref() {
         Some("hang") => {
-            let url = require_config("url").map_err(|err| fatal(err.0))?;
-            let response = Request::post(&url)
-                .body("{}")
-                .send()
-                .map_err(|err| err.delivery_error(&url))?;
+            let url = require_config("url")?;
+            let response = Request::post(&url).body("{}").send()?;
             Err(fatal(format!("the receiver answered {}", response.status)))
         }
         Some("huge-body") => huge_body(),
@@ -38,8 +35,8 @@ fn deliver(_batch: Batch) -> Result<Vec<Rejection>, DeliveryError> {
 }
 
 /// `url` split for a raw request: scheme, authority, path with query.
-fn target() -> Result<(Scheme, String, String), DeliveryError> {
-    let url = require_config("url").map_err(|err| DeliveryError::Fatal(err.0))?;
+fn target() -> Result<(Scheme, String, String), Error> {
+    let url = require_config("url")?;
     let (scheme, rest) = url.split_once("://").unwrap_or(("http", &url));
     let scheme = if scheme == "https" {
         Scheme::Https
@@ -55,10 +52,10 @@ fn target() -> Result<(Scheme, String, String), DeliveryError> {
     Ok((scheme, rest[..slash].to_owned(), path.to_owned()))
 }
 
-fn raw_request(method: Method) -> Result<OutgoingRequest, DeliveryError> {
+fn raw_request(method: Method) -> Result<OutgoingRequest, Error> {
     let (scheme, authority, path) = target()?;
     let request = OutgoingRequest::new(Fields::new());
-    let invalid = |()| DeliveryError::Fatal("invalid request".into());
+    let invalid = |()| Error::Fatal("invalid request".into());
     request.set_method(&method).map_err(invalid)?;
     request.set_scheme(Some(&scheme)).map_err(invalid)?;
     request.set_authority(Some(&authority)).map_err(invalid)?;
@@ -66,19 +63,19 @@ fn raw_request(method: Method) -> Result<OutgoingRequest, DeliveryError> {
     Ok(request)
 }
 
-fn huge_body() -> Result<Vec<Rejection>, DeliveryError> {
+fn huge_body() -> Result<Vec<Rejection>, Error> {
     let request = raw_request(Method::Post)?;
     let body = request
         .body()
-        .map_err(|()| DeliveryError::Fatal("no body".into()))?;
+        .map_err(|()| Error::Fatal("no body".into()))?;
     let pending = outgoing_handler::handle(request, None)
-        .map_err(|code| DeliveryError::Fatal(format!("{code:?}")))?;
+        .map_err(|code| Error::Fatal(format!("{code:?}")))?;
     let buffer = vec![b'x'; 64 << 10];
     let mut written: u64 = 0;
     {
         let stream = body
             .write()
-            .map_err(|()| DeliveryError::Fatal("no body stream".into()))?;
+            .map_err(|()| Error::Fatal("no body stream".into()))?;
         loop {
             let Ok(room) = stream.check_write() else {
                 break;
@@ -97,14 +94,14 @@ fn huge_body() -> Result<Vec<Rejection>, DeliveryError> {
     drop(body);
     pending.subscribe().block();
     let result = pending.get();
-    Err(DeliveryError::RetryLater {
+    Err(Error::RetryLater {
         message: format!("the host stopped the body after {written} bytes: {result:?}"),
-        after_ms: None,
+        after: None,
     })
 }
 
-fn flood() -> Result<Vec<Rejection>, DeliveryError> {
-    let url = require_config("url").map_err(|err| DeliveryError::Fatal(err.0))?;
+fn flood() -> Result<Vec<Rejection>, Error> {
+    let url = require_config("url")?;
     // One number per call, so the receiver can count each call's requests.
     let call = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -116,17 +113,16 @@ fn flood() -> Result<Vec<Rejection>, DeliveryError> {
     unreachable!()
 }
 
-fn hoard() -> Result<Vec<Rejection>, DeliveryError> {
+fn hoard() -> Result<Vec<Rejection>, Error> {
     let mut kept: Vec<(IncomingResponse, IncomingBody)> = Vec::new();
     loop {
         let request = raw_request(Method::Get)?;
         let body = request
             .body()
-            .map_err(|()| DeliveryError::Fatal("no body".into()))?;
+            .map_err(|()| Error::Fatal("no body".into()))?;
         let pending = outgoing_handler::handle(request, None)
-            .map_err(|code| DeliveryError::Fatal(format!("{code:?}")))?;
-        OutgoingBody::finish(body, None)
-            .map_err(|code| DeliveryError::Fatal(format!("{code:?}")))?;
+            .map_err(|code| Error::Fatal(format!("{code:?}")))?;
+        OutgoingBody::finish(body, None).map_err(|code| Error::Fatal(format!("{code:?}")))?;
         pending.subscribe().block();
         let Some(Ok(Ok(response))) = pending.get() else {
             std::thread::sleep(Duration::from_millis(10));
@@ -140,9 +136,9 @@ fn hoard() -> Result<Vec<Rejection>, DeliveryError> {
     }
 }
 
-fn secret_url() -> Result<Vec<Rejection>, DeliveryError> {
-    let secret = require_config("api_key").map_err(|err| DeliveryError::Fatal(err.0))?;
-    let closed = require_config("closed").map_err(|err| DeliveryError::Fatal(err.0))?;
+fn secret_url() -> Result<Vec<Rejection>, Error> {
+    let secret = require_config("api_key")?;
+    let closed = require_config("closed")?;
     let denied = format!("https://not-allowed.example/hook?api_key={secret}");
     let userinfo = format!("https://user:{secret}@not-allowed.example/");
     let refused = format!("{closed}/path/{secret}");
@@ -162,11 +158,8 @@ fn secret_url() -> Result<Vec<Rejection>, DeliveryError> {
         let _ = writeln!(stderr, "{}", &secret[split..]);
     }
     eprintln!("the key is {secret}");
-    let err = Request::get(refused.as_str())
-        .send()
-        .err()
-        .map(|err| err.delivery_error(&refused));
-    Err(err.unwrap_or_else(|| DeliveryError::Fatal(format!("{refused} answered"))))
+    let err = Request::get(refused.as_str()).send().err().map(Error::from);
+    Err(err.unwrap_or_else(|| Error::Fatal(format!("{refused} answered"))))
 }
 
 tidemark_sdk::destination!(deliver);

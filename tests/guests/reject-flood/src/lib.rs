@@ -4,9 +4,9 @@
 //! with `mode=flood`, row 0 four million times (48 MB of answer in its memory, 128 MiB once
 //! copied into the host's); with `mode=huge-reason`, row 0 once, with a 50 MiB reason.
 
-use tidemark_sdk::{Batch, DeliveryError, Rejection};
+use tidemark_sdk::{Batch, Error, Rejection};
 
-fn deliver(batch: Batch) -> Result<Vec<Rejection>, DeliveryError> {
+fn deliver(batch: Batch) -> Result<Vec<Rejection>, Error> {
     let rows = batch.changes.len() as u32;
     Ok(match tidemark_sdk::config("mode").as_deref() {
         Some("out-of-range") => vec![Rejection {

@@ -1,0 +1,379 @@
+//! One call of a module, in a fresh instance under its limits: a batch (transform or
+//! deliver), or one of the `lifecycle` functions at start. What a call may do wrong (trap,
+//! limit, deadline, an answer too large) becomes an error naming the module and the batch;
+//! what a module answers about the batch as a whole (retry later, fatal) becomes the error
+//! the sync loop acts on, the same way for transforms and destinations.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::Instance;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::bindings::{legacy, ConfigKey, Exports, ProcessorError, Rejection, Transformed};
+use super::host::ModuleState;
+use super::http::HttpPolicy;
+use super::module_config::{ModuleConfig, Tag};
+use super::{executor, fairness, limits, transfer, Batch, Module, World};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::Usage;
+
+/// What a batch call returned.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A transform's rows (JSON array text) and the input rows it rejected. A 0.1 transform
+    /// rejects none.
+    Transformed(Transformed),
+    /// A destination's rejected rows (none: all delivered).
+    Delivered(Vec<Rejection>),
+}
+
+/// What a call asks of the module.
+#[derive(Clone, Copy)]
+pub(super) enum Request<'a> {
+    Batch(&'a Batch),
+    ConfigKeys,
+    Init,
+}
+
+/// What a module answered, before the host judges it.
+pub(super) enum Answer {
+    Batch(Outcome),
+    Keys(Option<Vec<ConfigKey>>),
+    Initialized,
+}
+
+/// A module's own word against the call.
+enum Refusal {
+    /// Contract 0.2 (and a 0.1 destination): retry later, or fatal.
+    Processor(ProcessorError),
+    /// A 0.1 transform's error string, or `init`'s: a failure of the call.
+    Message(String),
+}
+
+type Answered = std::result::Result<Answer, Refusal>;
+
+impl Module {
+    /// Runs the module on one batch in a fresh instance, on the guest runtime. What the call
+    /// used comes back whether it succeeded or not: a module that spins to its deadline or
+    /// runs out of memory on every batch is the one whose cost its pipeline's accounting must
+    /// show.
+    pub async fn call(&self, batch: Arc<Batch>) -> (Result<Outcome>, Usage) {
+        let (answer, usage) = self
+            .call_on_guest_runtime(move |module, started| async move {
+                module.call_here(Request::Batch(&batch), started).await
+            })
+            .await;
+        let outcome = answer.and_then(|answer| match answer {
+            Answer::Batch(outcome) => Ok(outcome),
+            Answer::Keys(_) | Answer::Initialized => Err(Error::fatal(format!(
+                "module {}: the host mixed up a call",
+                self.tag.module
+            ))),
+        });
+        (outcome, usage)
+    }
+
+    /// Calls a `lifecycle` function (a module without the export answers as the default:
+    /// no keys declared, nothing to check).
+    pub(super) async fn call_lifecycle(&self, request: Request<'static>) -> Result<Answer> {
+        self.call_on_guest_runtime(move |module, started| async move {
+            module.call_here(request, started).await
+        })
+        .await
+        .0
+    }
+
+    async fn call_on_guest_runtime<F, Fut>(&self, work: F) -> (Result<Answer>, Usage)
+    where
+        F: FnOnce(Module, Instant) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = (Result<Answer>, Usage)> + Send + 'static,
+    {
+        // The deadline counts from here, so a wait for the guest runtime counts too.
+        let started = Instant::now();
+        let call = executor::spawn(work(self.clone(), started));
+        // A guest computing on the guest runtime checks in with the scheduler at once rather
+        // than at its next tick, and so lets this call start and ask for its turn.
+        self.engine().increment_epoch();
+        call.await.unwrap_or_else(|lost| {
+            let error = Error::fatal(format!(
+                "module {} of pipeline {:?}: the host lost the call: {lost}",
+                self.tag.module, self.tag.pipeline
+            ));
+            (Err(error), Usage::default())
+        })
+    }
+
+    /// [`Module::call`] on the runtime this runs on.
+    async fn call_here(&self, request: Request<'_>, started: Instant) -> (Result<Answer>, Usage) {
+        // `config-keys` runs without configuration: its answer must not depend on it.
+        let tag = match request {
+            Request::ConfigKeys => Tag {
+                config: Arc::new(ModuleConfig::default()),
+                ..self.tag.clone()
+            },
+            Request::Batch(_) | Request::Init => self.tag.clone(),
+        };
+        let state = ModuleState::new(tag, &self.limits, HttpPolicy::new(self.outbound.clone()));
+        let mut store = Store::new(self.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        // What the module hands over (its answer, a host call's arguments) is copied into host
+        // memory up to this bound, and refused past it before it is copied.
+        store.set_hostcall_fuel(self.transfer_bound(request));
+        // Instantiation runs guest code too, so the deadline and fuel cover it. The guest
+        // yields to the executor at every epoch tick, so a module that computes for long (or
+        // forever, until its deadline) takes turns with the other pipelines' guests instead of
+        // holding the guest thread.
+        let deadline = started + self.limits.deadline;
+        // Guest code runs in its pipeline's fair turn of guest CPU (runtime/fairness.rs): the
+        // first epoch check (deadline 0) and every tick after check in with the scheduler.
+        let turn = fairness::turn(self.tag.pipeline.clone(), deadline, self.engine());
+        store.set_epoch_deadline(0);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::YieldCustom(1, Box::pin(turn.clone().tick()))
+            })
+        });
+        let budget = self.limits.fuel.unwrap_or(u64::MAX);
+        if self.fuel_metered {
+            if let Err(err) = store.set_fuel(budget) {
+                let error = Error::fatal(format!("cannot set fuel: {err}"));
+                return (Err(error), Usage::default());
+            }
+        }
+        let work = async {
+            let instance = self.pre.instance.instantiate_async(&mut store).await?;
+            self.ask(&mut store, &instance, request).await
+        };
+        // Epoch ticks interrupt a guest only while it computes. One that waits in a host call
+        // (a sleep, a response that never comes, a stream that never ends) is stopped here:
+        // at the deadline the call is dropped, and with the store go its requests in flight,
+        // their connections and slots, and the batch's permit once this returns.
+        let result = tokio::time::timeout_at(deadline.into(), work).await;
+        let usage = Usage {
+            time: started.elapsed(),
+            fuel: match self.fuel_metered {
+                true => budget.saturating_sub(store.get_fuel().unwrap_or(0)),
+                false => 0,
+            },
+            peak_memory: store.data().limiter.peak,
+        };
+        let result = match result {
+            Ok(Ok(Ok(answer))) => Ok(answer),
+            Ok(Ok(Err(Refusal::Processor(error)))) => Err(self.processor_error(request, error)),
+            Ok(Ok(Err(Refusal::Message(message)))) => Err(self.refused(request, &message)),
+            Ok(Err(err)) => Err(self.trap_error(request, &err, store.data().limiter.hit)),
+            Err(_elapsed) => Err(self.past_deadline(request)),
+        };
+        drop(store);
+        (result, usage)
+    }
+
+    /// Calls the function `request` asks for, by the module's contract version.
+    async fn ask(
+        &self,
+        store: &mut Store<ModuleState>,
+        instance: &Instance,
+        request: Request<'_>,
+    ) -> wasmtime::Result<Answered> {
+        let batch = match request {
+            Request::Batch(batch) => batch,
+            Request::ConfigKeys | Request::Init => {
+                let Some(lifecycle) = &self.pre.lifecycle else {
+                    return Ok(Ok(match request {
+                        Request::ConfigKeys => Answer::Keys(None),
+                        _ => Answer::Initialized,
+                    }));
+                };
+                let lifecycle = lifecycle.load(&mut *store, instance)?;
+                return Ok(match request {
+                    Request::ConfigKeys => {
+                        Ok(Answer::Keys(lifecycle.call_config_keys(&mut *store).await?))
+                    }
+                    _ => match lifecycle.call_init(&mut *store).await? {
+                        Ok(()) => Ok(Answer::Initialized),
+                        Err(message) => Err(Refusal::Message(message)),
+                    },
+                });
+            }
+        };
+        let answer = match &self.pre.exports {
+            Exports::Transform(indices) => indices
+                .load(&mut *store, instance)?
+                .call_transform(&mut *store, batch)
+                .await?
+                .map(Outcome::Transformed)
+                .map_err(Refusal::Processor),
+            Exports::Destination(indices) => indices
+                .load(&mut *store, instance)?
+                .call_deliver(&mut *store, batch)
+                .await?
+                .map(Outcome::Delivered)
+                .map_err(Refusal::Processor),
+            Exports::LegacyTransform(indices) => indices
+                .load(&mut *store, instance)?
+                .call_transform(&mut *store, &legacy::Batch::from_current(batch))
+                .await?
+                .map(|rows| {
+                    Outcome::Transformed(Transformed {
+                        rows,
+                        rejections: Vec::new(),
+                    })
+                })
+                .map_err(Refusal::Message),
+            Exports::LegacyDestination(indices) => indices
+                .load(&mut *store, instance)?
+                .call_deliver(&mut *store, &legacy::Batch::from_current(batch))
+                .await?
+                .map(|rejections| {
+                    Outcome::Delivered(rejections.into_iter().map(Rejection::from).collect())
+                })
+                .map_err(|error| Refusal::Processor(error.into())),
+        };
+        Ok(answer.map(Answer::Batch))
+    }
+
+    /// The hostcall fuel of a call: by the batch, or the floor for `lifecycle` calls (a list
+    /// of keys, a message).
+    fn transfer_bound(&self, request: Request<'_>) -> usize {
+        match request {
+            Request::Batch(batch) => transfer::bound(self.world, &self.limits, &batch.rows),
+            Request::ConfigKeys | Request::Init => {
+                transfer::bound(World::Destination, &self.limits, "[]")
+            }
+        }
+    }
+
+    /// What a module's retry-later or fatal answer means for the sync loop: the batch comes
+    /// again (after the delay asked), or the pipeline stops. Transforms and destinations alike.
+    fn processor_error(&self, request: Request<'_>, error: ProcessorError) -> Error {
+        let Request::Batch(batch) = request else {
+            return self.failure(request, "answered a lifecycle call like a batch", None);
+        };
+        let module = format!("{} {}", self.world.name(), self.tag.module);
+        match error {
+            ProcessorError::RetryLater(retry) => Error::retry_later(
+                format!(
+                    "{module} asked to retry batch {} later: {}",
+                    batch.id,
+                    self.bounded(&retry.message)
+                ),
+                retry.after_ms.map(Duration::from_millis),
+            ),
+            ProcessorError::Fatal(message) => Error::fatal(format!(
+                "{module} stopped pipeline {:?} at batch {}: {}",
+                batch.pipeline,
+                batch.id,
+                self.bounded(&message)
+            )),
+        }
+    }
+
+    fn trap_error(&self, request: Request<'_>, err: &wasmtime::Error, memory_hit: bool) -> Error {
+        let limits = &self.limits;
+        if memory_hit {
+            return self.failure(
+                request,
+                &format!(
+                    "exceeded its memory limit of {} MiB (linear memory and tables)",
+                    limits.memory >> 20
+                ),
+                Some("raise --memory-limit if the module needs more"),
+            );
+        }
+        if let Some((what, hint)) = limits::host_limit_hit(err, limits) {
+            return self.failure(request, &what, Some(hint));
+        }
+        if transfer::exceeded(err) {
+            let bound = self.transfer_bound(request);
+            let (what, hint) = transfer::exceeded_message(self.world, limits, bound);
+            return self.failure(request, &what, Some(hint));
+        }
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => self.past_deadline(request),
+            Some(Trap::OutOfFuel) => self.failure(
+                request,
+                &format!(
+                    "ran out of fuel ({} units per batch)",
+                    limits.fuel.unwrap_or(0)
+                ),
+                Some("raise --fuel if the module needs more"),
+            ),
+            Some(Trap::UnreachableCodeReached) => self.failure(
+                request,
+                "panicked or aborted (its message, if any, is in the log above)",
+                None,
+            ),
+            Some(trap) => self.failure(request, &format!("trapped: {trap}"), None),
+            None => self.failure(
+                request,
+                &format!("failed: {}", self.redact(&format!("{err:#}"))),
+                None,
+            ),
+        }
+    }
+
+    /// One error for both ways a call is stopped at its deadline: interrupted while
+    /// computing, or dropped while waiting.
+    fn past_deadline(&self, request: Request<'_>) -> Error {
+        self.failure(
+            request,
+            &format!(
+                "exceeded its deadline of {:?} per call (--deadline)",
+                self.limits.deadline
+            ),
+            Some("raise --deadline if the module needs more time"),
+        )
+    }
+
+    /// An error string the module returned: a 0.1 transform failing its batch (a module
+    /// failure, as [`Module::failure`]), or `init` refusing the configuration: input the user
+    /// fixes (exit 2), with the module's own words.
+    fn refused(&self, request: Request<'_>, message: &str) -> Error {
+        match request {
+            Request::Init => Error::invalid(format!(
+                "module {} refused its configuration in pipeline {:?}: {}",
+                self.tag.module,
+                self.tag.pipeline,
+                self.bounded(message)
+            ))
+            .with_hint(format!(
+                "fix the configuration of {} (--set, --secret or the pipelines file); nothing was read",
+                self.tag.module
+            )),
+            _ => self.failure(
+                request,
+                &format!("returned an error: {}", self.bounded(message)),
+                None,
+            ),
+        }
+    }
+
+    /// A failed call: on a batch, a module failure the sync loop retries (and may isolate);
+    /// at start, a fault of the module that stops the run.
+    fn failure(&self, request: Request<'_>, what: &str, hint: Option<&str>) -> Error {
+        let error = match request {
+            Request::Batch(batch) => Error::new(
+                ErrorKind::Module,
+                format!(
+                    "module {} {what} on batch {} of pipeline {:?}",
+                    self.tag.module, batch.id, batch.pipeline
+                ),
+            ),
+            Request::ConfigKeys => Error::fatal(format!(
+                "module {} {what} when asked for its configuration keys, in pipeline {:?}",
+                self.tag.module, self.tag.pipeline
+            )),
+            Request::Init => Error::fatal(format!(
+                "module {} {what} in its init, before any row was read, in pipeline {:?}",
+                self.tag.module, self.tag.pipeline
+            )),
+        };
+        match hint {
+            Some(hint) => error.with_hint(hint),
+            None => error,
+        }
+    }
+}
