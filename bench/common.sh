@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Shared by the bench/ scripts; source it after setting BENCH_NAME, URL and SCHEMA, from the
 # repository root. Gives: die, note, psql_q, require_postgres, make_tmp (a temp dir that is
-# removed, with the schema, on exit) and build_host (sets target_dir and host).
+# removed, with the schema, on exit), build_host (sets target_dir and host), time_host (one
+# timed `host run --once` with its peak RSS) and record_result (for bench/throughput.sh).
 
 die() {
     echo "$BENCH_NAME: error: $*" >&2
@@ -53,7 +54,15 @@ bench_cleanup() {
 }
 
 # Builds the release host; sets target_dir (honouring CARGO_TARGET_DIR) and host.
+# TIDEMARK_BENCH_HOST=PATH times that binary instead (e.g. a build from before a change).
 build_host() {
+    if [[ -n "${TIDEMARK_BENCH_HOST:-}" ]]; then
+        host="$TIDEMARK_BENCH_HOST"
+        [[ -x "$host" ]] || die "TIDEMARK_BENCH_HOST: no executable at $host"
+        target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+        note "host binary (TIDEMARK_BENCH_HOST): $host"
+        return
+    fi
     note "building the host (release)"
     cargo build --release -p tidemark-host --bin host >&2 || die "cargo build --release failed"
     target_dir="$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
@@ -113,4 +122,125 @@ warm_cache() {
     done
     grep -q 'loaded from the compile cache' "$tmp/check.out" ||
         die "the compile cache in $dir is not used by host check: $(cat "$tmp/check.out")"
+}
+
+now() { date +%s.%N; }
+
+# Float arithmetic via python3 (bash has none).
+calc() { python3 -c "print(round($1, 3))"; }
+
+# tied_step_sql G: the step (of 37 µs from 2024-01-01) of row G's updated_at, in SQL that
+# PostgreSQL, MariaDB and SQLite all read: every 10th row repeats its predecessor's step, and
+# rows ≡ 1, 2 (mod 1000) take that same one too (four rows tied), so that a sync has to break
+# ties on id.
+tied_step_sql() {
+    local g=$1
+    echo "(CASE WHEN $g % 1000 IN (1, 2) AND $g > 2 THEN $g - ($g % 1000) - 1 WHEN $g % 10 = 0 THEN $g - 1 ELSE $g END)"
+}
+
+run_s=""
+run_rss_kib=""
+# time_host's user and system CPU seconds are noted on standard error beside the wall time.
+
+# time_host RUN_DIR PIPELINE N [ARGS...]: times one `host run --once` of SOURCE_URL (default
+# URL) and TABLE, extra arguments appended, with a fresh state in RUN_DIR and --settle SETTLE
+# (default 0s); checks that it synced N rows; sets run_s (wall seconds) and run_rss_kib
+# (peak RSS, from GNU time).
+time_host() {
+    local run_dir=$1 pipeline=$2 n=$3
+    shift 3
+    rm -rf "$run_dir"
+    mkdir -p "$run_dir"
+    local state="sqlite://$run_dir/state.db"
+
+    local t0 t1 rc=0
+    t0="$(now)"
+    /usr/bin/time -f '%U %S %M' -o "$run_dir/rss" \
+        "$host" run --source "${SOURCE_URL:-$URL}" --table "$TABLE" --batch-size "$BATCH_SIZE" \
+        --settle "${SETTLE:-0s}" --once --output /dev/null --state "$state" --pipeline "$pipeline" "$@" \
+        >"$run_dir/host.out" 2>"$run_dir/host.err" || rc=$?
+    t1="$(now)"
+    if [[ $rc -ne 0 ]]; then
+        echo "$BENCH_NAME: error: host run${1:+ $*} exited with status $rc; its last output:" >&2
+        tail -n 30 "$run_dir/host.out" "$run_dir/host.err" >&2 || true
+        exit 1
+    fi
+    run_s="$(calc "$t1 - $t0")"
+    local user_s sys_s
+    read -r user_s sys_s run_rss_kib < <(tail -n 1 "$run_dir/rss")
+    [[ "$run_rss_kib" =~ ^[0-9]+$ ]] || die "could not read peak RSS from /usr/bin/time: $(cat "$run_dir/rss")"
+    # CPU time is steadier than wall time on a shared machine: shown beside it.
+    note "host: ${run_s}s wall, ${user_s}s user + ${sys_s}s system CPU"
+
+    note "checking that the host delivered $n rows"
+    local status_json synced
+    status_json="$("$host" status --state "$state" --json 2>"$run_dir/status.err")" || {
+        cat "$run_dir/status.err" >&2
+        die "host status failed"
+    }
+    synced="$(PIPELINE="$pipeline" python3 -c '
+import json, os, sys
+data = json.loads(sys.stdin.read())
+if isinstance(data, dict):
+    data = data.get("pipelines", [data])
+want = os.environ["PIPELINE"]
+rows = [p for p in data if isinstance(p, dict) and p.get("pipeline", p.get("name")) == want]
+if not rows:
+    rows = [p for p in data if isinstance(p, dict)]
+if len(rows) != 1 or "rows_synced" not in rows[0]:
+    sys.exit("unexpected status JSON: " + json.dumps(data)[:500])
+print(rows[0]["rows_synced"])
+' <<<"$status_json")" || die "could not read rows_synced from host status --json: $status_json"
+    [[ "$synced" == "$n" ]] ||
+        die "host reports rows_synced=$synced for pipeline $pipeline, expected $n (status: $status_json)"
+}
+
+# record_result WORD...: one line for bench/throughput.sh's table, appended to the file
+# TIDEMARK_BENCH_RESULTS names (nothing when it is unset).
+record_result() {
+    if [[ -n "${TIDEMARK_BENCH_RESULTS:-}" ]]; then
+        echo "$*" >>"$TIDEMARK_BENCH_RESULTS"
+    fi
+}
+
+# parse_sizes SCRIPT [ROWS...]: sets sizes to the row counts given (default 1000000), or
+# prints SCRIPT's usage for -h/--help; stops on anything that is not a positive integer.
+parse_sizes() {
+    local script=$1 n
+    shift
+    sizes=("$@")
+    [[ ${#sizes[@]} -gt 0 ]] || sizes=(1000000)
+    for n in "${sizes[@]}"; do
+        case "$n" in
+            -h | --help)
+                print_usage "$script"
+                exit 0
+                ;;
+        esac
+        [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "row count '$n' is not a positive integer (usage: $script [ROWS...])"
+    done
+}
+
+# report_export TITLE TARGET "N EXPORT_S HOST_S RSS_KIB"...: the table of host against a
+# database's own export, with the verdicts on the ratio and peak RSS.
+report_export() {
+    python3 - "$@" <<'PY'
+import sys
+
+title, target = sys.argv[1], float(sys.argv[2])
+print()
+print(title)
+print(f"{'rows':>10}  {'export s':>8}  {'host s':>8}  {'host/export':>11}  {'peak RSS MiB':>12}")
+worst, peak = None, 0.0
+for line in sys.argv[3:]:
+    n, export_s, host_s, rss = line.split()
+    ratio = float(export_s) / float(host_s)
+    rss = int(rss) / 1024
+    worst = ratio if worst is None else min(worst, ratio)
+    peak = max(peak, rss)
+    print(f"{int(n):>10}  {float(export_s):>8.3f}  {float(host_s):>8.3f}  {ratio:>11.2f}  {rss:>12.1f}")
+print()
+print(f"  ratio >= {target:.2f}: {'OK' if worst >= target else 'MISSED'} (lowest {worst:.2f})")
+print(f"  peak RSS < 64 MiB: {'OK' if peak < 64 else 'MISSED'} (highest {peak:.1f} MiB)")
+PY
 }

@@ -186,6 +186,9 @@ for name in "${modules[@]}"; do
         "${load_said[$name]}" "$((ROWS * 1000 / run_ms[$name]))" \
         "$(python3 -c "print(f'{${run_ms[none]} / ${run_ms[$name]}:.2f}')")"
 done
+for name in "${modules[@]}"; do
+    record_result module "$name" "$ROWS" "${run_ms[none]}" "${run_ms[$name]}"
+done
 echo
 echo "compile wall: the whole \`host check\` process with an empty cache; compile: what it reports."
 echo "cached load: \`host check\` with the cache warm, as it reports it. rows/s: whole \`host run --once\`."

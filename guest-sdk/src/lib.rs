@@ -76,6 +76,7 @@ pub mod destination {
 }
 
 pub mod http;
+pub mod raw_rows;
 
 use transform::tidemark::processor::host as wit_host;
 use transform::tidemark::processor::types as wit_types;

@@ -79,18 +79,31 @@ impl Error {
             }
             _ => ErrorKind::Fatal,
         };
-        Error {
-            kind,
-            message: context.into(),
-            hint: None,
-            retry_after: None,
-            source: Some(Box::new(err)),
-        }
+        Self::caused_by(kind, context, err)
+    }
+
+    /// Wraps an error of the SQLite page reader (see `source::sqlite_pages`): a database
+    /// that is busy or locked by a writer is transient, anything else is not.
+    pub fn sqlite(context: impl Into<String>, err: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        let kind = match err.sqlite_error_code() {
+            Some(DatabaseBusy | DatabaseLocked) => ErrorKind::Transient,
+            _ => ErrorKind::Fatal,
+        };
+        Self::caused_by(kind, context, err)
     }
 
     pub fn io(context: impl Into<String>, err: std::io::Error) -> Self {
+        Self::caused_by(ErrorKind::Fatal, context, err)
+    }
+
+    fn caused_by(
+        kind: ErrorKind,
+        context: impl Into<String>,
+        err: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         Error {
-            kind: ErrorKind::Fatal,
+            kind,
             message: context.into(),
             hint: None,
             retry_after: None,

@@ -7,7 +7,8 @@
 //! ```
 
 use sha2::{Digest, Sha256};
-use tidemark_sdk::{Batch, Change, ConfigKey, Result, Value};
+use tidemark_sdk::raw_rows::{self, RawChange};
+use tidemark_sdk::{ConfigKey, RawBatch, Result};
 
 const KEYS: &[ConfigKey] = &[
     ConfigKey::optional("email_column", "the column hashed (default email)"),
@@ -24,7 +25,9 @@ fn init() -> Result<()> {
     }
 }
 
-fn mask_pii(batch: Batch) -> Result<Vec<Change>> {
+// Rows are read borrowed from the batch text (`raw_rows`): only the email is parsed and
+// rewritten, every other column goes out as it came in.
+fn mask_pii(batch: RawBatch) -> Result<String> {
     let email_column = tidemark_sdk::config("email_column").unwrap_or_else(|| "email".into());
     let drop = tidemark_sdk::config("drop").unwrap_or_default();
     let dropped: Vec<&str> = drop
@@ -32,20 +35,30 @@ fn mask_pii(batch: Batch) -> Result<Vec<Change>> {
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .collect();
-    let mut changes = batch.changes;
+    let mut changes: Vec<RawChange<'_>> = raw_rows::parse(&batch.rows)?;
+    let mut text = [0u8; 64];
     for change in &mut changes {
-        if let Some(Value::String(email)) = change.row.get(&email_column) {
+        if let Some(email) = change.row.get_str(&email_column) {
             let digest = Sha256::digest(email.trim().to_lowercase().as_bytes());
-            change
-                .row
-                .insert(email_column.clone(), Value::String(hex::encode(digest)));
+            change.row.set(&email_column, hex(&digest, &mut text))?;
         }
         for column in &dropped {
-            change.row.shift_remove(*column);
+            change.row.remove(column);
         }
-        change.row.insert("masked".into(), Value::Bool(true));
+        change.row.set("masked", &true)?;
     }
-    Ok(changes)
+    Ok(raw_rows::to_json(&changes))
 }
 
-tidemark_sdk::transform!(mask_pii, keys = KEYS, init = init);
+/// The digest in lowercase hex, written into `out`: `hex::encode` builds its string a char
+/// at a time, which was a tenth of this module's time.
+fn hex<'a>(digest: &[u8], out: &'a mut [u8; 64]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(digest) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+    std::str::from_utf8(out).unwrap_or_default()
+}
+
+tidemark_sdk::transform_raw!(mask_pii, keys = KEYS, init = init);

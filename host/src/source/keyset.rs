@@ -16,6 +16,10 @@ pub enum Style {
     DollarRowValues,
     /// `?`, row-value comparison (SQLite).
     QuestionRowValues,
+    /// Values written into the SQL as quoted string literals, row-value comparison
+    /// (PostgreSQL's `COPY (SELECT …) TO STDOUT`, which takes no parameters). The session
+    /// must have `standard_conforming_strings` on, so that only `'` needs doubling.
+    LiteralRowValues,
     /// `?`, comparison spelled out as `c > ? OR (c = ? AND k > ?)`, which MariaDB's range
     /// optimizer serves from an index on (cursor, key); it does not do so for row values.
     QuestionExpanded,
@@ -83,6 +87,7 @@ impl<'a> Builder<'a> {
         self.args.push(arg);
         let placeholder = match self.keyset.style {
             Style::DollarRowValues => format!("${}", self.args.len()),
+            Style::LiteralRowValues => quote_literal(arg.text()),
             Style::QuestionRowValues | Style::QuestionExpanded => "?".to_owned(),
         };
         self.sql.push_str(&wrapper.replace("{}", &placeholder));
@@ -92,7 +97,7 @@ impl<'a> Builder<'a> {
     fn compare_pair(&mut self, op: &str, cursor: &'a str, key: &'a str) {
         let (c, k) = (self.keyset.cursor.clone(), self.keyset.key.clone());
         match self.keyset.style {
-            Style::DollarRowValues | Style::QuestionRowValues => {
+            Style::DollarRowValues | Style::QuestionRowValues | Style::LiteralRowValues => {
                 self.push(&format!("({c}, {k}) {op} ("));
                 self.param(Arg::Cursor(cursor));
                 self.push(", ");
@@ -215,6 +220,11 @@ pub fn quote_ident(name: &str, quote: char) -> String {
     quoted
 }
 
+/// A string literal with any `'` inside doubled (standard conforming strings).
+fn quote_literal(text: &str) -> String {
+    quote_ident(text, '\'')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +340,20 @@ mod tests {
         assert_eq!(
             stmt.sql,
             "SELECT COUNT(*) FROM \"users\" WHERE \"updated_at\" IS NOT NULL"
+        );
+    }
+
+    #[test]
+    fn literal_values_are_quoted_in_place() {
+        let mut ks = keyset(Style::LiteralRowValues);
+        ks.key_param = "CAST({} AS text)".into();
+        let after = mark("2024-01-01T00:00:00.000001Z", "o'brien");
+        let stmt = ks.select(&after, Until::Horizon(Some("H")), 5);
+        assert_eq!(
+            stmt.sql,
+            "SELECT * FROM \"users\" WHERE (\"updated_at\", \"id\") > (CAST('2024-01-01T00:00:00.000001Z' \
+             AS timestamptz), CAST('o''brien' AS text)) AND \"updated_at\" < CAST('H' AS timestamptz) \
+             ORDER BY \"updated_at\", \"id\" LIMIT 5"
         );
     }
 

@@ -11,11 +11,13 @@ mod any;
 mod ids;
 mod keyset;
 pub mod mysql;
+mod pg_copy;
 pub mod plan;
 pub mod postgres;
 mod query;
 mod redact;
 pub mod sqlite;
+mod sqlite_pages;
 
 pub use any::{connect, AnySource, Driver};
 pub use redact::redact_url;

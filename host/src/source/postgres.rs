@@ -10,49 +10,26 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgRow, PgValueRef};
-use sqlx::{Decode, Postgres, Row, ValueRef};
+use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::Row;
 
 use super::ids::postgres::PgIds;
 use super::ids::SightsIds;
 use super::keyset::{quote_ident, Keyset, Style};
+use super::pg_copy::{self, Column, Render};
 use super::plan::{self, ColumnDescription, CursorType, Dialect, Plan, TableDescription};
 use super::query;
 use super::{Clock, Page, Source, TableSpec, Until};
 use crate::error::{Error, Result};
 use crate::json;
-use crate::model::{Position, Rows, Watermark};
-
-/// How a column's values become JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Render {
-    Bool,
-    I16,
-    I32,
-    I64,
-    F32,
-    F64,
-    /// Text, or any type the select list casts to text (numeric, date, interval, enum, …).
-    Str,
-    /// JSON text: json, jsonb, and `to_json` of arrays, composites and domains.
-    Raw,
-    Bytes,
-    Uuid,
-    TimestampTz,
-    Timestamp,
-}
-
-#[derive(Debug)]
-struct Column {
-    name: String,
-    key: Vec<u8>,
-    render: Render,
-}
+use crate::model::Position;
 
 pub struct PgSource {
     pool: PgPool,
     plan: Plan,
     keyset: Keyset,
+    /// The same keyset with its values written in, for pages read through COPY.
+    copy_keyset: Keyset,
     columns: Vec<Column>,
     time_zone: String,
     sees_all_transactions: bool,
@@ -179,7 +156,12 @@ impl PgSource {
                 .with_hint("use postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
             })?
             .application_name("tidemark")
-            .options([("TimeZone", "UTC"), ("DateStyle", "ISO")]);
+            // Standard strings: the COPY reads write values in as literals (see `keyset`).
+            .options([
+                ("TimeZone", "UTC"),
+                ("DateStyle", "ISO"),
+                ("standard_conforming_strings", "on"),
+            ]);
         let pool: PgPool = query::open_pool(options).await.map_err(|err| {
             Error::database(format!("cannot connect to {}", super::redact_url(url)), err)
                 .with_hint("check that the server is up and the URL (--source) is right")
@@ -265,93 +247,20 @@ impl PgSource {
         }
 
         let ids = PgIds::prepare(&pool, &keyset, &quoted_table, &spec.cursor, &plan).await?;
+        let copy_keyset = Keyset {
+            style: Style::LiteralRowValues,
+            ..keyset.clone()
+        };
         Ok(PgSource {
             ids,
             pool,
             plan,
             keyset,
+            copy_keyset,
             columns,
             time_zone: spec.time_zone.clone(),
             sees_all_transactions,
         })
-    }
-
-    fn render_row(&self, row: &PgRow, rows: &mut Rows) -> Result<()> {
-        let buf = rows.buffer();
-        buf.push(b'{');
-        for (index, column) in self.columns.iter().enumerate() {
-            if index > 0 {
-                buf.push(b',');
-            }
-            buf.extend_from_slice(&column.key);
-            let value = query::raw(row, index, &column.name)?;
-            if value.is_null() {
-                json::write_null(buf);
-                continue;
-            }
-            let failed =
-                |err| query::decode_error(&self.plan.table, &column.name, &column.render, err);
-            match column.render {
-                Render::Bool => json::write_bool(buf, decode::<bool>(value).map_err(failed)?),
-                Render::I16 => json::write_i64(buf, decode::<i16>(value).map_err(failed)?.into()),
-                Render::I32 => json::write_i64(buf, decode::<i32>(value).map_err(failed)?.into()),
-                Render::I64 => json::write_i64(buf, decode::<i64>(value).map_err(failed)?),
-                Render::F32 => json::write_f32(buf, decode::<f32>(value).map_err(failed)?),
-                Render::F64 => json::write_f64(buf, decode::<f64>(value).map_err(failed)?),
-                Render::Str => json::write_str(buf, decode::<&str>(value).map_err(failed)?),
-                Render::Raw => json::write_raw(buf, decode::<&str>(value).map_err(failed)?),
-                Render::Bytes => json::write_base64(buf, decode::<&[u8]>(value).map_err(failed)?),
-                Render::Uuid => json::write_uuid(buf, &decode(value).map_err(failed)?),
-                Render::TimestampTz => {
-                    let ts: DateTime<Utc> = decode(value).map_err(failed)?;
-                    json::write_timestamp(buf, &ts.naive_utc(), true)
-                }
-                Render::Timestamp => {
-                    json::write_timestamp(buf, &decode(value).map_err(failed)?, false)
-                }
-            }
-        }
-        buf.push(b'}');
-        let deleted = (self.plan.deleted).map(|index| (index, self.columns[index].name.as_str()));
-        rows.end_row(query::op_of(row, deleted)?);
-        Ok(())
-    }
-
-    fn position_of(&self, row: &PgRow) -> Result<Position> {
-        let key_column = &self.columns[self.plan.key];
-        let key_value = query::raw(row, self.plan.key, &key_column.name)?;
-        let failed = |column: &Column, err| {
-            query::decode_error(&self.plan.table, &column.name, &column.render, err)
-        };
-        let key = match key_column.render {
-            Render::I16 => decode::<i16>(key_value).map(|v| v.to_string()),
-            Render::I32 => decode::<i32>(key_value).map(|v| v.to_string()),
-            Render::I64 => decode::<i64>(key_value).map(|v| v.to_string()),
-            Render::Uuid => decode::<sqlx::types::Uuid>(key_value).map(|v| v.to_string()),
-            _ => decode::<&str>(key_value).map(str::to_owned),
-        }
-        .map_err(|err| failed(key_column, err))?;
-        let cursor_column = &self.columns[self.plan.cursor];
-        let cursor_value = query::raw(row, self.plan.cursor, &cursor_column.name)?;
-        if cursor_value.is_null() {
-            return Ok(Position::Nulls {
-                after_key: Some(key),
-            });
-        }
-        let cursor = match self.plan.cursor_type {
-            CursorType::Instant => decode::<DateTime<Utc>>(cursor_value)
-                .map(|ts| json::timestamp_text(&ts.naive_utc(), true)),
-            CursorType::LocalTime => {
-                decode::<NaiveDateTime>(cursor_value).map(|ts| json::timestamp_text(&ts, false))
-            }
-            CursorType::Integer => match cursor_column.render {
-                Render::I16 => decode::<i16>(cursor_value).map(|v| v.to_string()),
-                Render::I32 => decode::<i32>(cursor_value).map(|v| v.to_string()),
-                _ => decode::<i64>(cursor_value).map(|v| v.to_string()),
-            },
-        }
-        .map_err(|err| failed(cursor_column, err))?;
-        Ok(Position::After(Watermark { cursor, key }))
     }
 }
 
@@ -435,16 +344,8 @@ impl Source for PgSource {
     }
 
     async fn read(&mut self, after: &Position, until: Until<'_>, limit: usize) -> Result<Page> {
-        let statement = self.keyset.select(after, until, limit);
-        query::read_page(
-            query::bind_text(&statement),
-            &self.pool,
-            &self.plan.table,
-            limit,
-            |row, rows| self.render_row(row, rows),
-            |row| self.position_of(row),
-        )
-        .await
+        let statement = self.copy_keyset.select(after, until, limit);
+        pg_copy::read_page(&self.pool, &statement.sql, &self.plan, &self.columns, limit).await
     }
 
     fn lag_seconds(&self, now: &str, cursor: &str) -> Option<f64> {
@@ -484,10 +385,4 @@ fn is_text_type(type_name: &str) -> bool {
         type_name,
         "text" | "varchar" | "bpchar" | "name" | "char" | "citext"
     )
-}
-
-fn decode<'r, T: Decode<'r, Postgres>>(
-    value: PgValueRef<'r>,
-) -> Result<T, sqlx::error::BoxDynError> {
-    T::decode(value)
 }

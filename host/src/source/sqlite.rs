@@ -8,30 +8,24 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    Sqlite, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteValueRef,
-};
+use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteValueRef};
 use sqlx::{Decode, Row, TypeInfo, ValueRef};
 
 use super::keyset::{quote_ident, Keyset, Statement, Style};
 use super::plan::{self, ColumnDescription, CursorType, Dialect, Plan, TableDescription};
 use super::query;
+use super::sqlite_pages::{Layout, PageReader, Tagged};
 use super::{Clock, Page, Source, TableSpec, Until};
 use crate::error::{Error, Result};
 use crate::json;
-use crate::model::{Position, Rows, Watermark};
-
-#[derive(Debug)]
-struct Column {
-    name: String,
-    key: Vec<u8>,
-}
+use crate::model::Position;
 
 pub struct SqliteSource {
     pool: SqlitePool,
     plan: Plan,
     keyset: Keyset,
-    columns: Vec<Column>,
+    /// Steps the keyset pages (see `sqlite_pages`).
+    pages: PageReader,
 }
 
 const DIALECT: Dialect = Dialect {
@@ -135,7 +129,7 @@ impl SqliteSource {
             .read_only(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|err| Error::database(format!("cannot open {url}"), err))?;
         let table = spec.table.to_string();
@@ -179,18 +173,22 @@ impl SqliteSource {
             ))
             .with_hint("pass --key with a NOT NULL unique column, or fill in the missing keys"));
         }
-        let columns = names
-            .iter()
-            .map(|name| Column {
-                name: (*name).to_owned(),
-                key: json::object_key(name),
-            })
-            .collect();
+        let layout = Layout {
+            table: plan.table.clone(),
+            columns: names
+                .iter()
+                .map(|name| ((*name).to_owned(), json::object_key(name)))
+                .collect(),
+            key: plan.key,
+            cursor: plan.cursor,
+            deleted: plan.deleted,
+        };
+        let pages = PageReader::open(options.get_filename(), layout)?;
         Ok(SqliteSource {
             pool,
             plan,
             keyset,
-            columns,
+            pages,
         })
     }
 
@@ -207,66 +205,6 @@ impl SqliteSource {
             };
         }
         query
-    }
-
-    fn render_row(&self, row: &SqliteRow, rows: &mut Rows) -> Result<()> {
-        let buf = rows.buffer();
-        buf.push(b'{');
-        for (index, column) in self.columns.iter().enumerate() {
-            if index > 0 {
-                buf.push(b',');
-            }
-            buf.extend_from_slice(&column.key);
-            let value = query::raw(row, index, &column.name)?;
-            let failed =
-                |err| query::decode_error(&self.plan.table, &column.name, &"its stored type", err);
-            match storage_class(&value) {
-                Class::Null => json::write_null(buf),
-                Class::Integer => json::write_i64(buf, decode::<i64>(value).map_err(failed)?),
-                Class::Real => json::write_f64(buf, decode::<f64>(value).map_err(failed)?),
-                Class::Text => json::write_str(buf, decode::<&str>(value).map_err(failed)?),
-                Class::Blob => json::write_base64(buf, decode::<&[u8]>(value).map_err(failed)?),
-            }
-        }
-        buf.push(b'}');
-        let deleted = (self.plan.deleted).map(|index| (index, self.columns[index].name.as_str()));
-        rows.end_row(query::op_of(row, deleted)?);
-        Ok(())
-    }
-
-    fn tagged_text(&self, row: &SqliteRow, index: usize) -> Result<Option<String>> {
-        let column = &self.columns[index];
-        let value = query::raw(row, index, &column.name)?;
-        let failed =
-            |err| query::decode_error(&self.plan.table, &column.name, &"its stored type", err);
-        Ok(match storage_class(&value) {
-            Class::Null => None,
-            Class::Integer => Some(format!("i:{}", decode::<i64>(value).map_err(failed)?)),
-            Class::Real => Some(format!("r:{}", decode::<f64>(value).map_err(failed)?)),
-            Class::Text => Some(format!("t:{}", decode::<&str>(value).map_err(failed)?)),
-            Class::Blob => {
-                return Err(Error::fatal(format!(
-                    "column {:?} of {:?} holds a BLOB, which cannot order rows",
-                    column.name, self.plan.table
-                ))
-                .with_hint("use a cursor and key that hold integers, reals or text"))
-            }
-        })
-    }
-
-    fn position_of(&self, row: &SqliteRow) -> Result<Position> {
-        let key = self.tagged_text(row, self.plan.key)?.ok_or_else(|| {
-            Error::fatal(format!(
-                "key column {:?} of {:?} is NULL",
-                self.plan.key_column, self.plan.table
-            ))
-        })?;
-        Ok(match self.tagged_text(row, self.plan.cursor)? {
-            None => Position::Nulls {
-                after_key: Some(key),
-            },
-            Some(cursor) => Position::After(Watermark { cursor, key }),
-        })
     }
 }
 
@@ -299,7 +237,7 @@ impl Source for SqliteSource {
             });
         };
         let settle_secs = settle.as_secs_f64();
-        let sample = query::raw(&newest, 0, &self.columns[self.plan.cursor].name)?;
+        let sample = query::raw(&newest, 0, self.pages.column_name(self.plan.cursor))?;
         let (horizon_sql, now_sql, tag) = match storage_class(&sample) {
             Class::Integer => (
                 format!("SELECT CAST(unixepoch('now') - {settle_secs} AS INTEGER)"),
@@ -357,15 +295,7 @@ impl Source for SqliteSource {
 
     async fn read(&mut self, after: &Position, until: Until<'_>, limit: usize) -> Result<Page> {
         let statement = self.keyset.select(after, until, limit);
-        query::read_page(
-            self.bind(&statement),
-            &self.pool,
-            &self.plan.table,
-            limit,
-            |row, rows| self.render_row(row, rows),
-            |row| self.position_of(row),
-        )
-        .await
+        self.pages.read(&statement, limit).await
     }
 
     fn lag_seconds(&self, now: &str, cursor: &str) -> Option<f64> {
@@ -382,25 +312,6 @@ impl Source for SqliteSource {
 
     fn key_column(&self) -> &str {
         &self.plan.key_column
-    }
-}
-
-/// A watermark value with the storage class it had in the database.
-#[derive(Debug, PartialEq)]
-enum Tagged<'a> {
-    Integer(i64),
-    Real(f64),
-    Text(&'a str),
-}
-
-impl<'a> Tagged<'a> {
-    fn parse(text: &'a str) -> Self {
-        match text.split_at_checked(2) {
-            Some(("i:", rest)) => rest.parse().map_or(Tagged::Text(rest), Tagged::Integer),
-            Some(("r:", rest)) => rest.parse().map_or(Tagged::Text(rest), Tagged::Real),
-            Some(("t:", rest)) => Tagged::Text(rest),
-            _ => Tagged::Text(text),
-        }
     }
 }
 
@@ -428,20 +339,4 @@ fn decode<'r, T: Decode<'r, Sqlite>>(
     value: SqliteValueRef<'r>,
 ) -> Result<T, sqlx::error::BoxDynError> {
     T::decode(value)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn watermark_values_keep_their_storage_class() {
-        assert_eq!(Tagged::parse("i:42"), Tagged::Integer(42));
-        assert_eq!(Tagged::parse("r:1.5"), Tagged::Real(1.5));
-        assert_eq!(
-            Tagged::parse("t:2024-01-01 00:00:00"),
-            Tagged::Text("2024-01-01 00:00:00")
-        );
-        assert_eq!(Tagged::parse("t:i:x"), Tagged::Text("i:x"));
-    }
 }
