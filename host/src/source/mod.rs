@@ -12,6 +12,7 @@ mod ids;
 mod keyset;
 pub mod mysql;
 pub mod plan;
+pub mod pools;
 pub mod postgres;
 mod query;
 mod redact;
