@@ -321,7 +321,7 @@ async fn a_paused_worker_is_fenced_and_gives_its_pipeline_up() {
     let line = status
         .stdout
         .lines()
-        .find(|line| line.contains(&paused_name))
+        .find(|line| line.contains(&paused_name) && line.contains("checkpoints fenced"))
         .unwrap_or_else(|| panic!("{paused_name} not among the workers:\n{}", status.stdout));
     assert!(
         line.contains("checkpoints fenced") && !line.contains(" 0 checkpoints fenced"),

@@ -50,10 +50,6 @@ impl ScratchDb {
         &self.url
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }

@@ -13,8 +13,9 @@ use crate::supervisor::Supervisor;
 use crate::sync::Shutdown;
 use crate::{metrics, pipeline};
 
-/// Flags that may go with a pipelines file, by clap id; the file sets everything else.
-const WITH_A_FILE: [&str; 4] = ["config", "once", "metrics", "state"];
+/// Flags that may go with a pipelines file, by clap id (`StateArgs` is the group `--state`
+/// comes in); the file sets everything else.
+const WITH_A_FILE: [&str; 5] = ["config", "once", "metrics", "state", "StateArgs"];
 
 /// Runs `host run`. `explicit` holds the ids of the flags given on the command line (not
 /// defaults): a pipelines file takes the place of most.
