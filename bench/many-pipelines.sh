@@ -26,8 +26,9 @@
 #   TIDEMARK_BENCH_SQLITE_PIPELINES  default 50
 #   TIDEMARK_BENCH_MAX_IN_FLIGHT  max_batches_in_flight (default 8)
 #   TIDEMARK_BENCH_BATCH_SIZE     batch_size (default 500)
-# Each PostgreSQL pipeline holds its own connections (up to 2): the server's max_connections
-# must leave room for them.
+#   TIDEMARK_BENCH_MAX_SOURCE_CONNECTIONS  max_source_connections (default 8)
+# The PostgreSQL pipelines share one pool of max_source_connections: the server's
+# max_connections must leave room for it.
 set -euo pipefail
 
 URL="${TIDEMARK_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
@@ -35,6 +36,7 @@ PG_PIPELINES="${TIDEMARK_BENCH_PG_PIPELINES:-150}"
 SQLITE_PIPELINES="${TIDEMARK_BENCH_SQLITE_PIPELINES:-50}"
 MAX_IN_FLIGHT="${TIDEMARK_BENCH_MAX_IN_FLIGHT:-8}"
 BATCH_SIZE="${TIDEMARK_BENCH_BATCH_SIZE:-500}"
+MAX_SOURCE="${TIDEMARK_BENCH_MAX_SOURCE_CONNECTIONS:-8}"
 SCHEMA=tidemark_many
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -148,7 +150,8 @@ pipeline() {
 }
 
 header() {
-    printf 'state = "%s"\nmax_batches_in_flight = %s\nstop_timeout = "10s"\n\n' "$state_url" "$MAX_IN_FLIGHT"
+    printf 'state = "%s"\nmax_batches_in_flight = %s\nstop_timeout = "10s"\nmax_source_connections = %s\n\n' \
+        "$state_url" "$MAX_IN_FLIGHT" "$MAX_SOURCE"
     printf '[defaults]\nsettle = "0s"\npoll = "1s"\nbatch_size = %s\ncache_dir = "%s"\n\n' "$BATCH_SIZE" "$cache"
 }
 
@@ -192,11 +195,11 @@ stop_host() {
     host_pid=
 }
 
-# Each PostgreSQL pipeline holds up to 2 connections of its own for as long as it runs.
+# The PostgreSQL pipelines of one server share one pool; the unreachable one of the fault
+# mode has a pool of its own.
 free=$(psql_q -At -c "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int - count(*) FROM pg_stat_activity")
-needed=$((2 * 13))
-[[ $mode == many ]] && needed=$((2 * PG_PIPELINES))
-[[ $needed -le $free ]] || die "$PG_PIPELINES PostgreSQL pipelines need up to $needed connections and the server has $free free (max_connections): lower TIDEMARK_BENCH_PG_PIPELINES (and raise TIDEMARK_BENCH_SQLITE_PIPELINES) or raise max_connections"
+needed=$MAX_SOURCE
+[[ $needed -le $free ]] || die "the PostgreSQL pipelines need up to $needed connections and the server has $free free (max_connections): lower TIDEMARK_BENCH_MAX_SOURCE_CONNECTIONS or raise max_connections"
 psql_q -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" -c "CREATE SCHEMA $SCHEMA" >/dev/null
 schema_created=1
 

@@ -17,6 +17,8 @@
 //!   the allow-list, timeouts, retries, dead letters, crashes.
 //! - [`tenants`]: many pipelines in one process (`host run --config tidemark.toml`): the
 //!   file, fault isolation, per-tenant secrets and hosts, accounting and metrics, reload, stop.
+//! - [`workers`]: several worker processes share a file's pipelines through a PostgreSQL
+//!   state store: balance, kill -9, SIGSTOP and fencing, joining, SIGTERM, shared pools.
 
 mod authoring;
 mod cli;
@@ -36,3 +38,4 @@ mod support;
 mod sync_scenarios;
 mod templates;
 mod tenants;
+mod workers;

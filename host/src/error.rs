@@ -22,6 +22,9 @@ pub enum ErrorKind {
     RetryLater,
     /// Anything else: stop, keep the watermark where it is.
     Fatal,
+    /// The pipeline's lease was taken over by another worker: this one must stop running the
+    /// pipeline at once, and write nothing more for it (see [`crate::workers`]).
+    Fenced,
 }
 
 /// An error with its kind, a message that names the thing that failed, and an optional hint

@@ -23,6 +23,8 @@ pub struct Letters {
     cursor_column: String,
     /// Keys of the letters not yet superseded: a batch without any of them costs nothing.
     live: HashSet<String>,
+    /// The lease token the pipeline runs under, if a worker holds its lease.
+    fence: Option<i64>,
 }
 
 impl Letters {
@@ -32,6 +34,7 @@ impl Letters {
             key_column: state.identity.key.clone(),
             cursor_column: state.identity.cursor.clone(),
             live: store.live_letter_keys(&state.name).await?,
+            fence: state.fence,
         })
     }
 
@@ -44,6 +47,7 @@ impl Letters {
                 key_column: String::new(),
                 cursor_column: String::new(),
                 live: store.live_letter_keys(name).await?,
+                fence: None,
             }),
         }
     }
@@ -98,7 +102,9 @@ impl Letters {
                 cursor: cursor.as_deref(),
             })
             .collect();
-        store.record_letters(pipeline, batch_id, &letters).await?;
+        store
+            .record_letters(pipeline, batch_id, self.fence, &letters)
+            .await?;
         for letter in &letters {
             if let Some(key) = letter.key {
                 self.live.insert(key.to_owned());

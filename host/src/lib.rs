@@ -31,5 +31,6 @@ pub mod state;
 pub mod supervisor;
 pub mod sync;
 pub mod sync_log;
+pub mod workers;
 
 pub use error::{Error, ErrorKind, Result};

@@ -45,6 +45,11 @@ struct PipelineLabel {
     pipeline: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabel {
+    worker: String,
+}
+
 /// Listens on `address` and serves metrics until the process ends. `store` is only used to
 /// open a reading handle of its own.
 pub async fn serve(address: SocketAddr, store: Arc<StateStore>) -> Result<()> {
@@ -178,6 +183,49 @@ async fn respond(
     }
 }
 
+/// The live workers' figures, as of their last heartbeat: every worker of the store serves
+/// the same ones, so any of them can be scraped.
+async fn register_workers(store: &StateStore, registry: &mut Registry) -> Result<()> {
+    let workers = store.live_workers().await?;
+    let live: Gauge = Gauge::default();
+    live.set(workers.len() as i64);
+    registry.register(
+        "workers_live",
+        "Workers whose heartbeat has not expired",
+        live,
+    );
+    let owned = Family::<WorkerLabel, Gauge>::default();
+    registry.register(
+        "worker_pipelines",
+        "Pipelines a worker holds the lease of",
+        owned.clone(),
+    );
+    let lost = Family::<WorkerLabel, Counter>::default();
+    registry.register(
+        "worker_leases_lost",
+        "Leases a worker lost to another after being paused past them",
+        lost.clone(),
+    );
+    let fenced = Family::<WorkerLabel, Counter>::default();
+    registry.register(
+        "worker_fenced_checkpoints",
+        "Checkpoints and dead-letter writes refused because their lease was no longer current",
+        fenced.clone(),
+    );
+    for worker in workers {
+        let label = WorkerLabel {
+            worker: worker.worker,
+        };
+        owned.get_or_create(&label).set(worker.pipelines);
+        lost.get_or_create(&label)
+            .inc_by(worker.leases_lost.max(0) as u64);
+        fenced
+            .get_or_create(&label)
+            .inc_by(worker.fenced.max(0) as u64);
+    }
+    Ok(())
+}
+
 /// The metrics text for every pipeline in the store.
 pub async fn render(store: &StateStore) -> Result<String> {
     let pipelines = store.list().await?;
@@ -280,6 +328,7 @@ pub async fn render(store: &StateStore) -> Result<String> {
             last_run.get_or_create(&label).set(at.timestamp() as f64);
         }
     }
+    register_workers(store, &mut registry).await?;
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)
         .map_err(|err| Error::fatal(format!("cannot encode metrics: {err}")))?;

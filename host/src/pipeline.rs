@@ -43,13 +43,16 @@ pub async fn load_modules(
 
 /// Runs one pipeline until `--once` is done, a stop is requested, or an error the sync loop
 /// does not retry by itself. `permits`, when given, bounds the batches in flight across
-/// pipelines: each delivery attempt waits its turn, first come first served.
+/// pipelines: each delivery attempt waits its turn, first come first served. `fence`, the
+/// token of the lease a worker holds on the pipeline, makes every checkpoint fail with
+/// [`ErrorKind::Fenced`] once another worker took the pipeline over.
 pub async fn run(
     config: &RunConfig,
     runtime: Option<&Runtime>,
     store: &StateStore,
     shutdown: &Shutdown,
     permits: Option<Arc<Semaphore>>,
+    fence: Option<i64>,
 ) -> Result<Totals> {
     let modules = match runtime {
         Some(runtime) => load_modules(runtime, &config.modules_config, &config.pipeline).await?,
@@ -66,8 +69,12 @@ pub async fn run(
         inner: chain,
         permits,
     };
-    let result = connect_and_sync(config, &mut output, store, shutdown).await;
+    let result = connect_and_sync(config, &mut output, store, shutdown, fence).await;
     let Err(err) = result else { return result };
+    // The pipeline is another worker's now: its errors are not this one's to record.
+    if err.kind() == ErrorKind::Fenced {
+        return Err(err);
+    }
     let identity = Identity {
         source: redact_url(&config.source_url),
         table: config.table.table.to_string(),
@@ -93,9 +100,10 @@ async fn connect_and_sync<O: Output>(
     output: &mut O,
     store: &StateStore,
     shutdown: &Shutdown,
+    fence: Option<i64>,
 ) -> Result<Totals> {
     let mut source = source::connect(&config.source_url, &config.table).await?;
-    sync_with(&mut source, output, store, config, shutdown).await
+    sync_with(&mut source, output, store, config, shutdown, fence).await
 }
 
 async fn sync_with<S: Source, O: Output>(
@@ -104,6 +112,7 @@ async fn sync_with<S: Source, O: Output>(
     store: &StateStore,
     config: &RunConfig,
     shutdown: &Shutdown,
+    fence: Option<i64>,
 ) -> Result<Totals> {
     let identity = Identity {
         source: redact_url(&config.source_url),
@@ -115,6 +124,7 @@ async fn sync_with<S: Source, O: Output>(
     let mut state = store
         .load_or_create(&config.pipeline, &identity, initial.clone())
         .await?;
+    state.fence = fence;
     // A pipeline that has delivered nothing yet (say, its first run refused NULL cursors)
     // starts where the policy it runs with now says.
     if state.batches_synced == 0 && state.pending.is_none() && state.position != initial {

@@ -3,6 +3,8 @@
 //! ```toml
 //! state = "sqlite://.tidemark/state.db"   # process-wide keys first
 //! max_batches_in_flight = 8
+//! lease_ttl = "5s"            # with a PostgreSQL state: how long a dead worker keeps its pipelines
+//! max_source_connections = 8  # per source database, shared by the pipelines that read it
 //!
 //! [defaults]                  # any pipeline key; a pipeline's own value replaces it
 //! batch_size = 1000
@@ -48,6 +50,10 @@ pub struct PipelinesFile {
     pub max_batches_in_flight: usize,
     /// How long a stop waits for batches in flight before abandoning them.
     pub stop_timeout: Duration,
+    /// How long a worker's lease on a pipeline lasts unrenewed (see [`crate::workers`]).
+    pub lease_ttl: Duration,
+    /// Connections of the pool each source database's pipelines share.
+    pub max_source_connections: u32,
     pub pipelines: Vec<RunConfig>,
 }
 
@@ -62,6 +68,8 @@ struct Document {
     metrics: Option<String>,
     max_batches_in_flight: Option<usize>,
     stop_timeout: Option<String>,
+    lease_ttl: Option<String>,
+    max_source_connections: Option<u32>,
     #[serde(default)]
     defaults: Table,
     #[serde(default)]
@@ -101,7 +109,7 @@ impl PipelinesFile {
                 line.map(|line| format!(":{line}")).unwrap_or_default(),
                 err.message()
             ))
-            .with_hint("top-level keys: state, metrics, max_batches_in_flight, stop_timeout, [defaults] and [[pipeline]] tables")
+            .with_hint("top-level keys: state, metrics, max_batches_in_flight, stop_timeout, lease_ttl, max_source_connections, [defaults] and [[pipeline]] tables")
         })?;
         if document.pipeline.is_empty() {
             return Err(Error::invalid(format!("{file} lists no pipelines"))
@@ -117,19 +125,39 @@ impl PipelinesFile {
                 })
             })
             .transpose()?;
-        let stop_timeout = match &document.stop_timeout {
+        let duration = |key: &str, text: &Option<String>, default: Duration| match text {
             Some(text) => humantime::parse_duration(text).map_err(|err| {
-                Error::invalid(format!("{file}: stop_timeout = {text:?}: {err}"))
+                Error::invalid(format!("{file}: {key} = {text:?}: {err}"))
                     .with_hint("write a duration such as 30s")
-            })?,
-            None => Duration::from_secs(30),
+            }),
+            None => Ok(default),
         };
+        let stop_timeout = duration(
+            "stop_timeout",
+            &document.stop_timeout,
+            Duration::from_secs(30),
+        )?;
+        let lease_ttl = duration(
+            "lease_ttl",
+            &document.lease_ttl,
+            crate::workers::DEFAULT_LEASE_TTL,
+        )?;
+        if lease_ttl < Duration::from_secs(1) {
+            return Err(Error::invalid(format!(
+                "{file}: lease_ttl = {lease_ttl:?} is shorter than a second"
+            ))
+            .with_hint("write lease_ttl = \"5s\": a worker renews its leases every third of it"));
+        }
         let max_batches_in_flight = document.max_batches_in_flight.unwrap_or(8);
-        if max_batches_in_flight == 0 {
-            return Err(
-                Error::invalid(format!("{file}: max_batches_in_flight is 0"))
-                    .with_hint("write max_batches_in_flight = 1 or more"),
-            );
+        let max_source_connections = document.max_source_connections.unwrap_or(8);
+        for (key, value) in [
+            ("max_batches_in_flight", max_batches_in_flight),
+            ("max_source_connections", max_source_connections as usize),
+        ] {
+            if value == 0 {
+                return Err(Error::invalid(format!("{file}: {key} is 0"))
+                    .with_hint(format!("write {key} = 1 or more")));
+            }
         }
         let base = path.parent().unwrap_or(Path::new(""));
         let state_url = match &document.state {
@@ -169,6 +197,8 @@ impl PipelinesFile {
             metrics,
             max_batches_in_flight,
             stop_timeout,
+            lease_ttl,
+            max_source_connections,
             pipelines,
         })
     }

@@ -16,6 +16,11 @@
 //! watermarks stay in the state store). SIGTERM or SIGINT stops every pipeline after its batch
 //! in hand; batches still in flight after `stop_timeout` are abandoned unacknowledged, to be
 //! delivered again under the same id on the next start.
+//!
+//! With a PostgreSQL state store (and without `--once`) the process is one of several
+//! workers: it runs only the pipelines whose lease it holds, and claims and hands them over
+//! as [`crate::workers`] decides. With SQLite it runs every pipeline of the file, and is the
+//! only host that may.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -33,6 +38,10 @@ use crate::runtime::engine::EngineOptions;
 use crate::runtime::Runtime;
 use crate::state::StateStore;
 use crate::sync::Shutdown;
+use crate::workers::{self, Membership};
+
+#[path = "supervisor_balance.rs"]
+mod balance;
 
 const FIRST_RESTART: Duration = Duration::from_secs(1);
 const LAST_RESTART: Duration = Duration::from_secs(300);
@@ -48,6 +57,8 @@ struct Running {
     fingerprint: String,
     shutdown: Shutdown,
     task: JoinHandle<bool>,
+    /// The token of the lease the pipeline runs under, when the process is a worker.
+    fence: Option<i64>,
 }
 
 pub struct Supervisor {
@@ -58,6 +69,12 @@ pub struct Supervisor {
     permits: Arc<Semaphore>,
     once: bool,
     running: BTreeMap<String, Running>,
+    /// This worker among others (PostgreSQL state store), or `None`: every pipeline here.
+    membership: Option<Membership>,
+    /// Pipelines handed over or lost, still finishing their batch in hand.
+    leaving: Vec<JoinHandle<()>>,
+    /// The lock that makes this process the only one on an SQLite state store.
+    _only_worker: Option<std::fs::File>,
 }
 
 impl Supervisor {
@@ -65,9 +82,16 @@ impl Supervisor {
     pub async fn new(mut file: PipelinesFile, once: bool) -> Result<Self> {
         run_once(&mut file, once);
         let store = Arc::new(StateStore::open(&file.state_url).await?);
+        crate::source::pools::share(file.max_source_connections);
+        let only_worker = workers::lock_sqlite(&file.state_url)?;
+        let membership =
+            (!store.is_sqlite() && !once).then(|| Membership::new(&store, file.lease_ttl));
         let engine = engine_options(&file);
         let runtime = Arc::new(Runtime::new(&engine)?);
         Ok(Supervisor {
+            membership,
+            leaving: Vec::new(),
+            _only_worker: only_worker,
             permits: Arc::new(Semaphore::new(file.max_batches_in_flight)),
             file,
             runtime,
@@ -85,18 +109,34 @@ impl Supervisor {
     /// Runs until every pipeline is done (`--once`) or `shutdown` is requested; reloads the
     /// file on SIGHUP.
     pub async fn run(mut self, shutdown: &Shutdown) -> Result<Summary> {
-        let pipelines = self.file.pipelines.clone();
-        for config in pipelines {
-            self.start(config);
+        if let Some(membership) = &self.membership {
+            tracing::info!(
+                "worker {}: sharing the {} pipelines of {} with the other workers of the state store (leases of {:?})",
+                membership.name(),
+                self.file.pipelines.len(),
+                self.file.path.display(),
+                self.file.lease_ttl
+            );
+        } else {
+            let pipelines = self.file.pipelines.clone();
+            for config in pipelines {
+                self.start(config, None);
+            }
+            tracing::info!(
+                "running {} pipelines from {} ({} batches in flight at most)",
+                self.running.len(),
+                self.file.path.display(),
+                self.file.max_batches_in_flight
+            );
         }
-        tracing::info!(
-            "running {} pipelines from {} ({} batches in flight at most)",
-            self.running.len(),
-            self.file.path.display(),
-            self.file.max_batches_in_flight
-        );
         let mut hangup =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let every = self
+            .membership
+            .as_ref()
+            .map_or(Duration::from_secs(3600), Membership::every);
+        let mut rounds = tokio::time::interval(every);
+        rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.once && self.running.values().all(|run| run.task.is_finished()) {
                 break;
@@ -104,13 +144,14 @@ impl Supervisor {
             tokio::select! {
                 _ = shutdown.wait() => break,
                 Some(_) = async { hangup.as_mut()?.recv().await } => self.reload().await,
+                _ = rounds.tick(), if self.membership.is_some() => self.balance().await,
                 _ = tokio::time::sleep(Duration::from_millis(200)), if self.once => {}
             }
         }
         Ok(self.stop().await)
     }
 
-    fn start(&mut self, config: RunConfig) {
+    fn start(&mut self, config: RunConfig, fence: Option<i64>) {
         let shutdown = Shutdown::default();
         let task = tokio::spawn(supervise(
             config.clone(),
@@ -118,6 +159,7 @@ impl Supervisor {
             self.store.clone(),
             self.permits.clone(),
             shutdown.clone(),
+            fence,
         ));
         self.running.insert(
             config.pipeline.clone(),
@@ -125,6 +167,7 @@ impl Supervisor {
                 fingerprint: fingerprint(&config),
                 shutdown,
                 task,
+                fence,
             },
         );
     }
@@ -178,11 +221,22 @@ impl Supervisor {
             .into_iter()
             .filter_map(|name| self.running.remove(&name).map(|run| (name, run)))
             .collect();
+        let fences: BTreeMap<String, i64> = stopping
+            .iter()
+            .filter_map(|(name, run)| Some((name.clone(), run.fence?)))
+            .collect();
         for (name, _) in stop_all(stopping, self.file.stop_timeout).await {
+            // A worker gives the lease back: the next round claims the pipeline again, here
+            // or elsewhere, with its new settings.
+            if let (Some(membership), Some(token)) = (&self.membership, fences.get(&name)) {
+                membership.release(&name, *token).await;
+                tracing::info!("reload: pipeline {name:?} changed or removed; released");
+                continue;
+            }
             match wanted.get(&name) {
                 Some(config) => {
                     tracing::info!("reload: pipeline {name:?} changed; restarting it");
-                    self.start(config.clone());
+                    self.start(config.clone(), None);
                     changed += 1;
                 }
                 None => {
@@ -192,9 +246,9 @@ impl Supervisor {
             }
         }
         for (name, config) in wanted {
-            if !self.running.contains_key(&name) {
+            if self.membership.is_none() && !self.running.contains_key(&name) {
                 tracing::info!("reload: pipeline {name:?} added");
-                self.start(config);
+                self.start(config, None);
                 added += 1;
             }
         }
@@ -207,6 +261,7 @@ impl Supervisor {
     }
 
     /// Asks every pipeline to stop after its batch in hand and waits up to the stop timeout.
+    /// A worker then releases every lease at once, for the others to take.
     async fn stop(self) -> Summary {
         let running = self.running.into_iter().collect();
         let failed = stop_all(running, self.file.stop_timeout)
@@ -215,6 +270,12 @@ impl Supervisor {
             .filter(|(_, succeeded)| *succeeded == Some(false))
             .map(|(name, _)| name)
             .collect();
+        for task in self.leaving {
+            let _ = tokio::time::timeout(self.file.stop_timeout, task).await;
+        }
+        if let Some(membership) = &self.membership {
+            membership.leave().await;
+        }
         Summary { failed }
     }
 }
@@ -257,13 +318,21 @@ async fn supervise(
     store: Arc<StateStore>,
     permits: Arc<Semaphore>,
     shutdown: Shutdown,
+    fence: Option<i64>,
 ) -> bool {
     let mut backoff = FIRST_RESTART;
     loop {
         let runtime = (!config.modules_config.modules.is_empty()).then_some(&*runtime);
         let started = tokio::time::Instant::now();
-        match pipeline::run(&config, runtime, &store, &shutdown, Some(permits.clone())).await {
+        let permits = Some(permits.clone());
+        match pipeline::run(&config, runtime, &store, &shutdown, permits, fence).await {
             Ok(_) => return true,
+            // Another worker runs the pipeline now: restarting here could only be fenced again.
+            Err(err) if err.kind() == ErrorKind::Fenced => {
+                workers::FENCED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!("{err:#}; giving the pipeline up");
+                return false;
+            }
             Err(err) => {
                 let hint = err
                     .hint()

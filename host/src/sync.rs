@@ -58,7 +58,10 @@ pub async fn run<S: Source, O: Output>(
             Ok(()) => backoff = Backoff::default(),
             // A stop that interrupted a retry: the batch was not checkpointed, and comes again
             // under the same id next run.
-            Err(err) if shutdown.is_requested() && err.kind() != ErrorKind::Fatal => {
+            Err(err)
+                if shutdown.is_requested()
+                    && !matches!(err.kind(), ErrorKind::Fatal | ErrorKind::Fenced) =>
+            {
                 tracing::info!("{}: stopped: {err:#}", state.name);
                 return Ok(totals);
             }

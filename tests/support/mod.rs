@@ -9,6 +9,7 @@ pub mod http_server;
 pub mod lines;
 pub mod temp;
 pub mod tenants;
+pub mod workers;
 
 pub use db::{Backend, Col, TestDb, Val};
 pub use host::Host;

@@ -13,8 +13,9 @@ use crate::supervisor::Supervisor;
 use crate::sync::Shutdown;
 use crate::{metrics, pipeline};
 
-/// Flags that may go with a pipelines file, by clap id; the file sets everything else.
-const WITH_A_FILE: [&str; 3] = ["config", "once", "metrics"];
+/// Flags that may go with a pipelines file, by clap id (`StateArgs` is the group `--state`
+/// comes in); the file sets everything else.
+const WITH_A_FILE: [&str; 5] = ["config", "once", "metrics", "state", "StateArgs"];
 
 /// Runs `host run`. `explicit` holds the ids of the flags given on the command line (not
 /// defaults): a pipelines file takes the place of most.
@@ -45,7 +46,7 @@ async fn run_flags(args: RunArgs) -> anyhow::Result<()> {
     let runtime = new_runtime(&config.modules_config)?;
     let shutdown = Shutdown::default();
     watch_signals(shutdown.clone());
-    pipeline::run(&config, runtime.as_ref(), &store, &shutdown, None).await?;
+    pipeline::run(&config, runtime.as_ref(), &store, &shutdown, None, None).await?;
     Ok(())
 }
 
@@ -65,10 +66,14 @@ async fn run_file(args: RunArgs, path: &Path, explicit: &[String]) -> anyhow::Re
         return Err(Error::invalid(format!(
             "the flag for {flag:?} cannot be combined with a pipelines file"
         ))
-        .with_hint("set it in the file, in a pipeline or under [defaults]; only --once and --metrics go with --config FILE")
+        .with_hint("set it in the file, in a pipeline or under [defaults]; only --once, --metrics and --state go with --config FILE")
         .into());
     }
-    let file = PipelinesFile::load(path)?;
+    let mut file = PipelinesFile::load(path)?;
+    // The same file on every worker, the state store per deployment (a secret).
+    if explicit.iter().any(|id| id == "state") {
+        file.state_url = args.state.state.clone();
+    }
     let metrics = args.metrics.or(file.metrics);
     let supervisor = Supervisor::new(file, args.once).await?;
     if let Some(address) = metrics {

@@ -4,14 +4,19 @@ use super::open_store;
 use crate::cli::StatusArgs;
 use crate::model::Position;
 use crate::source::Driver;
-use crate::state::PipelineState;
+use crate::state::{LeaseRow, PipelineState};
 
 /// Runs `host status`.
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let store = open_store(&args.state.state).await?;
     let pipelines = store.list().await?;
+    let leases = store.leases().await?;
+    let lease_of = |name: &str| leases.iter().find(|lease| lease.pipeline == name);
     if args.json {
-        let list: Vec<serde_json::Value> = pipelines.iter().map(status_json).collect();
+        let list: Vec<serde_json::Value> = pipelines
+            .iter()
+            .map(|state| status_json(state, lease_of(&state.name)))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
@@ -61,6 +66,9 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                 |driver| driver.shown_position(&state.position)
             )
         );
+        if let Some(lease) = lease_of(&state.name) {
+            println!("{:<20} {}", "", describe_lease(lease));
+        }
         if let Some(why) = &state.held_back {
             println!("{:<20} held back: {why}", "");
         }
@@ -72,10 +80,43 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let workers = store.live_workers().await?;
+    if !workers.is_empty() || !leases.is_empty() {
+        println!("\n{} live workers", workers.len());
+        for worker in &workers {
+            println!(
+                "  {:<32} {:>4} pipelines, {} leases lost, {} checkpoints fenced, since {}, heartbeat expires in {:.1}s",
+                worker.worker,
+                worker.pipelines,
+                worker.leases_lost,
+                worker.fenced,
+                worker.started_at,
+                worker.expires_in_ms as f64 / 1000.0
+            );
+        }
+    }
     Ok(())
 }
 
-fn status_json(state: &PipelineState) -> serde_json::Value {
+/// Who runs a pipeline, under which lease, until when.
+fn describe_lease(lease: &LeaseRow) -> String {
+    let seconds = lease.expires_in_ms as f64 / 1000.0;
+    match &lease.owner {
+        Some(owner) if lease.expires_in_ms >= 0 => {
+            format!(
+                "run by {owner} (lease {}, expires in {seconds:.1}s)",
+                lease.token
+            )
+        }
+        Some(owner) => format!(
+            "lease {} of {owner} expired {:.1}s ago: free for any worker",
+            lease.token, -seconds
+        ),
+        None => format!("lease {} released: free for any worker", lease.token),
+    }
+}
+
+fn status_json(state: &PipelineState, lease: Option<&LeaseRow>) -> serde_json::Value {
     let driver = Driver::from_url(&state.identity.source).ok();
     let shown = |value: &str| {
         driver
@@ -115,5 +156,11 @@ fn status_json(state: &PipelineState) -> serde_json::Value {
         "peak_guest_memory_bytes": state.accounting.usage.peak_memory,
         "last_error": state.accounting.last_error,
         "last_error_at": state.accounting.last_error_at,
+        "lease": lease.map(|lease| serde_json::json!({
+            "owner": lease.owner,
+            "token": lease.token,
+            "held": lease.is_held(),
+            "expires_in_seconds": lease.expires_in_ms as f64 / 1000.0,
+        })),
     })
 }

@@ -13,6 +13,7 @@ mod keyset;
 pub mod mysql;
 mod pg_copy;
 pub mod plan;
+pub mod pools;
 pub mod postgres;
 mod query;
 mod redact;

@@ -10,19 +10,11 @@ use super::Page;
 use crate::error::{Error, Result};
 use crate::model::{Op, Position, Rows};
 
-/// Opens a pool of at most two connections (one reads ahead while a batch is delivered) after
-/// one plain connection attempt, so that a refused or rejected connection reports its own
-/// cause at once ("connection refused", "too many clients") instead of a pool timeout.
+/// The pool a source reads through (see [`super::pools`]).
 pub(crate) async fn open_pool<DB: Database>(
     options: <DB::Connection as sqlx::Connection>::Options,
 ) -> std::result::Result<Pool<DB>, sqlx::Error> {
-    use sqlx::{ConnectOptions, Connection};
-    options.connect().await?.close().await?;
-    sqlx::pool::PoolOptions::<DB>::new()
-        .max_connections(2)
-        .acquire_timeout(std::time::Duration::from_secs(15))
-        .connect_with(options)
-        .await
+    super::pools::open::<DB>(options).await
 }
 
 type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>;

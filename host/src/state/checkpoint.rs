@@ -31,6 +31,9 @@ pub struct PipelineState {
     pub held_back: Option<String>,
     pub accounting: Accounting,
     pub(super) revision: i64,
+    /// The lease token this pipeline runs under, when a worker holds its lease: every
+    /// position write is refused once the token is no longer current (see `leases`).
+    pub fence: Option<i64>,
 }
 
 impl StateStore {
@@ -246,9 +249,9 @@ impl StateStore {
         let query = values
             .iter()
             .fold(query, |query, value| value.bind_to(query));
-        let result = query.execute(&self.pool).await.map_err(|err| {
-            Error::database(format!("cannot checkpoint pipeline {:?}", state.name), err)
-        })?;
+        let result = self
+            .execute_fenced(&state.name, state.fence, query, "checkpoint")
+            .await?;
         if result.rows_affected() != 1 {
             return Err(Error::fatal(format!(
                 "pipeline {:?} was changed by another process",

@@ -62,15 +62,20 @@ impl StateStore {
     /// batch with thousands of letters never holds the store (one connection for SQLite)
     /// for long: other pipelines' checkpoints go in between. A crash between chunks is safe:
     /// the batch is delivered again and its letters recorded again, as attempts.
+    ///
+    /// `fence`, the lease token of a pipeline run by a worker, refuses the letters once
+    /// another worker took the pipeline over (see `leases`).
     pub async fn record_letters(
         &self,
         pipeline: &str,
         batch_id: &str,
+        fence: Option<i64>,
         letters: &[NewLetter<'_>],
     ) -> Result<()> {
         let now = now_rfc3339();
         for chunk in chunks(batch_id, letters) {
-            self.record_chunk(pipeline, batch_id, &now, &chunk).await?;
+            self.record_chunk(pipeline, batch_id, fence, &now, &chunk)
+                .await?;
         }
         Ok(())
     }
@@ -79,6 +84,7 @@ impl StateStore {
         &self,
         pipeline: &str,
         batch_id: &str,
+        fence: Option<i64>,
         now: &str,
         letters: &[&NewLetter<'_>],
     ) -> Result<()> {
@@ -114,12 +120,8 @@ impl StateStore {
                 .bind(letter.cursor)
                 .bind(None::<&str>);
         }
-        query.execute(&self.pool).await.map_err(|err| {
-            Error::database(
-                format!("cannot record rejected rows of pipeline {pipeline:?}"),
-                err,
-            )
-        })?;
+        self.execute_fenced(pipeline, fence, query, "record rejected rows of")
+            .await?;
         Ok(())
     }
 
@@ -275,7 +277,7 @@ impl StateStore {
         batch_id: &str,
         rejected: &[RejectedRow],
     ) -> Result<()> {
-        self.record_letters(pipeline, batch_id, &unkeyed(rejected))
+        self.record_letters(pipeline, batch_id, None, &unkeyed(rejected))
             .await
     }
 }

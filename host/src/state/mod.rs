@@ -4,13 +4,14 @@
 //! This module opens the store and reads pipelines back; the jobs live apart: [`file`] (the
 //! SQLite file and who may read it), `schema` (versions and migrations), `checkpoint`
 //! (positions and the compare-and-set that guards them), `dead_letters` and
-//! `accounting`. How a watermark reads to a person is the source driver's business
+//! `accounting`, `leases` (which worker runs each pipeline, and the fencing of its writes). How a watermark reads to a person is the source driver's business
 //! ([`crate::source::Driver::shown_value`]), not the store's.
 
 mod accounting;
 mod checkpoint;
 mod dead_letters;
 mod file;
+mod leases;
 mod schema;
 
 use std::str::FromStr;
@@ -25,6 +26,7 @@ pub use accounting::Accounting;
 use checkpoint::decode_position;
 pub use checkpoint::{PendingBatch, PipelineState};
 pub use dead_letters::{DeadLetter, NewLetter};
+pub use leases::{LeaseRow, WorkerFigures, WorkerRow};
 
 /// What a pipeline reads: a pipeline keeps its name only while these stay the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +124,7 @@ impl StateStore {
         }
     }
 
-    fn is_sqlite(&self) -> bool {
+    pub fn is_sqlite(&self) -> bool {
         self.prefix.is_empty()
     }
 
@@ -207,6 +209,7 @@ fn decode_state(row: &AnyRow) -> Result<PipelineState> {
         held_back: column(row, "held_back")?,
         accounting: Accounting::decode(row)?,
         revision: column(row, "revision")?,
+        fence: None,
     })
 }
 

@@ -1,0 +1,264 @@
+//! Workers: several `host run --config` processes with one pipelines file and one PostgreSQL
+//! state store share the pipelines, each run by one worker at a time.
+//!
+//! Every worker, each [`Membership::every`] (a third of `lease_ttl`, so a lease is renewed
+//! twice before it could expire):
+//! 1. renews the leases it holds; one that is no longer its own was taken over (it was paused
+//!    past its lease): its pipeline stops, and its writes were already fenced;
+//! 2. heartbeats, and counts the live workers (heartbeats not expired);
+//! 3. aims at its fair share, `ceil(pipelines / live workers)`: below it, it claims free or
+//!    expired leases; above it (a worker joined), it hands the extra pipelines over, each after
+//!    its batch in hand, and releases their leases then.
+//!
+//! A worker that stops (SIGTERM) releases every lease at once, after the batches in hand; one
+//! that dies loses them when they expire. Leases, tokens and fencing live in the state store
+//! (`state::leases`); this module decides what to claim and what to give up.
+//!
+//! An SQLite state store has no server to hold leases against: one worker per file, enforced
+//! by a lock on a file beside it ([`lock_sqlite`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::state::{StateStore, WorkerFigures};
+
+/// Leases this process lost to another worker (it was paused past them), since it started.
+/// Process-wide because a process is one worker.
+pub static LEASES_LOST: AtomicU64 = AtomicU64::new(0);
+
+/// Checkpoints and dead-letter writes this process had refused because their lease was no
+/// longer current.
+pub static FENCED: AtomicU64 = AtomicU64::new(0);
+
+/// The default `lease_ttl` of a pipelines file.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
+
+/// What one round of membership asks of the supervisor.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Leases just taken, with their tokens: start these pipelines.
+    pub claimed: Vec<(String, i64)>,
+    /// Leases another worker holds now: stop these pipelines, they may write nothing more.
+    pub lost: Vec<String>,
+    /// Pipelines above the fair share: stop each after its batch in hand, then release it.
+    pub hand_over: Vec<String>,
+}
+
+/// This worker's place among the workers of a state store.
+pub struct Membership {
+    store: Arc<StateStore>,
+    me: String,
+    ttl: Duration,
+}
+
+impl Membership {
+    /// `store` is the worker's state store: membership uses a connection of its own (see
+    /// [`StateStore::reader`]), so that renewals never wait behind checkpoints.
+    pub fn new(store: &StateStore, ttl: Duration) -> Self {
+        Membership {
+            store: Arc::new(store.reader()),
+            me: worker_name(),
+            ttl,
+        }
+    }
+
+    /// This worker's name in the store: host name, process id and a random tag (a restarted
+    /// process is a new worker, and never mistakes its predecessor's leases for its own).
+    pub fn name(&self) -> &str {
+        &self.me
+    }
+
+    /// How often leases are renewed and shares looked at.
+    pub fn every(&self) -> Duration {
+        self.ttl / 3
+    }
+
+    /// One round: renew, heartbeat, then claim or hand over towards the fair share of
+    /// `pipelines` (the file's). `owned` holds the leases this worker runs pipelines under.
+    pub async fn tick(&self, pipelines: &[String], owned: &BTreeMap<String, i64>) -> Result<Plan> {
+        let started = tokio::time::Instant::now();
+        let renewed = self.store.renew(&self.me, self.ttl).await?;
+        let lost: Vec<String> = owned
+            .iter()
+            .filter(|(name, token)| renewed.get(*name) != Some(token))
+            .map(|(name, _)| name.clone())
+            .collect();
+        LEASES_LOST.fetch_add(lost.len() as u64, Ordering::Relaxed);
+        let kept: Vec<&String> = owned.keys().filter(|name| !lost.contains(name)).collect();
+        let figures = WorkerFigures {
+            pipelines: kept.len() as u64,
+            leases_lost: LEASES_LOST.load(Ordering::Relaxed),
+            fenced: FENCED.load(Ordering::Relaxed),
+        };
+        self.store.heartbeat(&self.me, self.ttl, figures).await?;
+        let live = self.store.live_workers().await?.len();
+        let fair = fair_share(pipelines.len(), live);
+        let mut plan = Plan {
+            lost,
+            ..Plan::default()
+        };
+        if kept.len() > fair {
+            // The last by name: which ones does not matter, that every worker agrees does not
+            // either; only the count does.
+            plan.hand_over = kept[fair..].iter().map(|name| name.to_string()).collect();
+            return Ok(plan);
+        }
+        let wanted = fair - kept.len();
+        if wanted == 0 {
+            return Ok(plan);
+        }
+        let taken: BTreeSet<String> = self
+            .store
+            .leases()
+            .await?
+            .into_iter()
+            .filter(|lease| lease.is_held())
+            .map(|lease| lease.pipeline)
+            .collect();
+        let mut free: Vec<&String> = pipelines
+            .iter()
+            .filter(|name| !taken.contains(*name) && !owned.contains_key(*name))
+            .collect();
+        // In a random order, so that workers claiming at once mostly try different leases.
+        fastrand::shuffle(&mut free);
+        for name in free {
+            // Claims one at a time take a round trip each: past half a round, the rest wait
+            // for the next one, so that renewals stay on time.
+            if plan.claimed.len() == wanted || started.elapsed() > self.every() / 2 {
+                break;
+            }
+            if let Some(token) = self.store.claim(name, &self.me, self.ttl).await? {
+                plan.claimed.push((name.clone(), token));
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Gives up the lease of `pipeline` held under `token`, logging a failure (the lease then
+    /// expires by itself).
+    pub async fn release(&self, pipeline: &str, token: i64) {
+        if let Err(err) = self.store.release(pipeline, token).await {
+            tracing::warn!("{pipeline}: {err:#}; its lease expires in {:?}", self.ttl);
+        }
+    }
+
+    /// Leaves the workers: every lease is released at once.
+    pub async fn leave(&self) {
+        match self.store.leave(&self.me).await {
+            Ok(released) => tracing::info!("worker {}: released {released} leases", self.me),
+            Err(err) => tracing::warn!("{err:#}; the leases expire in {:?}", self.ttl),
+        }
+    }
+}
+
+/// Pipelines each of `workers` live workers aims at: all of them shared out, rounded up.
+pub fn fair_share(pipelines: usize, workers: usize) -> usize {
+    pipelines.div_ceil(workers.max(1))
+}
+
+/// Holds the only worker's place on an SQLite state store (`sqlite://PATH`), by a lock on
+/// `PATH.worker-lock`, released when the process ends however it ends. `None` for other
+/// stores. A second worker on the same file is refused with a message saying why.
+pub fn lock_sqlite(state_url: &str) -> Result<Option<File>> {
+    let Some(path) = state_url.strip_prefix("sqlite://") else {
+        return Ok(None);
+    };
+    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    let lock_path = format!("{path}.worker-lock");
+    let file = File::create(&lock_path).map_err(|err| {
+        Error::io(format!("cannot create the worker lock {lock_path}"), err)
+            .with_hint("pass --state with a writable location")
+    })?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::invalid(format!(
+            "another host already runs the pipelines of the SQLite state store {path}: \
+             SQLite cannot hold leases, so one worker runs per state file"
+        ))
+        .with_hint(
+            "stop the other host first; to share pipelines among several workers, use a \
+             PostgreSQL state store (state = \"postgres://…\", or --state postgres://…)",
+        )),
+        Err(std::fs::TryLockError::Error(err)) => Err(Error::io(
+            format!("cannot lock the worker lock {lock_path}"),
+            err,
+        )),
+    }
+}
+
+/// The host's name (a Kubernetes pod's name), the process id and a random tag.
+fn worker_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::state::testing::TempDir;
+
+    #[test]
+    fn the_fair_share_rounds_up() {
+        assert_eq!(fair_share(60, 3), 20);
+        assert_eq!(fair_share(60, 4), 15);
+        assert_eq!(fair_share(61, 4), 16);
+        assert_eq!(fair_share(5, 0), 5);
+        assert_eq!(fair_share(0, 3), 0);
+    }
+
+    #[test]
+    fn a_second_worker_on_an_sqlite_store_is_refused() {
+        let dir = TempDir::new();
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let url = dir.url();
+        let held = lock_sqlite(&url).unwrap();
+        assert!(held.is_some());
+        let err = lock_sqlite(&url).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Invalid);
+        assert!(err.to_string().contains("one worker runs"), "{err}");
+        assert!(err.hint().unwrap().contains("PostgreSQL"));
+        drop(held);
+        assert!(lock_sqlite(&url).unwrap().is_some());
+        assert!(lock_sqlite("postgres://db/state").unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn workers_share_and_hand_over_on_an_sqlite_store() {
+        // The store's side of membership works the same on SQLite; one file, two members
+        // in one process stand in for two workers.
+        let dir = TempDir::new();
+        let store = dir.open().await;
+        let ttl = Duration::from_secs(30);
+        let names: Vec<String> = (0..6).map(|n| format!("p{n}")).collect();
+        let first = Membership::new(&store, ttl);
+        let plan = first.tick(&names, &BTreeMap::new()).await.unwrap();
+        assert_eq!(plan.claimed.len(), 6);
+        let owned: BTreeMap<String, i64> = plan.claimed.into_iter().collect();
+        let second = Membership::new(&store, ttl);
+        let plan = second.tick(&names, &BTreeMap::new()).await.unwrap();
+        assert_eq!(plan.claimed, [], "nothing is free yet");
+        let plan = first.tick(&names, &owned).await.unwrap();
+        assert_eq!((plan.hand_over.len(), plan.lost.len()), (3, 0));
+        for name in &plan.hand_over {
+            first.release(name, owned[name]).await;
+        }
+        let plan = second.tick(&names, &BTreeMap::new()).await.unwrap();
+        assert_eq!(plan.claimed.len(), 3);
+        for (name, token) in &plan.claimed {
+            assert_eq!(*token, owned[name] + 1, "a token only grows");
+        }
+        second.leave().await;
+        let held: Vec<_> = store.leases().await.unwrap();
+        assert_eq!(held.iter().filter(|lease| lease.is_held()).count(), 6 - 3);
+    }
+}
