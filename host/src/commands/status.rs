@@ -61,6 +61,17 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                 |driver| driver.shown_position(&state.position)
             )
         );
+        let checks = &state.deletes;
+        if let Some(at) = &checks.last_check_at {
+            println!(
+                "{:<20} deletes detected: {}; last check at {at}: {:.2}s, {} ranges and {} keys read",
+                "",
+                checks.deletes_detected,
+                checks.last_check_seconds.unwrap_or_default(),
+                checks.last_check_ranges.unwrap_or_default(),
+                checks.last_check_keys.unwrap_or_default()
+            );
+        }
         if let Some(why) = &state.held_back {
             println!("{:<20} held back: {why}", "");
         }
@@ -115,5 +126,11 @@ fn status_json(state: &PipelineState) -> serde_json::Value {
         "peak_guest_memory_bytes": state.accounting.usage.peak_memory,
         "last_error": state.accounting.last_error,
         "last_error_at": state.accounting.last_error_at,
+        "key_inventory": state.deletes.inventory,
+        "deletes_detected": state.deletes.deletes_detected,
+        "last_delete_check_at": state.deletes.last_check_at,
+        "last_delete_check_seconds": state.deletes.last_check_seconds,
+        "last_delete_check_ranges": state.deletes.last_check_ranges,
+        "last_delete_check_keys": state.deletes.last_check_keys,
     })
 }

@@ -25,7 +25,7 @@ use crate::model::{Position, Rows, Watermark};
 
 /// How a column's values become JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Render {
+pub(super) enum Render {
     Bool,
     I16,
     I32,
@@ -43,17 +43,17 @@ enum Render {
 }
 
 #[derive(Debug)]
-struct Column {
+pub(super) struct Column {
     name: String,
     key: Vec<u8>,
-    render: Render,
+    pub(super) render: Render,
 }
 
 pub struct PgSource {
-    pool: PgPool,
-    plan: Plan,
-    keyset: Keyset,
-    columns: Vec<Column>,
+    pub(super) pool: PgPool,
+    pub(super) plan: Plan,
+    pub(super) keyset: Keyset,
+    pub(super) columns: Vec<Column>,
     time_zone: String,
     sees_all_transactions: bool,
     /// The horizon of an integer cursor.

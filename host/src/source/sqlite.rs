@@ -22,16 +22,16 @@ use crate::json;
 use crate::model::{Position, Rows, Watermark};
 
 #[derive(Debug)]
-struct Column {
+pub(super) struct Column {
     name: String,
     key: Vec<u8>,
 }
 
 pub struct SqliteSource {
-    pool: SqlitePool,
-    plan: Plan,
-    keyset: Keyset,
-    columns: Vec<Column>,
+    pub(super) pool: SqlitePool,
+    pub(super) plan: Plan,
+    pub(super) keyset: Keyset,
+    pub(super) columns: Vec<Column>,
 }
 
 const DIALECT: Dialect = Dialect {
@@ -194,7 +194,7 @@ impl SqliteSource {
         })
     }
 
-    fn bind<'q>(
+    pub(super) fn bind<'q>(
         &self,
         statement: &'q Statement<'q>,
     ) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {

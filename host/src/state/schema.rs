@@ -129,6 +129,42 @@ const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE {p}pipelines ADD COLUMN held_back TEXT",
         )],
     },
+    // Hard deletes (issue 14): the keys each pipeline delivered, with their digests, and
+    // what its delete checks found. `inventory` is NULL until the inventory is complete. No
+    // index on `pending_batch`: every checkpoint writes this table, a check reads it once.
+    Migration {
+        version: 5,
+        statements: &[
+            Statement::Sqlite(
+                "CREATE TABLE IF NOT EXISTS inventory (
+                    pipeline TEXT NOT NULL,
+                    key_json TEXT NOT NULL,
+                    hash BIGINT NOT NULL,
+                    pending_batch TEXT,
+                    PRIMARY KEY (pipeline, key_json)
+                ) WITHOUT ROWID",
+            ),
+            Statement::Postgres(
+                "CREATE TABLE IF NOT EXISTS tidemark.inventory (
+                    pipeline TEXT NOT NULL,
+                    key_json TEXT NOT NULL,
+                    hash BIGINT NOT NULL,
+                    pending_batch TEXT,
+                    PRIMARY KEY (pipeline, key_json)
+                )",
+            ),
+            Statement::Both("ALTER TABLE {p}pipelines ADD COLUMN inventory TEXT"),
+            Statement::Both(
+                "ALTER TABLE {p}pipelines ADD COLUMN deletes_detected BIGINT NOT NULL DEFAULT 0",
+            ),
+            Statement::Both("ALTER TABLE {p}pipelines ADD COLUMN last_check_at TEXT"),
+            Statement::Both(
+                "ALTER TABLE {p}pipelines ADD COLUMN last_check_seconds DOUBLE PRECISION",
+            ),
+            Statement::Both("ALTER TABLE {p}pipelines ADD COLUMN last_check_ranges BIGINT"),
+            Statement::Both("ALTER TABLE {p}pipelines ADD COLUMN last_check_keys BIGINT"),
+        ],
+    },
 ];
 
 /// The PostgreSQL advisory lock held while a store is migrated.
