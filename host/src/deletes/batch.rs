@@ -76,14 +76,12 @@ impl<'a> Batches<'a> {
         failpoint::hit("delete_before_confirm").await;
         // Confirmed absent now, after any pass that could have delivered them again.
         let present = source.present_keys(&keys).await?;
-        let gone: Vec<Key> = keys
-            .into_iter()
-            .filter(|key| !present.contains(key))
-            .collect();
+        let (kept, gone): (Vec<Key>, Vec<Key>) =
+            keys.into_iter().partition(|key| present.contains(key));
         if gone.is_empty() {
             let nothing = Default::default();
             return store
-                .commit_deletes(state, id, &[], &nothing, Default::default())
+                .commit_deletes(state, id, (&[], &kept), &nothing, Default::default())
                 .await;
         }
         let rows = delete_rows(&state.identity.key, &gone);
@@ -111,7 +109,7 @@ impl<'a> Batches<'a> {
             .keep(store, &state.name, id, &rows, &delivered)
             .await?;
         store
-            .commit_deletes(state, id, &gone, &delivered, usage)
+            .commit_deletes(state, id, (&gone, &kept), &delivered, usage)
             .await?;
         let count = gone.len() as u64;
         self.delivered += count;

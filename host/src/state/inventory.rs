@@ -267,13 +267,13 @@ impl StateStore {
     }
 
     /// Checkpoints delete batch `id`: removes the keys it delivered (`gone`) from the
-    /// inventory, releases the others (found present again just before delivery), and counts
-    /// the batch, in one transaction with the compare-and-set on the pipeline.
+    /// inventory, releases the others (`kept`: found present again just before delivery), and
+    /// counts the batch, in one transaction with the compare-and-set on the pipeline.
     pub async fn commit_deletes(
         &self,
         state: &mut PipelineState,
         id: &str,
-        gone: &[Key],
+        (gone, kept): (&[Key], &[Key]),
         delivered: &Delivered,
         usage: Usage,
     ) -> Result<()> {
@@ -288,15 +288,11 @@ impl StateStore {
             )
             .await?;
         }
-        sqlx::query(&format!(
-            "UPDATE {}inventory SET pending_batch = NULL WHERE pipeline = $1 AND pending_batch = $2",
-            self.prefix
-        ))
-        .bind(&state.name)
-        .bind(id)
-        .execute(&mut *transaction)
-        .await
-        .map_err(|err| inventory_error(&state.name, err))?;
+        for chunk in kept.chunks(CHUNK) {
+            let release = "UPDATE {t} SET pending_batch = NULL WHERE";
+            self.keys_statement(&mut transaction, &state.name, release, chunk, None)
+                .await?;
+        }
         if gone.is_empty() {
             // Every key was back: nothing was delivered, nothing to count.
             return transaction
@@ -364,7 +360,10 @@ impl StateStore {
     }
 
     /// Runs `head` (`{t}` for the table) followed by a match of `keys` of the pipeline: `$1`
-    /// is the pipeline, `$2` the optional `extra` value, then each key's digest and text.
+    /// is the pipeline, `$2` the optional `extra` value, then the keys' digests, then their
+    /// texts. A digest is a function of its key's text, so a row whose text is among the
+    /// keys has its digest among theirs: the two lists match exactly the keys, and the
+    /// digests let the primary key `(pipeline, hash, …)` find them.
     async fn keys_statement(
         &self,
         connection: &mut AnyConnection,
@@ -374,16 +373,29 @@ impl StateStore {
         extra: Option<&str>,
     ) -> Result<()> {
         let first = if extra.is_some() { 3 } else { 2 };
-        let values = placeholders(keys.len(), first, "(", ")");
+        let list = |from: usize| {
+            (from..from + keys.len())
+                .map(|at| format!("${at}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let sql = format!(
-            "{} pipeline = $1 AND (hash, key_json) IN (VALUES {values})",
-            head.replace("{t}", &format!("{}inventory", self.prefix))
+            "{} pipeline = $1 AND hash IN ({}) AND key_json IN ({})",
+            head.replace("{t}", &format!("{}inventory", self.prefix)),
+            list(first),
+            list(first + keys.len())
         );
         let mut query = sqlx::query(&sql).bind(pipeline);
         if let Some(extra) = extra {
             query = query.bind(extra);
         }
-        bind_keys(query, keys)
+        for key in keys {
+            query = query.bind(i64::from(key.hash()));
+        }
+        for key in keys {
+            query = query.bind(key.json());
+        }
+        query
             .execute(&mut *connection)
             .await
             .map_err(|err| inventory_error(pipeline, err))?;
@@ -427,68 +439,5 @@ fn inventory_error(pipeline: &str, err: sqlx::Error) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::key::range_of;
-    use crate::state::testing::{after, rows, users, TempDir};
-
-    #[tokio::test]
-    async fn checkpoints_keep_the_inventory_and_deletes_leave_it() {
-        let dir = TempDir::new();
-        let store = dir.open().await;
-        let mut state = users(&store).await;
-        store.start_inventory(&mut state).await.unwrap();
-        store.finish_inventory(&mut state).await.unwrap();
-        let end = after("i:5", "i:5");
-        store.begin_batch(&mut state, "b1", &end).await.unwrap();
-        let none = Delivered::default();
-        store
-            .commit_batch(&mut state, &end, &rows(5), &none, Usage::default())
-            .await
-            .unwrap();
-        assert_eq!(store.inventory_len("users").await.unwrap(), 5);
-        // The same keys again (updates) change nothing.
-        store
-            .commit_batch(&mut state, &end, &rows(3), &none, Usage::default())
-            .await
-            .unwrap();
-        let digests = store.inventory_digests("users", 1).await.unwrap();
-        let keys: Vec<Key> = (1..=5)
-            .map(|id| Key::from_text(&id.to_string(), true))
-            .collect();
-        assert_eq!(digests, crate::source::keys::digests_of(&keys, 1));
-        let range = range_of(keys[0].hash(), 1);
-        let in_range = store.inventory_keys("users", 1, range).await.unwrap();
-        assert!(in_range.contains(&keys[0]), "{in_range:?}");
-
-        store
-            .begin_deletes("users", "d1", &keys[..2])
-            .await
-            .unwrap();
-        let pending = store.pending_deletes("users").await.unwrap().unwrap();
-        assert_eq!(pending, ("d1".to_owned(), keys[..2].to_vec()));
-        // Key 2 was back when the batch was confirmed: only key 1 is gone.
-        store
-            .commit_deletes(&mut state, "d1", &keys[..1], &none, Usage::default())
-            .await
-            .unwrap();
-        assert_eq!(store.pending_deletes("users").await.unwrap(), None);
-        assert_eq!(store.inventory_len("users").await.unwrap(), 4);
-        let stored = store.load("users").await.unwrap().unwrap();
-        assert_eq!(stored.deletes.deletes_detected, 1);
-        assert!(stored.deletes.inventory);
-        assert_eq!(stored.rows_synced, 5 + 3 + 1);
-
-        store.drop_inventory(&mut state).await.unwrap();
-        assert_eq!(store.inventory_len("users").await.unwrap(), 0);
-        assert!(
-            !store
-                .load("users")
-                .await
-                .unwrap()
-                .unwrap()
-                .deletes
-                .inventory
-        );
-    }
-}
+#[path = "inventory_tests.rs"]
+mod tests;
