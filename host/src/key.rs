@@ -112,7 +112,7 @@ pub fn key_of_row(row: &[u8], column: &str) -> Option<Key> {
 /// Finds the value of one member of a JSON object.
 struct ValueOf<'c>(&'c str);
 
-impl<'de, 'c> serde::de::Visitor<'de> for ValueOf<'c> {
+impl<'de> serde::de::Visitor<'de> for ValueOf<'_> {
     type Value = Option<&'de RawValue>;
 
     fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {

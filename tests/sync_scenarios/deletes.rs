@@ -300,11 +300,10 @@ pub(super) async fn kill_9_during_a_delete_batch_redelivers_it_with_its_id(backe
     let synced = host.once(&with_check(&["--batch-size", "10"])).await;
     db.execute(&format!("DELETE FROM {table} WHERE id <= 25"))
         .await;
-    let running = host.spawn(
+    let mut running = host.spawn(
         &with_check(&["--once", "--batch-size", "10"]),
         Some("delete_after_deliver=wait@2"),
     );
-    let mut running = running;
     running.reached("delete_after_deliver", 2).await;
     running.kill9().await;
     let before = host.new_lines();

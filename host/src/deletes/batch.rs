@@ -158,7 +158,7 @@ mod tests {
             rows.to_json_array(),
             r#"[{"op":"delete","row":{"id":7}},{"op":"delete","row":{"id":"a\"b"}}]"#
         );
-        assert_eq!(batch_id("p", &keys), batch_id("p", &keys.clone()));
+        assert_eq!(batch_id("p", &keys), batch_id("p", &keys[..]));
         assert_ne!(batch_id("p", &keys), batch_id("p", &keys[..1]));
         assert_ne!(batch_id("p", &keys), batch_id("q", &keys));
     }

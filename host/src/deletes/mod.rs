@@ -8,7 +8,7 @@
 //! digests are cut into `2^bits` ranges of about [`KEYS_PER_RANGE`] keys, each side sums the
 //! digests of each range (the table inside the database, see [`crate::source::keys`]), and
 //! only the ranges whose sums differ are read key by key. Their keys the table lacks are
-//! delivered in batches ([`batch`]), each confirmed absent just before it is handed on.
+//! delivered in batches (`batch.rs`), each confirmed absent just before it is handed on.
 //!
 //! Cost of a check: one pass over the key index inside the database (nothing read but a row
 //! per range), one over the inventory, and for each range that differs a lookup of its keys;
@@ -210,8 +210,11 @@ fn is_due(last: Option<&str>, every: Duration) -> bool {
     let Some(last) = last.and_then(|last| chrono::DateTime::parse_from_rfc3339(last).ok()) else {
         return true;
     };
-    let since = chrono::Utc::now().signed_duration_since(last);
-    since.to_std().map_or(true, |since| since >= every)
+    // A last check in the future (a clock set back) does not hold checks off.
+    match chrono::Utc::now().signed_duration_since(last).to_std() {
+        Ok(since) => since >= every,
+        Err(_) => true,
+    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub struct PipelineState {
     /// open), if they did.
     pub held_back: Option<String>,
     pub accounting: Accounting,
-    /// The key inventory and what delete checks found ([`super::inventory`]).
+    /// The key inventory and what delete checks found (`inventory.rs`).
     pub deletes: DeleteChecks,
     pub(super) revision: i64,
 }
