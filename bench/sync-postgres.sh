@@ -7,7 +7,11 @@
 #   - one full sync by `host run --once` into /dev/null, with its wall time and peak RSS;
 #   - with TIDEMARK_BENCH_MODULE set, the same sync through that WebAssembly processor
 #     (`--module PATH`), its compile cache warmed beforehand by `host check`, so compile time
-#     is not counted: wall time, rows/s, ratio to the run without a module, peak RSS.
+#     is not counted: wall time, rows/s, ratio to the run without a module, peak RSS;
+#   - with TIDEMARK_BENCH_DETECT_DELETES=1, the cost of keeping the key inventory of
+#     --detect-deletes (issue 14): runs without and with `--detect-deletes 1h`, back to back,
+#     twice, and the ratio of their times, the one check at the end of the run with the flag
+#     left out (its own time, as `host status` reports it); target at most 1.15.
 #
 # Usage: bench/sync-postgres.sh [ROWS...]        (default: 1000000)
 #   e.g. bench/sync-postgres.sh 100000 1000000   to show that peak RSS stays flat.
@@ -19,6 +23,7 @@
 #   TIDEMARK_BENCH_MODULE        a processor component to time as well, e.g.
 #                                target/wasm32-wasip2/release/passthrough.wasm (build it with
 #                                bash scripts/build-guests); unset: no module run.
+#   TIDEMARK_BENCH_DETECT_DELETES  1: time the inventory of --detect-deletes as well.
 #   CARGO_TARGET_DIR             honoured when locating the release binary.
 #
 # Exits non-zero when a step fails (build, seeding, COPY, a host run, or the host
@@ -29,6 +34,7 @@ set -euo pipefail
 URL="${TIDEMARK_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 BATCH_SIZE="${TIDEMARK_BENCH_BATCH_SIZE:-1000}"
 MODULE="${TIDEMARK_BENCH_MODULE:-}"
+DETECT_DELETES="${TIDEMARK_BENCH_DETECT_DELETES:-}"
 SCHEMA=tidemark_bench
 TABLE="$SCHEMA.users"
 
@@ -150,6 +156,30 @@ run_size() {
 
     results+=("$result")
     note "N=$n: COPY ${copy_s}s, host ${host_s}s, peak RSS ${rss_kib} KiB$module_note"
+    if [[ -n "$DETECT_DELETES" ]]; then
+        time_inventory "$n"
+    fi
+}
+
+inventory_results=()   # "n plain_s with_s check_s", one per pair of runs
+
+time_inventory() {
+    # Pairs of runs back to back: without, then with --detect-deletes (the inventory kept at
+    # every checkpoint, and one check at the end, whose own time is taken out).
+    local n=$1 pair plain_s with_s check_s
+    for pair in 1 2; do
+        note "timing host run --once without --detect-deletes ($n rows, pair $pair)"
+        time_host "$tmp/run-$n-plain" "bench-$n-plain" "$n"
+        plain_s=$run_s
+        note "timing host run --once --detect-deletes 1h ($n rows, pair $pair)"
+        time_host "$tmp/run-$n-inventory" "bench-$n-inventory" "$n" --detect-deletes 1h
+        with_s=$run_s
+        check_s="$("$host" status --state "sqlite://$tmp/run-$n-inventory/state.db" --json |
+            python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["last_delete_check_seconds"] or 0)')" ||
+            die "could not read the check time from host status"
+        inventory_results+=("$n $plain_s $with_s $check_s")
+        note "N=$n pair $pair: without ${plain_s}s, with ${with_s}s (of which the check ${check_s}s)"
+    done
 }
 
 for n in "$@"; do
@@ -157,6 +187,29 @@ for n in "$@"; do
 done
 
 # --- report ----------------------------------------------------------------------------
+if [[ ${#inventory_results[@]} -gt 0 ]]; then
+    python3 - "$BATCH_SIZE" "${inventory_results[@]}" <<'PY'
+import sys
+batch = int(sys.argv[1])
+print()
+print("Keeping the key inventory (--detect-deletes), runs back to back")
+header = f"{'rows':>10}  {'without s':>9}  {'with s':>8}  {'check s':>8}  {'with-check':>10}  {'ratio':>6}  {'extra ms/batch':>14}"
+print(header)
+print("-" * len(header))
+ratios = []
+for line in sys.argv[2:]:
+    n, plain, with_, check = line.split()
+    n, plain, with_, check = int(n), float(plain), float(with_), float(check)
+    kept = with_ - check
+    ratio = kept / plain
+    ratios.append(ratio)
+    per_batch = (kept - plain) / (n / batch) * 1000
+    print(f"{n:>10}  {plain:>9.3f}  {with_:>8.3f}  {check:>8.3f}  {kept:>10.3f}  {ratio:>6.3f}  {per_batch:>14.3f}")
+worst = max(ratios)
+print(f"  target: inventory at most 15 % slower: {'OK' if worst <= 1.15 else 'MISSED'} (highest ratio {worst:.3f})")
+PY
+fi
+
 pg_version="$(psql_q -At -c 'SHOW server_version' 2>/dev/null || echo '?')"
 python3 - "$TARGET_RATIO" "$TARGET_RSS_MIB" "$FLAT_SLACK_MIB" "$FLAT_SLACK_PCT" \
     "$BATCH_SIZE" "$pg_version" "$(nproc 2>/dev/null || echo '?')" \

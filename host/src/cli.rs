@@ -295,6 +295,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "COLUMN")]
     pub deleted_column: Option<String>,
 
+    /// Every INTERVAL, between passes, find the delivered keys that are no longer in the
+    /// table and deliver them as deletes (hard deletes; keeps an inventory of keys).
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_duration)]
+    pub detect_deletes: Option<Duration>,
+
     /// What to do with rows whose cursor is NULL.
     #[arg(long, value_name = "POLICY", value_enum, default_value_t = NullCursor::Refuse)]
     pub null_cursor: NullCursor,

@@ -312,6 +312,7 @@ impl RunConfig {
                     NullCursor::Oldest => NullCursorPolicy::Oldest,
                 },
                 retry: retry_policy(&args.retry)?,
+                detect_deletes: args.detect_deletes,
             },
         })
     }

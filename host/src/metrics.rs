@@ -285,6 +285,21 @@ pub async fn render(store: &StateStore) -> Result<String> {
         "last_run_timestamp_seconds",
         "When the last pass ended (Unix time)",
     );
+    let deletes = counter(
+        &mut registry,
+        "deletes_detected",
+        "Keys found gone from the table by delete checks and delivered as deletes",
+    );
+    let check_seconds = gauge(
+        &mut registry,
+        "last_delete_check_seconds",
+        "How long the last delete check took",
+    );
+    let check_ranges = gauge(
+        &mut registry,
+        "last_delete_check_ranges",
+        "Ranges of keys the last delete check read key by key",
+    );
     for state in &pipelines {
         let label = PipelineLabel {
             pipeline: state.name.clone(),
@@ -320,6 +335,18 @@ pub async fn render(store: &StateStore) -> Result<String> {
         letters
             .get_or_create(&label)
             .set(accounting.dead_letters as f64);
+        let checks = &state.deletes;
+        if checks.inventory || checks.deletes_detected > 0 {
+            deletes
+                .get_or_create(&label)
+                .inc_by(count(checks.deletes_detected));
+        }
+        if let Some(seconds) = checks.last_check_seconds {
+            check_seconds.get_or_create(&label).set(seconds);
+        }
+        if let Some(ranges) = checks.last_check_ranges {
+            check_ranges.get_or_create(&label).set(ranges as f64);
+        }
         if let Some(at) = state
             .last_run_at
             .as_deref()

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::config::{ModulesConfig, RunConfig};
+use crate::deletes;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Batch, Delivered, Usage};
 use crate::output::{Output, StageFailure};
@@ -130,6 +131,8 @@ async fn sync_with<S: Source, O: Output>(
     if state.batches_synced == 0 && state.pending.is_none() && state.position != initial {
         store.advance(&mut state, &initial).await?;
     }
+    let every = config.sync.detect_deletes;
+    deletes::prepare(source, store, &mut state, every, shutdown).await?;
     let totals = sync::run(source, output, store, &mut state, &config.sync, shutdown).await?;
     tracing::debug!(
         "{}: {} rows in {} batches",

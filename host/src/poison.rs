@@ -19,14 +19,14 @@
 //! ([`part_id`]): a batch split again after a crash is split the same way, under the same
 //! ids, so a destination can drop parts it has seen.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::attempt;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::digest;
 use crate::model::{Batch, Delivered, RejectedRow, Rows, Usage};
 use crate::output::{Output, StageFailure};
-use crate::retry::RetryPolicy;
+use crate::retry::{OnPoison, RetryPolicy};
 use crate::runtime::bounded_reason;
 use crate::shutdown::Shutdown;
 use crate::state::StateStore;
@@ -353,6 +353,64 @@ fn reason(error: &Error) -> String {
 fn list(indexes: &[u32]) -> String {
     let shown: Vec<String> = indexes.iter().map(u32::to_string).collect();
     shown.join(", ")
+}
+
+/// Delivers `batch` from stage `stage` of `output` (0: the whole chain), as
+/// [`attempt::deliver_retrying_later`] does while a destination asks to retry later. A
+/// module that fails the batch is given the batch again at once, up to `policy.max_retries`
+/// times; once it has failed every attempt, [`isolate`] sets aside the
+/// rows it fails on alone and delivers the rest (`--on-poison park`, the default). With
+/// `--on-poison stop` a module failure ends the delivery at once. Returns what module calls
+/// used over all attempts, whatever the result.
+pub async fn deliver_with_retries<O: Output>(
+    output: &mut O,
+    stage: usize,
+    batch: Batch<'_>,
+    policy: &RetryPolicy,
+    shutdown: &Shutdown,
+    store: Option<&StateStore>,
+) -> (Result<Delivered>, Usage) {
+    let mut used = Usage::default();
+    let mut retry = 0;
+    loop {
+        let (result, usage) =
+            attempt::deliver_retrying_later(output, stage, batch, policy, shutdown, store).await;
+        used.add(usage);
+        let err = match result {
+            Err(err) if err.kind() == ErrorKind::Module && policy.on_poison == OnPoison::Park => {
+                err
+            }
+            result => return (result, used),
+        };
+        if retry < policy.max_retries {
+            retry += 1;
+            let waited = attempt::wait_to_retry(attempt::Retry {
+                pipeline: batch.pipeline,
+                retry,
+                error: &err,
+                // At once: a module fails the same input the same way, so waiting would only
+                // delay finding the row at fault (and a `--once` run's exit), while a failure
+                // that was chance (a deadline missed under load) gets its second try anyway.
+                asked: Some(Duration::ZERO),
+                policy,
+                shutdown,
+                store,
+            })
+            .await;
+            if !waited {
+                return (Err(err), used);
+            }
+            continue;
+        }
+        // Failed on every attempt: a row may be at fault. The module's stage and input come
+        // from the failed call (none when no module failed: nothing to split).
+        let Some(failure) = output.take_failure() else {
+            return (Err(err), used);
+        };
+        let (result, usage) = isolate(output, batch, failure, err, policy, shutdown, store).await;
+        used.add(usage);
+        return (result, used);
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! 2. Read the database's clock once: rows at or past the safe horizon wait for a later pass.
 //! 3. Redeliver a batch that was handed on but not checkpointed (a crash), under its old id.
 //! 4. Page by keyset on (cursor, key): record the batch as pending, deliver it, checkpoint.
+//! 5. With `--detect-deletes`, when a check is due, deliver the deletes of keys the table no
+//!    longer has ([`crate::deletes`]): in sequence with the passes, never during one.
 //!
 //! The watermark only moves after delivery, so a crash at any instant loses nothing and
 //! repeats at most the one batch in flight. A destination that asks for a batch again later
@@ -14,19 +16,20 @@
 
 use std::time::Duration;
 
+use crate::deletes;
 use crate::error::{Error, ErrorKind, Result};
 use crate::failpoint;
 use crate::ids::digest;
 use crate::letters::Letters;
-use crate::model::{Batch, Delivered, NullCursorPolicy, Position, Usage};
+use crate::model::{Batch, NullCursorPolicy, Position};
 use crate::output::Output;
+pub use crate::poison::deliver_with_retries;
 use crate::progress::Progress;
-use crate::retry::{OnPoison, RetryPolicy};
+use crate::retry::RetryPolicy;
 pub use crate::shutdown::Shutdown;
 use crate::source::{Driver, Page, Source, Until};
 use crate::state::{PipelineState, StateStore};
 use crate::sync_log::log_waiting;
-use crate::{attempt, poison};
 
 /// How a pipeline runs.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -37,6 +40,8 @@ pub struct SyncOptions {
     pub once: bool,
     pub null_cursor: NullCursorPolicy,
     pub retry: RetryPolicy,
+    /// How often to look for hard deletes (`--detect-deletes`); `None`: never.
+    pub detect_deletes: Option<Duration>,
 }
 
 pub use crate::sync_log::Totals;
@@ -263,6 +268,17 @@ async fn run_pass<S: Source, O: Output>(
     if clock.horizon.is_some() {
         log_waiting(source, state, options.settle, options.once).await?;
     }
+    if let (Some(every), false) = (options.detect_deletes, shutdown.is_requested()) {
+        let check = deletes::Check {
+            every,
+            batch_size: options.batch_size,
+            retry: &options.retry,
+            shutdown,
+        };
+        check
+            .run_if_due(source, output, store, state, totals)
+            .await?;
+    }
     Ok(())
 }
 
@@ -304,7 +320,7 @@ async fn deliver<O: Output>(
         .keep(store, &state.name, id, &page.rows, &delivered)
         .await?;
     store
-        .commit_batch(state, end, page.rows.len(), &delivered, usage)
+        .commit_batch(state, end, &page.rows, &delivered, usage)
         .await?;
     totals.rows += page.rows.len() as u64;
     totals.passed_on += delivered.passed_on as u64;
@@ -318,65 +334,6 @@ async fn deliver<O: Output>(
         page.rows.deletes()
     );
     Ok(())
-}
-
-/// Delivers `batch` from stage `stage` of `output` (0: the whole chain), as
-/// [`attempt::deliver_retrying_later`] does while a destination asks to retry later. A
-/// module that fails the batch is given the batch again at once, up to `policy.max_retries`
-/// times; once it has failed every attempt, [`poison::isolate`] sets aside the
-/// rows it fails on alone and delivers the rest (`--on-poison park`, the default). With
-/// `--on-poison stop` a module failure ends the delivery at once. Returns what module calls
-/// used over all attempts, whatever the result.
-pub async fn deliver_with_retries<O: Output>(
-    output: &mut O,
-    stage: usize,
-    batch: Batch<'_>,
-    policy: &RetryPolicy,
-    shutdown: &Shutdown,
-    store: Option<&StateStore>,
-) -> (Result<Delivered>, Usage) {
-    let mut used = Usage::default();
-    let mut retry = 0;
-    loop {
-        let (result, usage) =
-            attempt::deliver_retrying_later(output, stage, batch, policy, shutdown, store).await;
-        used.add(usage);
-        let err = match result {
-            Err(err) if err.kind() == ErrorKind::Module && policy.on_poison == OnPoison::Park => {
-                err
-            }
-            result => return (result, used),
-        };
-        if retry < policy.max_retries {
-            retry += 1;
-            let waited = attempt::wait_to_retry(attempt::Retry {
-                pipeline: batch.pipeline,
-                retry,
-                error: &err,
-                // At once: a module fails the same input the same way, so waiting would only
-                // delay finding the row at fault (and a `--once` run's exit), while a failure
-                // that was chance (a deadline missed under load) gets its second try anyway.
-                asked: Some(Duration::ZERO),
-                policy,
-                shutdown,
-                store,
-            })
-            .await;
-            if !waited {
-                return (Err(err), used);
-            }
-            continue;
-        }
-        // Failed on every attempt: a row may be at fault. The module's stage and input come
-        // from the failed call (none when no module failed: nothing to split).
-        let Some(failure) = output.take_failure() else {
-            return (Err(err), used);
-        };
-        let (result, usage) =
-            poison::isolate(output, batch, failure, err, policy, shutdown, store).await;
-        used.add(usage);
-        return (result, used);
-    }
 }
 
 /// The id of the batch of `pipeline` that starts after `start` and ends at `end`: the same

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::*;
-use crate::model::{Op, Rows, Watermark};
+use crate::model::{Delivered, Op, Rows, Usage, Watermark};
 use crate::source::{Clock, Page};
 use crate::state::testing::{identity, TempDir};
 
@@ -63,6 +63,29 @@ impl Table {
                 past_start && before_end
             })
             .collect()
+    }
+}
+
+/// This table has no deletes to find: these tests run without `--detect-deletes`.
+impl crate::source::TableKeys for Table {
+    async fn key_digests(&mut self, _bits: u32) -> Result<(crate::key::Digests, u64)> {
+        Ok(Default::default())
+    }
+
+    async fn present_keys(
+        &mut self,
+        _keys: &[crate::key::Key],
+    ) -> Result<std::collections::HashSet<crate::key::Key>> {
+        Ok(Default::default())
+    }
+
+    async fn delivered_keys(
+        &mut self,
+        _through: &Position,
+        _after: Option<&crate::key::Key>,
+        _limit: usize,
+    ) -> Result<Vec<crate::key::Key>> {
+        Ok(Vec::new())
     }
 }
 
@@ -210,6 +233,7 @@ fn options() -> SyncOptions {
             // own (poison_tests.rs).
             on_poison: crate::retry::OnPoison::Stop,
         },
+        detect_deletes: None,
     }
 }
 

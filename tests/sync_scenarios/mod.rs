@@ -5,13 +5,14 @@
 //! [`post`] has the six scenarios of "Building a Sync Engine", [`keyset`] what reading by
 //! `(cursor, key)` promises beyond them (ties, microseconds, settle, open transactions),
 //! [`crashes`] kill -9 and SIGTERM at failpoints, [`writers`] a writer racing a polling host,
-//! [`columns`] soft deletes and NULL cursors.
+//! [`columns`] soft deletes and NULL cursors, [`deletes`] hard deletes (`--detect-deletes`).
 //!
 //! Fixed past timestamps (`at(µs)`) make most scenarios deterministic; the settle, open
 //! transaction and concurrent writer scenarios use the database's clock.
 
 mod columns;
 mod crashes;
+mod deletes;
 mod keyset;
 mod post;
 mod writers;
@@ -22,6 +23,7 @@ use crate::support::{Backend, Host, TestDb};
 
 use columns::*;
 use crashes::*;
+use deletes::*;
 use keyset::*;
 use post::*;
 use writers::*;
@@ -55,6 +57,11 @@ on_each_database! {
         soft_deletes_are_delivered_as_deletes,
         null_cursor_oldest_delivers_null_rows_first,
         null_cursor_refused_with_exit_2_then_oldest_delivers_all,
+        hard_deletes_arrive_once_each_and_nothing_else_comes_again,
+        a_key_deleted_and_inserted_again_ends_present,
+        text_and_sparse_keys_are_deleted,
+        enabling_on_a_synced_pipeline_delivers_nothing_again,
+        kill_9_during_a_delete_batch_redelivers_it_with_its_id,
     ],
     servers: [
         row_of_transaction_open_during_a_run_is_delivered_after_commit,

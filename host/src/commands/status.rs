@@ -69,6 +69,17 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         if let Some(lease) = lease_of(&state.name) {
             println!("{:<20} {}", "", describe_lease(lease));
         }
+        let checks = &state.deletes;
+        if let Some(at) = &checks.last_check_at {
+            println!(
+                "{:<20} deletes detected: {}; last check at {at}: {:.2}s, {} ranges and {} keys read",
+                "",
+                checks.deletes_detected,
+                checks.last_check_seconds.unwrap_or_default(),
+                checks.last_check_ranges.unwrap_or_default(),
+                checks.last_check_keys.unwrap_or_default()
+            );
+        }
         if let Some(why) = &state.held_back {
             println!("{:<20} held back: {why}", "");
         }
@@ -162,5 +173,11 @@ fn status_json(state: &PipelineState, lease: Option<&LeaseRow>) -> serde_json::V
             "held": lease.is_held(),
             "expires_in_seconds": lease.expires_in_ms as f64 / 1000.0,
         })),
+        "key_inventory": state.deletes.inventory,
+        "deletes_detected": state.deletes.deletes_detected,
+        "last_delete_check_at": state.deletes.last_check_at,
+        "last_delete_check_seconds": state.deletes.last_check_seconds,
+        "last_delete_check_ranges": state.deletes.last_check_ranges,
+        "last_delete_check_keys": state.deletes.last_check_keys,
     })
 }

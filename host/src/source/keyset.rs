@@ -187,6 +187,44 @@ impl Keyset {
         }
     }
 
+    /// Up to `limit` keys (as `key_expr` selects them), in key order after `after_key`, of
+    /// the rows a pipeline at `through` has delivered: those at or before it in delivery
+    /// order, NULL cursors included (they come first).
+    pub fn delivered_keys<'a>(
+        &'a self,
+        key_expr: &str,
+        through: &'a Position,
+        after_key: Option<&'a str>,
+        limit: usize,
+    ) -> Statement<'a> {
+        let (c, k) = (self.cursor.clone(), self.key.clone());
+        let mut b = self.builder(format!("SELECT {key_expr} FROM {} WHERE (", self.table));
+        match through {
+            Position::Nulls { after_key: None } => b.push("1 = 0"),
+            Position::Nulls {
+                after_key: Some(last),
+            } => {
+                b.push(&format!("{c} IS NULL AND {k} <= "));
+                b.param(Arg::Key(last));
+            }
+            Position::Start => b.push(&format!("{c} IS NULL")),
+            Position::After(mark) => {
+                b.push(&format!("{c} IS NULL OR "));
+                b.compare_pair("<=", &mark.cursor, &mark.key);
+            }
+        }
+        b.push(")");
+        if let Some(after) = after_key {
+            b.push(&format!(" AND {k} > "));
+            b.param(Arg::Key(after));
+        }
+        b.push(&format!(" ORDER BY {k} LIMIT {limit}"));
+        Statement {
+            sql: b.sql,
+            args: b.args,
+        }
+    }
+
     /// How many rows have a NULL cursor.
     pub fn count_null_cursors(&self) -> String {
         format!(
@@ -355,6 +393,28 @@ mod tests {
              AS timestamptz), CAST('o''brien' AS text)) AND \"updated_at\" < CAST('H' AS timestamptz) \
              ORDER BY \"updated_at\", \"id\" LIMIT 5"
         );
+    }
+
+    #[test]
+    fn delivered_keys_are_those_at_or_before_the_watermark() {
+        let ks = keyset(Style::DollarRowValues);
+        let through = mark("C", "K");
+        let stmt = ks.delivered_keys("\"id\"::text", &through, Some("5"), 100);
+        assert_eq!(
+            stmt.sql,
+            "SELECT \"id\"::text FROM \"users\" WHERE (\"updated_at\" IS NULL OR \
+             (\"updated_at\", \"id\") <= (CAST($1 AS timestamptz), CAST($2 AS int8))) AND \
+             \"id\" > CAST($3 AS int8) ORDER BY \"id\" LIMIT 100"
+        );
+        assert_eq!(
+            stmt.args,
+            vec![Arg::Cursor("C"), Arg::Key("K"), Arg::Key("5")]
+        );
+        let none = Position::Nulls { after_key: None };
+        assert!(ks
+            .delivered_keys("id", &none, None, 1)
+            .sql
+            .contains("(1 = 0)"));
     }
 
     #[test]

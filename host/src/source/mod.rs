@@ -9,6 +9,7 @@
 
 mod any;
 mod ids;
+pub mod keys;
 mod keyset;
 pub mod mysql;
 mod pg_copy;
@@ -21,6 +22,7 @@ pub mod sqlite;
 mod sqlite_pages;
 
 pub use any::{connect, AnySource, Driver};
+pub use keys::TableKeys;
 pub use redact::redact_url;
 
 use std::fmt;
@@ -177,7 +179,9 @@ pub(crate) fn held_back_horizon(
 /// Contract: [`Source::read`] returns rows strictly after `after` in `(cursor, key)` order
 /// (key order among NULL cursors), at most `limit` of them, none at or past the bound, and
 /// the position of the last row returned. Reading never changes the database.
-pub trait Source: Send {
+///
+/// A source also answers what a delete check asks about its keys ([`TableKeys`]).
+pub trait Source: TableKeys + Send {
     /// Rows whose cursor is NULL (0 when the column is declared NOT NULL).
     fn null_cursor_count(&mut self) -> impl Future<Output = Result<u64>> + Send;
 

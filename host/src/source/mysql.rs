@@ -28,7 +28,7 @@ pub const MIN_SETTLE: Duration = Duration::from_secs(1);
 
 /// How a column's values become JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Render {
+pub(super) enum Render {
     I64,
     U64,
     F32,
@@ -42,17 +42,17 @@ enum Render {
 }
 
 #[derive(Debug)]
-struct Column {
+pub(super) struct Column {
     name: String,
     key: Vec<u8>,
-    render: Render,
+    pub(super) render: Render,
 }
 
 pub struct MySqlSource {
-    pool: MySqlPool,
-    plan: Plan,
-    keyset: Keyset,
-    columns: Vec<Column>,
+    pub(super) pool: MySqlPool,
+    pub(super) plan: Plan,
+    pub(super) keyset: Keyset,
+    pub(super) columns: Vec<Column>,
     time_zone: String,
     sees_all_transactions: bool,
     /// The horizon of an integer cursor.

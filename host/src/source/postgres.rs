@@ -25,12 +25,12 @@ use crate::json;
 use crate::model::Position;
 
 pub struct PgSource {
-    pool: PgPool,
-    plan: Plan,
-    keyset: Keyset,
+    pub(super) pool: PgPool,
+    pub(super) plan: Plan,
+    pub(super) keyset: Keyset,
     /// The same keyset with its values written in, for pages read through COPY.
     copy_keyset: Keyset,
-    columns: Vec<Column>,
+    pub(super) columns: Vec<Column>,
     time_zone: String,
     sees_all_transactions: bool,
     /// The horizon of an integer cursor.

@@ -21,9 +21,9 @@ use crate::json;
 use crate::model::Position;
 
 pub struct SqliteSource {
-    pool: SqlitePool,
-    plan: Plan,
-    keyset: Keyset,
+    pub(super) pool: SqlitePool,
+    pub(super) plan: Plan,
+    pub(super) keyset: Keyset,
     /// Steps the keyset pages (see `sqlite_pages`).
     pages: PageReader,
 }
@@ -192,7 +192,7 @@ impl SqliteSource {
         })
     }
 
-    fn bind<'q>(
+    pub(super) fn bind<'q>(
         &self,
         statement: &'q Statement<'q>,
     ) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {

@@ -210,7 +210,7 @@ mod tests {
             .commit_batch(
                 &mut state,
                 &after("1", "1"),
-                3,
+                &crate::state::testing::rows(3),
                 &Delivered::default(),
                 usage,
             )

@@ -1,10 +1,13 @@
 //! Checkpoints: each pipeline's position, its pending batch, and the compare-and-set on the
 //! row's revision that every position write goes through (see [`StateStore`]'s contract).
 
+use sqlx::AnyConnection;
+
 use super::accounting::{Accounting, Charge};
+use super::inventory::{DeleteChecks, KeyChanges};
 use super::{now_rfc3339, to_bigint, Bind, Identity, StateStore};
 use crate::error::{Error, Result};
-use crate::model::{Delivered, Position, Usage, Watermark};
+use crate::model::{Delivered, Position, Rows, Usage, Watermark};
 
 /// A batch that was handed on but whose checkpoint was not yet written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +33,8 @@ pub struct PipelineState {
     /// open), if they did.
     pub held_back: Option<String>,
     pub accounting: Accounting,
+    /// The key inventory and what delete checks found (`inventory.rs`).
+    pub deletes: DeleteChecks,
     pub(super) revision: i64,
     /// The lease token this pipeline runs under, when a worker holds its lease: every
     /// position write is refused once the token is no longer current (see `leases`).
@@ -142,22 +147,29 @@ impl StateStore {
         Ok(())
     }
 
-    /// Moves the watermark to `end` after a batch of `rows` rows was handed on, and counts
-    /// what delivering it took.
+    /// Moves the watermark to `end` after a batch of `rows` was handed on, and counts what
+    /// delivering it took. A pipeline with a key inventory adds and removes the batch's keys
+    /// in the same transaction.
     pub async fn commit_batch(
         &self,
         state: &mut PipelineState,
         end: &Position,
-        rows: usize,
+        rows: &Rows,
         delivered: &Delivered,
         usage: Usage,
     ) -> Result<()> {
+        let keys = state
+            .deletes
+            .inventory
+            .then(|| KeyChanges::of_rows(rows, &state.identity.key));
+        let rows = rows.len();
         let (phase, cursor, key) = encode(end);
         let batch = state.pending.as_ref().map(|pending| pending.id.clone());
         let charge = Charge::new(usage);
         let [micros, fuel, peak] = charge.binds();
-        self.update(
+        self.update_with_keys(
             state,
+            keys.as_ref(),
             &format!(
                 "phase = $3, cursor_value = $4, key_value = $5, pending_batch = NULL, \
                  pending_phase = NULL, pending_cursor = NULL, pending_key = NULL, \
@@ -234,8 +246,34 @@ impl StateStore {
 
     /// Compare-and-set on the revision: `assignments` use `$3…` for `values`, and apply only
     /// if the row is still at the revision `state` was read at.
-    async fn update(
+    pub(super) async fn update(
         &self,
+        state: &mut PipelineState,
+        assignments: &str,
+        values: &[Bind<'_>],
+    ) -> Result<()> {
+        // A transaction, so that the lease's fence (when the pipeline runs under one) is
+        // checked in the same transaction as the write it guards.
+        let name = state.name.clone();
+        let failed = |err| Error::database(format!("cannot checkpoint pipeline {name:?}"), err);
+        let mut transaction = self.pool.begin().await.map_err(failed)?;
+        self.update_on(&mut transaction, state, assignments, values)
+            .await?;
+        transaction.commit().await.map_err(failed)
+    }
+
+    /// A connection of the store's pool, for statements that go together.
+    pub(super) async fn connection(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
+        self.pool
+            .acquire()
+            .await
+            .map_err(|err| Error::database("cannot reach the state store", err))
+    }
+
+    /// [`StateStore::update`] on `connection`, which may be inside a transaction.
+    pub(super) async fn update_on(
+        &self,
+        connection: &mut AnyConnection,
         state: &mut PipelineState,
         assignments: &str,
         values: &[Bind<'_>],
@@ -249,9 +287,11 @@ impl StateStore {
         let query = values
             .iter()
             .fold(query, |query, value| value.bind_to(query));
-        let result = self
-            .execute_fenced(&state.name, state.fence, query, "checkpoint")
+        self.check_fence(connection, &state.name, state.fence, "checkpoint")
             .await?;
+        let result = query.execute(&mut *connection).await.map_err(|err| {
+            Error::database(format!("cannot checkpoint pipeline {:?}", state.name), err)
+        })?;
         if result.rows_affected() != 1 {
             return Err(Error::fatal(format!(
                 "pipeline {:?} was changed by another process",
@@ -293,7 +333,7 @@ pub(super) fn decode_position(
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
-    use crate::state::testing::{after, identity, users, TempDir};
+    use crate::state::testing::{after, identity, rows, users, TempDir};
 
     fn delivered() -> Delivered {
         Delivered::default()
@@ -371,7 +411,7 @@ mod tests {
         let end = after("2024-01-01 00:00:00.000001", "7");
         store.begin_batch(&mut state, "b1", &end).await.unwrap();
         store
-            .commit_batch(&mut state, &end, 3, &delivered(), Usage::default())
+            .commit_batch(&mut state, &end, &rows(3), &delivered(), Usage::default())
             .await
             .unwrap();
         store
@@ -404,7 +444,7 @@ mod tests {
         let ahead = after("i:9", "i:1");
         store.begin_batch(&mut first, "b1", &ahead).await.unwrap();
         store
-            .commit_batch(&mut first, &ahead, 1, &delivered(), Usage::default())
+            .commit_batch(&mut first, &ahead, &rows(1), &delivered(), Usage::default())
             .await
             .unwrap();
         // The copy read before those writes tries each write the sync loop makes.
@@ -412,7 +452,13 @@ mod tests {
         let attempts = [
             store.begin_batch(&mut second, "b0", &behind).await,
             store
-                .commit_batch(&mut second, &behind, 1, &delivered(), Usage::default())
+                .commit_batch(
+                    &mut second,
+                    &behind,
+                    &rows(1),
+                    &delivered(),
+                    Usage::default(),
+                )
                 .await,
             store.advance(&mut second, &Position::Start).await,
             store.finish_pass(&mut second, None, None).await,

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyArguments, AnyQueryResult};
 use sqlx::query::Query;
-use sqlx::Any;
+use sqlx::{Any, AnyConnection};
 
 use super::{column, now_rfc3339, to_bigint, StateStore};
 use crate::error::{Error, ErrorKind, Result};
@@ -250,10 +250,9 @@ impl StateStore {
             .collect()
     }
 
-    /// Runs a write of `pipeline` (a checkpoint, dead letters), fenced by `token` when the
-    /// pipeline runs under a lease: in one transaction, the lease is read (and on PostgreSQL
-    /// share-locked against a takeover) and the write happens only if the token is still
-    /// the lease's. `what` says what the write does, for its error.
+    /// Runs a write of `pipeline` (a dead-letter write), fenced by `token` when the pipeline
+    /// runs under a lease: in one transaction with [`StateStore::check_fence`]. `what` says
+    /// what the write does, for its error.
     pub(super) async fn execute_fenced<'q>(
         &self,
         pipeline: &str,
@@ -262,38 +261,58 @@ impl StateStore {
         what: &str,
     ) -> Result<AnyQueryResult> {
         let failed = |err| Error::database(format!("cannot {what} pipeline {pipeline:?}"), err);
-        let Some(token) = token else {
+        if token.is_none() {
             return query.execute(&self.pool).await.map_err(failed);
-        };
+        }
         let mut transaction = self.pool.begin().await.map_err(failed)?;
+        self.check_fence(&mut transaction, pipeline, token, what)
+            .await?;
+        let result = query.execute(&mut *transaction).await.map_err(failed)?;
+        transaction.commit().await.map_err(failed)?;
+        Ok(result)
+    }
+
+    /// Refuses a write of `pipeline` under lease `token` (none: not run under a lease) once
+    /// the token is no longer the lease's. Called inside the write's transaction: the lease
+    /// is read there, and on PostgreSQL share-locked, so a takeover (an UPDATE of the lease)
+    /// waits for the write under way and every later write sees the new token.
+    pub(super) async fn check_fence(
+        &self,
+        connection: &mut AnyConnection,
+        pipeline: &str,
+        token: Option<i64>,
+        what: &str,
+    ) -> Result<()> {
+        let Some(token) = token else {
+            return Ok(());
+        };
+        let failed = |err| Error::database(format!("cannot {what} pipeline {pipeline:?}"), err);
         let lock = if self.is_sqlite() { "" } else { " FOR SHARE" };
         let current: Option<(Option<String>, i64)> = sqlx::query(&format!(
             "SELECT owner, token FROM {}leases WHERE pipeline = $1{lock}",
             self.prefix
         ))
         .bind(pipeline)
-        .fetch_optional(&mut *transaction)
+        .fetch_optional(&mut *connection)
         .await
         .map_err(failed)?
         .map(|row| Ok::<_, Error>((column(&row, "owner")?, column(&row, "token")?)))
         .transpose()?;
-        if !matches!(&current, Some((Some(_), current)) if *current == token) {
-            let now = match current {
-                Some((Some(owner), current)) => format!("lease {current} of {owner}"),
-                Some((None, _)) => "no lease".to_owned(),
-                None => "no lease row".to_owned(),
-            };
-            return Err(Error::new(
-                ErrorKind::Fenced,
-                format!(
-                    "cannot {what} pipeline {pipeline:?} under lease {token}: the store now \
-                     holds {now}; another worker took the pipeline over"
-                ),
-            ));
+        if matches!(&current, Some((Some(_), current)) if *current == token) {
+            return Ok(());
         }
-        let result = query.execute(&mut *transaction).await.map_err(failed)?;
-        transaction.commit().await.map_err(failed)?;
-        Ok(result)
+        let now = match current {
+            Some((Some(owner), current)) => format!("lease {current} of {owner}"),
+            Some((None, _)) => "no lease".to_owned(),
+            None => "no lease row".to_owned(),
+        };
+        Err(Error::new(
+            ErrorKind::Fenced,
+            format!(
+                "cannot {what} pipeline {pipeline:?} under lease {token}: the store now \
+                 holds {now}; another worker took the pipeline over"
+            ),
+        ))
     }
 }
 

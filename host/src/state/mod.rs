@@ -11,6 +11,7 @@ mod accounting;
 mod checkpoint;
 mod dead_letters;
 mod file;
+mod inventory;
 mod leases;
 mod schema;
 
@@ -26,6 +27,7 @@ pub use accounting::Accounting;
 use checkpoint::decode_position;
 pub use checkpoint::{PendingBatch, PipelineState};
 pub use dead_letters::{DeadLetter, NewLetter};
+pub use inventory::{CheckReport, DeleteChecks};
 pub use leases::{LeaseRow, WorkerFigures, WorkerRow};
 
 /// What a pipeline reads: a pipeline keeps its name only while these stay the same.
@@ -208,6 +210,7 @@ fn decode_state(row: &AnyRow) -> Result<PipelineState> {
         lag_seconds: column(row, "lag_seconds")?,
         held_back: column(row, "held_back")?,
         accounting: Accounting::decode(row)?,
+        deletes: DeleteChecks::decode(row)?,
         revision: column(row, "revision")?,
         fence: None,
     })
@@ -316,6 +319,17 @@ pub(crate) mod testing {
             .load_or_create("users", &identity(), Position::Start)
             .await
             .unwrap()
+    }
+
+    /// `count` rows of keys 1, 2, …
+    pub fn rows(count: i64) -> crate::model::Rows {
+        let mut rows = crate::model::Rows::default();
+        for id in 1..=count {
+            rows.buffer()
+                .extend_from_slice(format!("{{\"id\":{id}}}").as_bytes());
+            rows.end_row(crate::model::Op::Upsert);
+        }
+        rows
     }
 
     pub fn after(cursor: &str, key: &str) -> Position {

@@ -1,0 +1,100 @@
+//! MySQL and MariaDB: range digests summed in SQL, presence asked through the key's index.
+
+use std::collections::HashSet;
+
+use sqlx::Row;
+
+use super::{keys_error, TableKeys};
+use crate::error::Result;
+use crate::key::{Digests, Key};
+use crate::model::Position;
+use crate::source::mysql::{MySqlSource, Render};
+use crate::source::query;
+
+impl MySqlSource {
+    fn key_text(&self) -> String {
+        format!("CAST({} AS CHAR)", self.keyset.key)
+    }
+
+    fn key_is_number(&self) -> bool {
+        matches!(
+            self.columns[self.plan.key].render,
+            Render::I64 | Render::U64
+        )
+    }
+}
+
+impl TableKeys for MySqlSource {
+    async fn key_digests(&mut self, bits: u32) -> Result<(Digests, u64)> {
+        let shift = 32 - bits.min(32);
+        // The first 32 bits of the MD5 of the key's text, as an unsigned number.
+        let hash = format!(
+            "CAST(CONV(LEFT(MD5({}), 8), 16, 10) AS UNSIGNED)",
+            self.key_text()
+        );
+        let sql = format!(
+            "SELECT CAST(h >> {shift} AS SIGNED), COUNT(*), CAST(SUM(h) AS SIGNED) \
+             FROM (SELECT {hash} AS h FROM {}) s GROUP BY 1",
+            self.keyset.table
+        );
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|err| keys_error(&self.plan.table, err))?;
+        let digests = rows
+            .into_iter()
+            .map(|(range, count, sum)| (range as u32, (count, sum)))
+            .collect();
+        Ok((digests, 0))
+    }
+
+    async fn present_keys(&mut self, keys: &[Key]) -> Result<HashSet<Key>> {
+        let number = self.key_is_number();
+        let mut present = HashSet::new();
+        for chunk in keys.chunks(super::KEYS_PER_STATEMENT) {
+            let params = vec![self.keyset.key_param.replace("{}", "?"); chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {} IN ({params})",
+                self.key_text(),
+                self.keyset.table,
+                self.keyset.key
+            );
+            let texts: Vec<String> = chunk.iter().map(Key::plain).collect();
+            let mut statement = sqlx::query_scalar::<_, String>(&sql);
+            for text in &texts {
+                statement = statement.bind(text);
+            }
+            let found = statement
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|err| keys_error(&self.plan.table, err))?;
+            present.extend(found.iter().map(|text| Key::from_text(text, number)));
+        }
+        Ok(present)
+    }
+
+    async fn delivered_keys(
+        &mut self,
+        through: &Position,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<Key>> {
+        let after = after.map(Key::plain);
+        let statement =
+            self.keyset
+                .delivered_keys(&self.key_text(), through, after.as_deref(), limit);
+        let rows = query::bind_text(&statement)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|err| keys_error(&self.plan.table, err))?;
+        let number = self.key_is_number();
+        rows.iter()
+            .map(|row| {
+                let text: String = row
+                    .try_get(0)
+                    .map_err(|err| keys_error(&self.plan.table, err))?;
+                Ok(Key::from_text(&text, number))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,443 @@
+//! The inventory: the keys each pipeline has delivered, so that a delete check can find the
+//! ones the table no longer has (issue 14), and what those checks found.
+//!
+//! Each key is kept with its digest ([`crate::key`]); the primary key `(pipeline, hash,
+//! key_json)` orders the keys by digest, so the sum of the digests of a range of the digest
+//! space, and the keys of one range, are read from the index alone. The inventory moves with
+//! the checkpoint: [`StateStore::commit_batch`] adds the batch's keys (an upsert) and removes
+//! them (a delete) in the transaction that moves the watermark, and
+//! [`StateStore::commit_deletes`] removes the keys a delete batch delivered in the transaction
+//! that counts it. A pipeline's `inventory` column is set only once its inventory is complete
+//! ([`StateStore::finish_inventory`]); until then checkpoints leave the table alone.
+
+use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
+
+use super::accounting::Charge;
+use super::{column, now_rfc3339, to_bigint, Bind, PipelineState, StateStore};
+use crate::error::{Error, Result};
+use crate::key::{key_of_row, Digests, Key};
+use crate::model::{Delivered, Op, Rows, Usage};
+
+/// Keys written to the store in one statement: three values each, far below every
+/// database's limit on parameters.
+const CHUNK: usize = 500;
+
+/// What the delete checks of a pipeline found, for `host status` and the metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeleteChecks {
+    /// Whether the inventory is complete and kept with every checkpoint.
+    pub inventory: bool,
+    /// Keys delivered as deletes by checks, over the pipeline's life.
+    pub deletes_detected: i64,
+    pub last_check_at: Option<String>,
+    pub last_check_seconds: Option<f64>,
+    /// Ranges of the last check whose digests differed, read key by key.
+    pub last_check_ranges: Option<i64>,
+    /// Keys the last check read from the table one by one (all of them on SQLite).
+    pub last_check_keys: Option<i64>,
+}
+
+impl DeleteChecks {
+    pub(super) fn decode(row: &AnyRow) -> Result<Self> {
+        Ok(DeleteChecks {
+            inventory: column::<Option<String>>(row, "inventory")?.is_some(),
+            deletes_detected: column(row, "deletes_detected")?,
+            last_check_at: column(row, "last_check_at")?,
+            last_check_seconds: column(row, "last_check_seconds")?,
+            last_check_ranges: column(row, "last_check_ranges")?,
+            last_check_keys: column(row, "last_check_keys")?,
+        })
+    }
+}
+
+/// What one check did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckReport {
+    pub seconds: f64,
+    pub ranges: u64,
+    pub keys: u64,
+}
+
+/// The keys a batch of rows adds to and removes from the inventory.
+#[derive(Debug, Default)]
+pub(super) struct KeyChanges {
+    added: Vec<Key>,
+    removed: Vec<Key>,
+}
+
+impl KeyChanges {
+    /// The keys of `rows` in column `key_column`: an upsert adds its key, a delete removes
+    /// it. A row that does not show its key (it cannot: rows are as read) changes nothing.
+    pub(super) fn of_rows(rows: &Rows, key_column: &str) -> Self {
+        let mut changes = KeyChanges::default();
+        for (op, row) in rows.iter() {
+            let Some(key) = key_of_row(row, key_column) else {
+                continue;
+            };
+            match op {
+                Op::Upsert => changes.added.push(key),
+                Op::Delete => changes.removed.push(key),
+            }
+        }
+        changes
+    }
+
+    /// Writes the changes on `connection` (the checkpoint's transaction).
+    pub(super) async fn write(
+        &self,
+        store: &StateStore,
+        connection: &mut AnyConnection,
+        pipeline: &str,
+    ) -> Result<()> {
+        for chunk in self.added.chunks(CHUNK) {
+            let values = placeholders(chunk.len(), 2, "($1, ", ")");
+            let sql = format!(
+                "INSERT INTO {}inventory (pipeline, hash, key_json) VALUES {values} \
+                 ON CONFLICT DO NOTHING",
+                store.prefix
+            );
+            let query = bind_keys(sqlx::query(&sql).bind(pipeline), chunk);
+            query
+                .execute(&mut *connection)
+                .await
+                .map_err(|err| inventory_error(pipeline, err))?;
+        }
+        for chunk in self.removed.chunks(CHUNK) {
+            store
+                .keys_statement(connection, pipeline, "DELETE FROM {t} WHERE", chunk, None)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl StateStore {
+    /// [`StateStore::update`], together with `keys` in one transaction when there are any.
+    pub(super) async fn update_with_keys(
+        &self,
+        state: &mut PipelineState,
+        keys: Option<&KeyChanges>,
+        assignments: &str,
+        values: &[Bind<'_>],
+    ) -> Result<()> {
+        let Some(keys) = keys else {
+            return self.update(state, assignments, values).await;
+        };
+        let mut transaction = self.transaction(&state.name).await?;
+        keys.write(self, &mut transaction, &state.name).await?;
+        self.update_on(&mut transaction, state, assignments, values)
+            .await?;
+        transaction
+            .commit()
+            .await
+            .map_err(|err| inventory_error(&state.name, err))
+    }
+
+    /// Starts the pipeline's inventory over, empty; checkpoints leave it alone until
+    /// [`StateStore::finish_inventory`].
+    pub async fn start_inventory(&self, state: &mut PipelineState) -> Result<()> {
+        self.update(state, "inventory = NULL", &[]).await?;
+        state.deletes.inventory = false;
+        sqlx::query(&format!(
+            "DELETE FROM {}inventory WHERE pipeline = $1",
+            self.prefix
+        ))
+        .bind(&state.name)
+        .execute(&self.pool)
+        .await
+        .map_err(|err| inventory_error(&state.name, err))?;
+        Ok(())
+    }
+
+    /// Adds keys to an inventory being built (keys already there are left as they are).
+    pub async fn add_keys(&self, pipeline: &str, keys: Vec<Key>) -> Result<()> {
+        let changes = KeyChanges {
+            added: keys,
+            removed: Vec::new(),
+        };
+        let mut connection = self.connection().await?;
+        changes.write(self, &mut connection, pipeline).await
+    }
+
+    /// Marks the inventory complete: from now on every checkpoint keeps it.
+    pub async fn finish_inventory(&self, state: &mut PipelineState) -> Result<()> {
+        self.update(state, "inventory = $3", &[Bind::Text(Some("ready"))])
+            .await?;
+        state.deletes.inventory = true;
+        Ok(())
+    }
+
+    /// Forgets the inventory of a pipeline that runs without delete checks: kept by nobody,
+    /// it would go stale, and a later check would deliver deletes for rows that exist.
+    pub async fn drop_inventory(&self, state: &mut PipelineState) -> Result<()> {
+        self.start_inventory(state).await
+    }
+
+    /// How many keys the inventory holds.
+    pub async fn inventory_len(&self, pipeline: &str) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM {}inventory WHERE pipeline = $1",
+            self.prefix
+        ))
+        .bind(pipeline)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|err| inventory_error(pipeline, err))?;
+        Ok(count.max(0) as u64)
+    }
+
+    /// Count and digest sum of each range when the digest space is cut in `2^bits` ranges.
+    pub async fn inventory_digests(&self, pipeline: &str, bits: u32) -> Result<Digests> {
+        let shift = 32 - bits.min(32);
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT hash >> {shift}, COUNT(*), CAST(SUM(hash) AS BIGINT) FROM {}inventory \
+             WHERE pipeline = $1 GROUP BY 1",
+            self.prefix
+        ))
+        .bind(pipeline)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|err| inventory_error(pipeline, err))?;
+        Ok(rows
+            .into_iter()
+            .map(|(range, count, sum)| (range as u32, (count, sum)))
+            .collect())
+    }
+
+    /// The keys of one range of the digest space, in the index's order.
+    pub async fn inventory_keys(&self, pipeline: &str, bits: u32, range: u32) -> Result<Vec<Key>> {
+        let shift = 32 - bits.min(32);
+        let low = i64::from(range) << shift;
+        let high = (i64::from(range) + 1) << shift;
+        let keys: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT key_json FROM {}inventory WHERE pipeline = $1 AND hash >= $2 AND hash < $3 \
+             ORDER BY hash, key_json",
+            self.prefix
+        ))
+        .bind(pipeline)
+        .bind(low)
+        .bind(high)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|err| inventory_error(pipeline, err))?;
+        Ok(keys.into_iter().map(Key::stored).collect())
+    }
+
+    /// Records that the delete batch `id` of `keys` is about to be handed on: a crash before
+    /// [`StateStore::commit_deletes`] leaves it pending, and the next check delivers it again
+    /// under the same id.
+    pub async fn begin_deletes(&self, pipeline: &str, id: &str, keys: &[Key]) -> Result<()> {
+        let mut transaction = self.transaction(pipeline).await?;
+        for chunk in keys.chunks(CHUNK) {
+            let set = "UPDATE {t} SET pending_batch = $2 WHERE";
+            self.keys_statement(&mut transaction, pipeline, set, chunk, Some(id))
+                .await?;
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(|err| inventory_error(pipeline, err))
+    }
+
+    /// The delete batch handed on but not committed, if a crash left one: its id and keys.
+    pub async fn pending_deletes(&self, pipeline: &str) -> Result<Option<(String, Vec<Key>)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT pending_batch, key_json FROM {}inventory \
+             WHERE pipeline = $1 AND pending_batch IS NOT NULL ORDER BY key_json",
+            self.prefix
+        ))
+        .bind(pipeline)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|err| inventory_error(pipeline, err))?;
+        let Some(id) = rows.first().map(|(id, _)| id.clone()) else {
+            return Ok(None);
+        };
+        // One batch is pending at a time; were there two, the first is delivered now and the
+        // other at the next check.
+        let mut keys: Vec<Key> = rows
+            .into_iter()
+            .filter(|(batch, _)| *batch == id)
+            .map(|(_, key)| Key::stored(key))
+            .collect();
+        // In the order the batch was made in (the store's collation may differ).
+        keys.sort();
+        Ok(Some((id, keys)))
+    }
+
+    /// Checkpoints delete batch `id`: removes the keys it delivered (`gone`) from the
+    /// inventory, releases the others (`kept`: found present again just before delivery), and
+    /// counts the batch, in one transaction with the compare-and-set on the pipeline.
+    pub async fn commit_deletes(
+        &self,
+        state: &mut PipelineState,
+        id: &str,
+        (gone, kept): (&[Key], &[Key]),
+        delivered: &Delivered,
+        usage: Usage,
+    ) -> Result<()> {
+        let mut transaction = self.transaction(&state.name).await?;
+        for chunk in gone.chunks(CHUNK) {
+            self.keys_statement(
+                &mut transaction,
+                &state.name,
+                "DELETE FROM {t} WHERE",
+                chunk,
+                None,
+            )
+            .await?;
+        }
+        for chunk in kept.chunks(CHUNK) {
+            let release = "UPDATE {t} SET pending_batch = NULL WHERE";
+            self.keys_statement(&mut transaction, &state.name, release, chunk, None)
+                .await?;
+        }
+        if gone.is_empty() {
+            // Every key was back: nothing was delivered, nothing to count.
+            return transaction
+                .commit()
+                .await
+                .map_err(|err| inventory_error(&state.name, err));
+        }
+        let rows = to_bigint(gone.len());
+        let charge = Charge::new(usage);
+        let [micros, fuel, peak] = charge.binds();
+        self.update_on(
+            &mut transaction,
+            state,
+            &format!(
+                "rows_synced = rows_synced + $3, batches_synced = batches_synced + 1, \
+                 last_batch = $4, rows_rejected = rows_rejected + $5, \
+                 rows_parked = rows_parked + $6, deletes_detected = deletes_detected + $3, {}",
+                Charge::assignments(7)
+            ),
+            &[
+                Bind::Int(rows),
+                Bind::Text(Some(id)),
+                Bind::Int(to_bigint(delivered.rejected.len())),
+                Bind::Int(to_bigint(delivered.parked.len())),
+                micros,
+                fuel,
+                peak,
+            ],
+        )
+        .await?;
+        transaction
+            .commit()
+            .await
+            .map_err(|err| inventory_error(&state.name, err))?;
+        state.rows_synced += rows;
+        state.batches_synced += 1;
+        state.last_batch = Some(id.to_owned());
+        state.deletes.deletes_detected += rows;
+        state.accounting.rows_rejected += to_bigint(delivered.rejected.len());
+        state.accounting.rows_parked += to_bigint(delivered.parked.len());
+        charge.add_to(&mut state.accounting);
+        Ok(())
+    }
+
+    /// Records the end of a check: when, how long it took, what it read.
+    pub async fn finish_check(&self, state: &mut PipelineState, report: CheckReport) -> Result<()> {
+        let now = now_rfc3339();
+        self.update(
+            state,
+            "last_check_at = $3, last_check_seconds = $4, last_check_ranges = $5, \
+             last_check_keys = $6",
+            &[
+                Bind::Text(Some(&now)),
+                Bind::Float(Some(report.seconds)),
+                Bind::Int(to_bigint(report.ranges)),
+                Bind::Int(to_bigint(report.keys)),
+            ],
+        )
+        .await?;
+        state.deletes.last_check_at = Some(now);
+        state.deletes.last_check_seconds = Some(report.seconds);
+        state.deletes.last_check_ranges = Some(to_bigint(report.ranges));
+        state.deletes.last_check_keys = Some(to_bigint(report.keys));
+        Ok(())
+    }
+
+    /// Runs `head` (`{t}` for the table) followed by a match of `keys` of the pipeline: `$1`
+    /// is the pipeline, `$2` the optional `extra` value, then the keys' digests, then their
+    /// texts. A digest is a function of its key's text, so a row whose text is among the
+    /// keys has its digest among theirs: the two lists match exactly the keys, and the
+    /// digests let the primary key `(pipeline, hash, …)` find them.
+    async fn keys_statement(
+        &self,
+        connection: &mut AnyConnection,
+        pipeline: &str,
+        head: &str,
+        keys: &[Key],
+        extra: Option<&str>,
+    ) -> Result<()> {
+        let first = if extra.is_some() { 3 } else { 2 };
+        let list = |from: usize| {
+            (from..from + keys.len())
+                .map(|at| format!("${at}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let sql = format!(
+            "{} pipeline = $1 AND hash IN ({}) AND key_json IN ({})",
+            head.replace("{t}", &format!("{}inventory", self.prefix)),
+            list(first),
+            list(first + keys.len())
+        );
+        let mut query = sqlx::query(&sql).bind(pipeline);
+        if let Some(extra) = extra {
+            query = query.bind(extra);
+        }
+        for key in keys {
+            query = query.bind(i64::from(key.hash()));
+        }
+        for key in keys {
+            query = query.bind(key.json());
+        }
+        query
+            .execute(&mut *connection)
+            .await
+            .map_err(|err| inventory_error(pipeline, err))?;
+        Ok(())
+    }
+
+    async fn transaction(&self, pipeline: &str) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        self.pool
+            .begin()
+            .await
+            .map_err(|err| inventory_error(pipeline, err))
+    }
+}
+
+/// `count` groups of two placeholders numbered from `first`, each as `open$i, $j close`.
+fn placeholders(count: usize, first: usize, open: &str, close: &str) -> String {
+    (0..count)
+        .map(|index| {
+            let at = first + 2 * index;
+            format!("{open}${at}, ${}{close}", at + 1)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn bind_keys<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    keys: &'q [Key],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for key in keys {
+        query = query.bind(i64::from(key.hash())).bind(key.json());
+    }
+    query
+}
+
+fn inventory_error(pipeline: &str, err: sqlx::Error) -> Error {
+    Error::database(
+        format!("cannot update the key inventory of pipeline {pipeline:?}"),
+        err,
+    )
+}
+
+#[cfg(test)]
+#[path = "inventory_tests.rs"]
+mod tests;
