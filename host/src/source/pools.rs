@@ -8,7 +8,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
 use sqlx::{Database, Pool};
@@ -16,10 +16,13 @@ use sqlx::{Database, Pool};
 /// Connections of each shared pool, once [`share`] was called.
 static SHARED: OnceLock<u32> = OnceLock::new();
 
+/// A shared pool, opened by the first pipeline that needs it while the others of its database
+/// wait (and only those: a database that is slow to answer holds up no other).
+type Shared = Arc<tokio::sync::OnceCell<Box<dyn Any + Send + Sync>>>;
+
 /// The shared pools, by driver and connection options (a database, as one user, with the
 /// same session settings).
-static POOLS: LazyLock<tokio::sync::Mutex<HashMap<String, Box<dyn Any + Send + Sync>>>> =
-    LazyLock::new(Default::default);
+static POOLS: LazyLock<Mutex<HashMap<String, Shared>>> = LazyLock::new(Default::default);
 
 /// From now on, sources of the same database share one pool of at most `max_connections`.
 /// The first call wins: a process has one setting.
@@ -38,18 +41,23 @@ pub(crate) async fn open<DB: Database>(
         return connect::<DB>(options, 2, Duration::from_secs(15)).await;
     };
     let key = format!("{}\0{options:?}", std::any::type_name::<DB>());
-    let mut pools = POOLS.lock().await;
-    if let Some(pool) = pools
-        .get(&key)
-        .and_then(|pool| pool.downcast_ref::<Pool<DB>>())
-        .filter(|pool| !pool.is_closed())
-    {
-        return Ok(pool.clone());
-    }
-    // Pipelines wait their turn for a connection: longer than alone, since many share it.
-    let pool = connect::<DB>(options, max, Duration::from_secs(120)).await?;
-    pools.insert(key, Box::new(pool.clone()));
-    Ok(pool)
+    let shared: Shared = POOLS
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .entry(key)
+        .or_default()
+        .clone();
+    // Pipelines wait their turn for a connection: longer than alone, since many share it. A
+    // failed first connection leaves the cell empty, for the next pipeline to try again.
+    let pool = shared
+        .get_or_try_init(move || async move {
+            let pool = connect::<DB>(options, max, Duration::from_secs(120)).await?;
+            Ok::<_, sqlx::Error>(Box::new(pool) as Box<dyn Any + Send + Sync>)
+        })
+        .await?;
+    pool.downcast_ref::<Pool<DB>>()
+        .cloned()
+        .ok_or_else(|| sqlx::Error::Configuration("a shared pool of another driver".into()))
 }
 
 async fn connect<DB: Database>(
