@@ -262,14 +262,6 @@ impl StateStore {
         transaction.commit().await.map_err(failed)
     }
 
-    /// A connection of the store's pool, for statements that go together.
-    pub(super) async fn connection(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
-        self.pool
-            .acquire()
-            .await
-            .map_err(|err| Error::database("cannot reach the state store", err))
-    }
-
     /// [`StateStore::update`] on `connection`, which may be inside a transaction.
     pub(super) async fn update_on(
         &self,

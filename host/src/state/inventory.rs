@@ -156,7 +156,8 @@ impl StateStore {
             added: keys,
             removed: Vec::new(),
         };
-        let mut connection = self.connection().await?;
+        let mut connection = (self.pool.acquire().await)
+            .map_err(|err| Error::database("cannot reach the state store", err))?;
         changes.write(self, &mut connection, pipeline).await
     }
 
