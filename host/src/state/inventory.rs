@@ -380,8 +380,12 @@ impl StateStore {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        // `key_json || ''` keeps the key list out of the index lookup: with both lists on the
+        // primary key (pipeline, hash, key_json) SQLite probes their cross product (500 × 500,
+        // 0.39 s a statement on a 1M-key inventory against 2 ms). Exact all the same: a key's
+        // digest is a function of the key.
         let sql = format!(
-            "{} pipeline = $1 AND hash IN ({}) AND key_json IN ({})",
+            "{} pipeline = $1 AND hash IN ({}) AND (key_json || '') IN ({})",
             head.replace("{t}", &format!("{}inventory", self.prefix)),
             list(first),
             list(first + keys.len())
