@@ -18,7 +18,8 @@
 //! by a lock on a file beside it ([`lock_sqlite`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,10 +170,17 @@ pub fn lock_sqlite(state_url: &str) -> Result<Option<File>> {
     };
     let path = path.split_once('?').map_or(path, |(path, _)| path);
     let lock_path = format!("{path}.worker-lock");
-    let file = File::create(&lock_path).map_err(|err| {
-        Error::io(format!("cannot create the worker lock {lock_path}"), err)
-            .with_hint("pass --state with a writable location")
-    })?;
+    // Owner-only, like the state store beside it.
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|err| {
+            Error::io(format!("cannot create the worker lock {lock_path}"), err)
+                .with_hint("pass --state with a writable location")
+        })?;
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::invalid(format!(

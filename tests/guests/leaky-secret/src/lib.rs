@@ -1,5 +1,6 @@
 //! Test guest: tries to leak the secret `api_key` through every channel it has (the host log,
-//! stdout, stderr, its error), and reports whether it can see `other_key`.
+//! stdout, stderr, its error), and reports whether it can see `token`, a secret given to
+//! another module alone.
 
 use tidemark_sdk::{log, Batch, Change, Result, Value};
 
@@ -14,8 +15,8 @@ fn leak(batch: Batch) -> Result<Vec<Change>> {
     let mut changes = batch.changes;
     for change in &mut changes {
         change.row.insert(
-            "sees_other_key".into(),
-            Value::Bool(tidemark_sdk::config("other_key").is_some()),
+            "sees_token".into(),
+            Value::Bool(tidemark_sdk::config("token").is_some()),
         );
         change
             .row
