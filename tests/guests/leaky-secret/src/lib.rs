@@ -1,6 +1,6 @@
 //! Test guest: tries to leak the secret `api_key` through every channel it has (the host log,
-//! stdout, stderr, its error), and reports whether it can see `token`, a secret given to
-//! another module alone.
+//! stdout, stderr, its error), and reports whether it can see `other_key` and `token` (keys a test may give to another
+//! module alone).
 
 use tidemark_sdk::{log, Batch, Change, Result, Value};
 
@@ -14,10 +14,12 @@ fn leak(batch: Batch) -> Result<Vec<Change>> {
     }
     let mut changes = batch.changes;
     for change in &mut changes {
-        change.row.insert(
-            "sees_token".into(),
-            Value::Bool(tidemark_sdk::config("token").is_some()),
-        );
+        for key in ["other_key", "token"] {
+            change.row.insert(
+                format!("sees_{key}"),
+                Value::Bool(tidemark_sdk::config(key).is_some()),
+            );
+        }
         change
             .row
             .insert("secret_length".into(), Value::from(secret.len()));
