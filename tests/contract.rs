@@ -61,22 +61,6 @@ async fn run(host: &Host, modules: &[&str], extra: &[&str]) -> Outcome {
     host.run_once(&args).await
 }
 
-async fn dead_letters(host: &Host) -> Vec<Value> {
-    let outcome = host
-        .exec([
-            "dead-letters",
-            "--state",
-            &host.state_url(),
-            "--pipeline",
-            PIPELINE,
-            "--json",
-        ])
-        .await;
-    assert!(outcome.success(), "host dead-letters: {outcome}");
-    serde_json::from_str(&outcome.stdout)
-        .unwrap_or_else(|err| panic!("dead letters as JSON: {err}\n{}", outcome.stdout))
-}
-
 async fn pipeline_status(host: &Host) -> Option<Value> {
     host.status_json()
         .await
@@ -108,7 +92,7 @@ async fn rejected_rows_are_dead_letters_of_the_transform(backend: Backend) {
         lines.iter().all(|line| line.row["checked"] == true),
         "every row went through the transform: {lines:?}"
     );
-    let letters = dead_letters(&host).await;
+    let letters = host.dead_letters(PIPELINE).await;
     let ids: Vec<i64> = letters
         .iter()
         .map(|letter| letter["row"]["row"]["id"].as_i64().unwrap_or(-1))
@@ -137,7 +121,7 @@ async fn rejected_rows_are_dead_letters_of_the_transform(backend: Backend) {
     let replayed = host.new_lines();
     assert_each_once(&replayed, [3, 13]);
     assert!(replayed.iter().all(|line| line.row["checked"] == true));
-    assert!(dead_letters(&host).await.is_empty());
+    assert!(host.dead_letters(PIPELINE).await.is_empty());
 }
 
 /// Scenario: `init` refuses `fail=bogus`: exit 2 with the module's message, no row read or
@@ -283,7 +267,7 @@ async fn a_transform_asking_to_retry_later_gets_its_batch_again() {
         ],
     );
     assert_each_once(&host.all_lines(), 1..=6);
-    assert!(dead_letters(&host).await.is_empty());
+    assert!(host.dead_letters(PIPELINE).await.is_empty());
 }
 
 /// A transform that answers fatal stops the pipeline as a destination does: exit 1 with its
@@ -306,7 +290,7 @@ async fn a_fatal_transform_stops_the_pipeline() {
         ],
     );
     assert!(host.all_lines().is_empty());
-    assert!(dead_letters(&host).await.is_empty());
+    assert!(host.dead_letters(PIPELINE).await.is_empty());
     let status = pipeline_status(&host).await.expect("the pipeline's status");
     assert!(status["watermark"].is_null(), "{status}");
 }

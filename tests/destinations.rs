@@ -106,24 +106,6 @@ async fn assert_rows_synced(host: &Host, rows: i64, what: &str) {
     assert_eq!(status["rows_synced"], rows, "{what}: rows synced: {status}");
 }
 
-/// `host dead-letters --pipeline dest --json`, parsed.
-async fn dead_letters(host: &Host) -> Vec<Value> {
-    dead_letters_as(host, "dead-letters").await
-}
-
-/// `host <command> --pipeline dest --json`, parsed: `dead-letters` or its old name.
-async fn dead_letters_as(host: &Host, command: &str) -> Vec<Value> {
-    let state = host.state_url();
-    let outcome = host
-        .exec([command, "--pipeline", PIPELINE, "--state", &state, "--json"])
-        .await;
-    assert!(outcome.success(), "host {command} failed: {outcome}");
-    match serde_json::from_str(outcome.stdout.trim()) {
-        Ok(Value::Array(letters)) => letters,
-        other => panic!("host {command} --json printed {other:?}: {outcome}"),
-    }
-}
-
 fn assert_exit(outcome: &Outcome, code: i32, what: &str) {
     assert_eq!(outcome.code(), Some(code), "{what}: exit code; {outcome}");
 }
@@ -689,7 +671,7 @@ async fn rejected_rows_are_dead_letters_until_retried() {
     );
     assert_eq!(status["dead_letters"], 1, "host status: {status}");
 
-    let letters = dead_letters(&host).await;
+    let letters = host.dead_letters(PIPELINE).await;
     assert_eq!(letters.len(), 1, "dead letters: {letters:#?}");
     let letter = &letters[0];
     assert!(letter["id"].is_i64(), "{letter}");
@@ -702,7 +684,7 @@ async fn rejected_rows_are_dead_letters_until_retried() {
     assert!(letter["first_failed_at"].is_string(), "{letter}");
     assert!(letter["last_failed_at"].is_string(), "{letter}");
     assert_eq!(
-        dead_letters_as(&host, "deadletters").await,
+        host.dead_letters_as("deadletters", PIPELINE).await,
         letters,
         "the old name of host dead-letters"
     );
@@ -722,7 +704,7 @@ async fn rejected_rows_are_dead_letters_until_retried() {
         json!([sent]),
         "the row sent again"
     );
-    let letters = dead_letters(&host).await;
+    let letters = host.dead_letters(PIPELINE).await;
     assert_eq!(letters.len(), 1, "dead letters: {letters:#?}");
     assert_eq!(letters[0]["attempts"], 2, "{}", letters[0]);
     assert_eq!(letters[0]["reason"], "still bad", "{}", letters[0]);
@@ -739,7 +721,10 @@ async fn rejected_rows_are_dead_letters_until_retried() {
         json!([sent]),
         "the row sent again"
     );
-    assert!(dead_letters(&host).await.is_empty(), "dead letters remain");
+    assert!(
+        host.dead_letters(PIPELINE).await.is_empty(),
+        "dead letters remain"
+    );
     let status = pipeline_status(&host).await.expect("pipeline status");
     assert_eq!(status["dead_letters"], 0, "host status: {status}");
     // The first receiver got nothing more.
@@ -944,7 +929,7 @@ async fn mailchimp_subscribes_rejects_and_archives() {
     );
     assert_rows_synced(&host, 5, "after the mailchimp run").await;
 
-    let letters = dead_letters(&host).await;
+    let letters = host.dead_letters(PIPELINE).await;
     let by_id: BTreeMap<i64, &Value> = letters
         .iter()
         .map(|letter| (row_id(&letter["row"]), letter))
@@ -1032,7 +1017,7 @@ async fn mailchimp_rate_limited_then_delivered() {
         "retried after only {gap:?}"
     );
     assert_rows_synced(&host, 1, "after the 429").await;
-    assert!(dead_letters(&host).await.is_empty());
+    assert!(host.dead_letters(PIPELINE).await.is_empty());
 }
 
 /// Scenario: a key Mailchimp refuses (401): the run stops at once with Mailchimp's words,

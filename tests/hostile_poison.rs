@@ -61,22 +61,6 @@ fn refs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
-async fn dead_letters(host: &Host) -> Vec<Value> {
-    let outcome = host
-        .exec([
-            "dead-letters",
-            "--state",
-            &host.state_url(),
-            "--pipeline",
-            PIPELINE,
-            "--json",
-        ])
-        .await;
-    assert!(outcome.success(), "host dead-letters: {outcome}");
-    serde_json::from_str::<Vec<Value>>(&outcome.stdout)
-        .unwrap_or_else(|err| panic!("dead letters as JSON: {err}\n{}", outcome.stdout))
-}
-
 async fn status(host: &Host) -> Value {
     host.status_json()
         .await
@@ -113,7 +97,7 @@ async fn parks_row_13(backend: Backend, how: &str, flags: &[&str], reason: &[&st
     assert_eq!(later.code(), Some(0), "the run after; {later}");
 
     assert_each_once(&host.all_lines(), (1..=35).filter(|&id| id != 13));
-    let letters = dead_letters(&host).await;
+    let letters = host.dead_letters(PIPELINE).await;
     assert_eq!(letters.len(), 1, "one dead letter: {letters:#?}");
     let letter = &letters[0];
     assert_eq!(letter_id(letter), 13, "{letter}");
@@ -180,7 +164,7 @@ async fn superseded_dead_letters_are_not_sent_over_newer_versions() {
     let run_args = args(&host, &["guest_poison_row"], &extra);
     let first = host.once(&refs(&run_args)).await;
     assert_each_once(&first, (1..=20).filter(|id| ![7, 13].contains(id)));
-    assert_eq!(dead_letters(&host).await.len(), 2);
+    assert_eq!(host.dead_letters(PIPELINE).await.len(), 2);
 
     db.execute(&format!(
         "UPDATE {table} SET name = 'renamed', updated_at = {} WHERE id = 13",
@@ -190,7 +174,7 @@ async fn superseded_dead_letters_are_not_sent_over_newer_versions() {
     let second = host.once(&refs(&run_args)).await;
     assert_eq!(ids(&second), [13], "version 2 of row 13");
     assert_eq!(second[0].name(), "renamed");
-    let letters = dead_letters(&host).await;
+    let letters = host.dead_letters(PIPELINE).await;
     let superseded: Vec<(i64, bool)> = letters
         .iter()
         .map(|letter| (letter_id(letter), !letter["superseded_at"].is_null()))
@@ -221,7 +205,7 @@ async fn superseded_dead_letters_are_not_sent_over_newer_versions() {
         .rfind(|line| line.id() == 13)
         .expect("row 13 was written");
     assert_eq!(last_13.name(), "renamed", "version 2 of row 13 stays");
-    assert!(dead_letters(&host).await.is_empty());
+    assert!(host.dead_letters(PIPELINE).await.is_empty());
 }
 
 /// A module that fails every row is not split to its last row, and parks nothing: the run
@@ -237,7 +221,7 @@ async fn a_module_that_fails_every_row_parks_nothing() {
     let outcome = host.run_once(&refs(&args)).await;
     assert_eq!(outcome.code(), Some(1), "{outcome}");
     assert_mentions(&outcome.stderr, "the error", &["fails every row"]);
-    assert!(dead_letters(&host).await.is_empty());
+    assert!(host.dead_letters(PIPELINE).await.is_empty());
     assert!(host.all_lines().is_empty());
 }
 
@@ -253,7 +237,7 @@ async fn on_poison_stop_fails_the_batch() {
     let outcome: Outcome = host.run_once(&refs(&args)).await;
     assert_eq!(outcome.code(), Some(1), "{outcome}");
     assert_mentions(&outcome.stderr, "the error", &["cannot handle row 3"]);
-    assert!(dead_letters(&host).await.is_empty());
+    assert!(host.dead_letters(PIPELINE).await.is_empty());
     assert!(host.all_lines().is_empty());
 }
 
@@ -282,5 +266,5 @@ async fn a_destination_that_is_down_is_not_split() {
         .map(|request| request.header("idempotency-key").unwrap_or(""))
         .collect();
     assert_eq!(keys.len(), 1, "one batch id for every attempt");
-    assert!(dead_letters(&host).await.is_empty());
+    assert!(host.dead_letters(PIPELINE).await.is_empty());
 }

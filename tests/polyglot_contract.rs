@@ -24,24 +24,6 @@ crate::support::on_databases!(
     [js_filter_rejected_rows_are_dead_letters_naming_the_module]
 );
 
-/// `host dead-letters --json` of `pipeline`.
-async fn dead_letters(host: &Host, pipeline: &str) -> Vec<Value> {
-    let state = host.state_url();
-    let listed = host
-        .exec([
-            "dead-letters",
-            "--state",
-            &state,
-            "--pipeline",
-            pipeline,
-            "--json",
-        ])
-        .await;
-    assert!(listed.success(), "host dead-letters: {listed}");
-    serde_json::from_str(listed.stdout.trim())
-        .unwrap_or_else(|err| panic!("host dead-letters --json printed no JSON ({err}): {listed}"))
-}
-
 /// Scenario: `js_filter` with `reject=plan = free` over the six people in batches of 4: the
 /// `free` person (id 2) is rejected through the transform's result and kept as a dead letter
 /// with the module and the condition; the other five arrive, and all six count as synced.
@@ -67,7 +49,7 @@ async fn js_filter_rejected_rows_are_dead_letters_naming_the_module(backend: Bac
     let lines = host.once(&refs(&args)).await;
 
     assert_eq!(ids(&lines), [1, 3, 4, 5, 6], "rows past js_filter");
-    let letters = dead_letters(&host, "picky").await;
+    let letters = host.dead_letters("picky").await;
     assert_eq!(letters.len(), 1, "one dead letter: {letters:#?}");
     let letter = &letters[0];
     assert_eq!(letter["row"]["row"]["id"], 2, "{letter}");

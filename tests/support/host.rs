@@ -109,6 +109,24 @@ impl Host {
         self.dir.path()
     }
 
+    /// `host dead-letters --pipeline PIPELINE --json` on this host's state store, parsed.
+    pub async fn dead_letters(&self, pipeline: &str) -> Vec<serde_json::Value> {
+        self.dead_letters_as("dead-letters", pipeline).await
+    }
+
+    /// [`Host::dead_letters`] under `command`: `dead-letters` or its old name.
+    pub async fn dead_letters_as(&self, command: &str, pipeline: &str) -> Vec<serde_json::Value> {
+        let state = self.state_url();
+        let outcome = self
+            .exec([command, "--pipeline", pipeline, "--state", &state, "--json"])
+            .await;
+        assert!(outcome.success(), "host {command} failed: {outcome}");
+        match serde_json::from_str(outcome.stdout.trim()) {
+            Ok(serde_json::Value::Array(letters)) => letters,
+            other => panic!("host {command} --json printed {other:?}: {outcome}"),
+        }
+    }
+
     pub fn state_url(&self) -> String {
         format!("sqlite://{}", self.dir().join("state.db").display())
     }
