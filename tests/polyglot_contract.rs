@@ -12,7 +12,7 @@
 //! A bad `where` stopping at start is in [`crate::polyglot`]; a JavaScript `throw new
 //! Error("boom")` and the Python traceback reaching the host's error, in [`crate::templates`].
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::polyglot::{people_table, refs, rows_synced, with_modules};
 use crate::support::host::{assert_mentions, error_report, Outcome};
