@@ -9,8 +9,10 @@
 //!   watermark (on all three databases); a key no module takes, and a required key missing,
 //!   stop it the same way, naming the key and the keys the module takes;
 //! - `host check` lists the declared keys;
-//! - a transform's retry-later brings its batch again until it passes; its fatal stops the
-//!   pipeline with exit 1, as a destination's does.
+//! - a transform's retry-later brings its batch again until it passes; its fatal answer to
+//!   every batch, an empty one too (its configuration, not a row, is at fault), stops the
+//!   pipeline with exit 1, as a destination's does, without a retry and without parking a
+//!   row (a fatal answer because of one row: [`crate::hostile_poison`]).
 
 use serde_json::Value;
 
@@ -162,7 +164,7 @@ async fn keys_a_module_does_not_take_or_needs_stop_the_run_at_start() {
         "the unknown key",
         &[
             "module guest_reject_rows does not take configuration key \"rejct\"",
-            "it takes reject, fail, until, after_ms",
+            "it takes reject, fatal_on, fail, until, after_ms",
         ],
     );
     // In a chain, a key of the pipeline is for any module that takes it.
@@ -270,10 +272,11 @@ async fn a_transform_asking_to_retry_later_gets_its_batch_again() {
     assert!(host.dead_letters(PIPELINE).await.is_empty());
 }
 
-/// A transform that answers fatal stops the pipeline as a destination does: exit 1 with its
-/// message, nothing written, no dead letter, and the batch is not split.
+/// A transform that answers fatal to every batch, an empty one too, stops the pipeline as a
+/// destination does: exit 1 with its message, nothing written, no dead letter; the batch is
+/// neither retried nor split (the empty batch it fails shows no row is at fault).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fatal_transform_stops_the_pipeline() {
+async fn a_transform_failing_every_batch_as_fatal_stops_the_pipeline() {
     let Some((_db, host)) = users(Backend::Sqlite, 6).await else {
         return;
     };
@@ -285,9 +288,14 @@ async fn a_fatal_transform_stops_the_pipeline() {
         &outcome.stderr,
         "the fatal answer",
         &[
-            "transform guest_reject_rows stopped pipeline \"contract\"",
-            "told to fail batch",
+            "module guest_reject_rows fails even an empty batch, so no row is at fault",
+            "transform guest_reject_rows answered fatal for batch",
+            "of pipeline \"contract\": told to fail batch",
         ],
+    );
+    assert!(
+        !outcome.stderr.contains("(--max-retries)"),
+        "a fatal answer is not retried: {outcome}"
     );
     assert!(host.all_lines().is_empty());
     assert!(host.dead_letters(PIPELINE).await.is_empty());

@@ -1,14 +1,17 @@
 //! One bad row never wedges a pipeline (poison isolation), end to end.
 //!
 //! - A transform that errors on one row, traps on it, loops on it or exhausts its memory on
-//!   it (`guest_poison_row`): every other row of that batch and of later batches arrives once,
-//!   the bad row is a dead letter naming the module and the reason, the run exits 0 (erroring:
-//!   on all three databases; the others on SQLite).
+//!   it (`guest_poison_row`), or answers fatal for the batch because of it (the `?` of a
+//!   contract 0.2 transform, `guest_reject_rows`): every other row of that batch and of later
+//!   batches arrives once, the bad row is a dead letter naming the module and the reason, the
+//!   run exits 0 (erroring and fatal: on all three databases; the others on SQLite). A fatal
+//!   answer is not retried before the batch is split.
 //! - Never older over newer: a parked row updated and delivered since is superseded; `host
 //!   retry` with the module fixed skips it (and says so) and replays the other parked row
 //!   through the module that parked it.
-//! - Not about rows, never split: a module that fails every row, `--on-poison stop`, a
-//!   destination that is down.
+//! - Not about rows, never split: a module that fails every row, `--on-poison stop` (a
+//!   trap and a fatal answer), a destination that is down. A transform answering fatal to an
+//!   empty batch is in [`crate::contract`].
 
 use serde_json::Value;
 
@@ -20,7 +23,10 @@ use crate::support::{at, Backend, Host, TestDb, Val};
 
 crate::support::on_databases!(
     [postgres => Postgres, mariadb => MariaDb, sqlite => Sqlite],
-    [a_row_the_transform_errors_on_is_parked]
+    [
+        a_row_the_transform_errors_on_is_parked,
+        a_row_the_transform_answers_fatal_for_is_parked
+    ]
 );
 
 const PIPELINE: &str = "poisoned";
@@ -76,18 +82,21 @@ fn letter_id(letter: &Value) -> i64 {
         .unwrap_or_else(|| panic!("a dead letter without an id: {letter}"))
 }
 
-/// Runs `guest_poison_row` failing on row 13 the way `how` says over 30 users in batches of
-/// 10, then 5 more users in a later run; checks that every other row arrived once, row 13 is
-/// the one dead letter naming the module and `reason`, and both runs exited 0.
-async fn parks_row_13(backend: Backend, how: &str, flags: &[&str], reason: &[&str]) {
-    let Some((db, table, host)) = users(backend, 30).await else {
-        return;
-    };
-    let how = format!("how={how}");
-    let mut extra = vec!["--set", "poison=13", "--set", &how, "--batch-size", "10"];
+/// Runs `module` (with `flags`: the row it fails on is 13) over 30 users in batches of 10,
+/// then 5 more users in a later run; checks that every other row arrived once, row 13 is the
+/// one dead letter naming the module and `reason`, and both runs exited 0. Returns the first
+/// run's outcome.
+async fn parks_row_13(
+    backend: Backend,
+    module: &str,
+    flags: &[&str],
+    reason: &[&str],
+) -> Option<Outcome> {
+    let (db, table, host) = users(backend, 30).await?;
+    let mut extra = vec!["--batch-size", "10"];
     extra.extend(QUICK);
     extra.extend(flags);
-    let args = args(&host, &["guest_poison_row"], &extra);
+    let args = args(&host, &[module], &extra);
 
     let outcome = host.run_once(&refs(&args)).await;
     assert_eq!(outcome.code(), Some(0), "a run with a bad row; {outcome}");
@@ -101,10 +110,10 @@ async fn parks_row_13(backend: Backend, how: &str, flags: &[&str], reason: &[&st
     assert_eq!(letters.len(), 1, "one dead letter: {letters:#?}");
     let letter = &letters[0];
     assert_eq!(letter_id(letter), 13, "{letter}");
-    assert_eq!(letter["stage"], "guest_poison_row", "{letter}");
+    assert_eq!(letter["stage"], module, "{letter}");
     assert_eq!(letter["parked"], true, "{letter}");
     let text = letter["reason"].as_str().unwrap_or_default();
-    let mut mentions = vec!["guest_poison_row"];
+    let mut mentions = vec![module];
     mentions.extend(reason);
     assert_mentions(text, "the parked row's reason", &mentions);
     assert_mentions(
@@ -115,23 +124,51 @@ async fn parks_row_13(backend: Backend, how: &str, flags: &[&str], reason: &[&st
     let status = status(&host).await;
     assert_eq!(status["rows_parked"], 1, "{status}");
     assert_eq!(status["rows_synced"], 35, "{status}");
+    Some(outcome)
 }
 
+/// The contract 0.1 fixture: fails on the rows `poison=` lists, the way `how=` says.
+const POISON_ROW: &str = "guest_poison_row";
+
 async fn a_row_the_transform_errors_on_is_parked(backend: Backend) {
-    parks_row_13(backend, "error", &[], &["cannot handle row 13"]).await;
+    let flags = ["--set", "poison=13", "--set", "how=error"];
+    parks_row_13(backend, POISON_ROW, &flags, &["cannot handle row 13"]).await;
+}
+
+/// A contract 0.2 transform whose `?` on row 13 answers fatal for the batch: the row is
+/// parked with the module's message, and the batch is split without a retry first.
+async fn a_row_the_transform_answers_fatal_for_is_parked(backend: Backend) {
+    let flags = ["--set", "fatal_on=13"];
+    let reason = ["answered fatal", "cannot read row 13: no such plan"];
+    let Some(outcome) = parks_row_13(backend, "guest_reject_rows", &flags, &reason).await else {
+        return;
+    };
+    assert!(
+        !outcome.stderr.contains("(--max-retries)"),
+        "a fatal answer is split, not retried: {outcome}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_the_transform_traps_on_is_parked() {
-    parks_row_13(Backend::Sqlite, "trap", &[], &["panicked"]).await;
+    let flags = ["--set", "poison=13", "--set", "how=trap"];
+    parks_row_13(Backend::Sqlite, POISON_ROW, &flags, &["panicked"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_the_transform_loops_on_is_parked() {
+    let flags = [
+        "--set",
+        "poison=13",
+        "--set",
+        "how=loop",
+        "--deadline",
+        "300ms",
+    ];
     parks_row_13(
         Backend::Sqlite,
-        "loop",
-        &["--deadline", "300ms"],
+        POISON_ROW,
+        &flags,
         &["deadline", "--deadline"],
     )
     .await;
@@ -139,10 +176,11 @@ async fn a_row_the_transform_loops_on_is_parked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_the_transform_runs_out_of_memory_on_is_parked() {
+    let flags = ["--set", "poison=13", "--set", "how=memory"];
     parks_row_13(
         Backend::Sqlite,
-        "memory",
-        &["--memory-limit", "32MiB"],
+        POISON_ROW,
+        &[&flags[..], &["--memory-limit", "32MiB"]].concat(),
         &["memory limit", "--memory-limit"],
     )
     .await;
@@ -225,20 +263,27 @@ async fn a_module_that_fails_every_row_parks_nothing() {
     assert!(host.all_lines().is_empty());
 }
 
-/// `--on-poison stop`: the batch fails at its first failure, as before poison isolation.
+/// `--on-poison stop`: the batch fails at its first failure, as before poison isolation: a
+/// trap, and a transform's fatal answer for the batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_poison_stop_fails_the_batch() {
-    let Some((_db, _table, host)) = users(Backend::Sqlite, 10).await else {
-        return;
-    };
-    let mut extra = vec!["--set", "poison=3", "--on-poison", "stop"];
-    extra.extend(QUICK);
-    let args = args(&host, &["guest_poison_row"], &extra);
-    let outcome: Outcome = host.run_once(&refs(&args)).await;
-    assert_eq!(outcome.code(), Some(1), "{outcome}");
-    assert_mentions(&outcome.stderr, "the error", &["cannot handle row 3"]);
-    assert!(host.dead_letters(PIPELINE).await.is_empty());
-    assert!(host.all_lines().is_empty());
+    let cases = [
+        (POISON_ROW, "poison=3", "cannot handle row 3"),
+        ("guest_reject_rows", "fatal_on=3", "cannot read row 3"),
+    ];
+    for (module, setting, says) in cases {
+        let Some((_db, _table, host)) = users(Backend::Sqlite, 10).await else {
+            return;
+        };
+        let mut extra = vec!["--set", setting, "--on-poison", "stop"];
+        extra.extend(QUICK);
+        let args = args(&host, &[module], &extra);
+        let outcome: Outcome = host.run_once(&refs(&args)).await;
+        assert_eq!(outcome.code(), Some(1), "{module}: {outcome}");
+        assert_mentions(&outcome.stderr, "the error", &[module, says]);
+        assert!(host.dead_letters(PIPELINE).await.is_empty());
+        assert!(host.all_lines().is_empty());
+    }
 }
 
 /// A destination that is down answers "retry later": the batch is offered again whole, under

@@ -118,7 +118,7 @@ async fn transform_passes_its_own_test(lang: &str, command: &str, path: Option<&
 /// Each template (contract 0.2.0) rejects a row whose email is no address, with its reason,
 /// while the other rows go on (exit 0); a row without "id" fails the batch as `fatal`: exit 1
 /// with the message, the module and the batch, and the JavaScript stack or the Python
-/// traceback.
+/// traceback, and a hint that `host run` would park that row.
 async fn rejects_and_fails_as_contract_0_2_says(host: &Host, dir: &Path, wasm: &Path, lang: &str) {
     std::fs::write(
         dir.join("rows.json"),
@@ -140,12 +140,13 @@ async fn rejects_and_fails_as_contract_0_2_says(host: &Host, dir: &Path, wasm: &
     std::fs::write(dir.join("rows.json"), r#"[{"name": "no id"}]"#).unwrap();
     let failed = check_and_test(host, dir, wasm, &[]).await;
     assert_eq!(failed.code(), Some(1), "a row without id: {failed}");
-    // A fatal error (contract 0.2): the pipeline stops with the module's message.
-    let stopped = format!("sample_{lang} stopped pipeline");
+    // A fatal error (contract 0.2): `host test` fails with the module's message; `host run`
+    // would park the row at fault.
+    let fatal = format!("sample_{lang} answered fatal for batch test-batch");
     let mut mentions = vec![
-        stopped.as_str(),
+        fatal.as_str(),
         "a row has no \"id\" column",
-        "batch test-batch",
+        "hint: host run would park the rows the transform fails on alone",
     ];
     match lang {
         "js" => mentions.push("app.js:"),

@@ -149,8 +149,9 @@ pub struct RetryPolicyArgs {
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub retry_backoff: Duration,
 
-    /// What to do once a module failed a batch on every attempt: park the rows it fails on
-    /// alone as dead letters and deliver the rest, or stop (the watermark unmoved).
+    /// What to do once a module failed a batch on every attempt (a transform that answered
+    /// fatal for it: at once): park the rows it fails on alone as dead letters and deliver
+    /// the rest, or stop (the watermark unmoved).
     #[arg(long, value_name = "POLICY", value_enum, default_value_t = OnPoison::Park)]
     pub on_poison: OnPoison,
 }

@@ -1,7 +1,9 @@
 //! The engine's typed error. Callers branch on [`ErrorKind`], never on message text:
 //! the sync loop retries [`ErrorKind::RetryLater`] deliveries at once (same batch, same id),
 //! [`ErrorKind::Transient`] and [`ErrorKind::Module`] errors on its next pass when it polls,
-//! and stops on the rest.
+//! and stops on the rest. Poison isolation ([`crate::poison`]) splits the batches that
+//! [`ErrorKind::Module`] and [`ErrorKind::TransformFatal`] errors fail
+//! ([`ErrorKind::may_be_a_row`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -20,11 +22,26 @@ pub enum ErrorKind {
     Module,
     /// The destination asked for the same batch again later (it is down, or rate limited).
     RetryLater,
+    /// A transform answered *fatal* for the batch (contract 0.2: the Rust SDK's `Err` or `?`
+    /// in a row's transform, an uncaught JavaScript or Python exception). Another attempt at
+    /// the same rows would fail the same way, so it is not retried; it may be one row's
+    /// fault, so poison isolation looks for the rows at fault. Anywhere else it is
+    /// [`ErrorKind::Fatal`]: stop.
+    TransformFatal,
     /// Anything else: stop, keep the watermark where it is.
     Fatal,
     /// The pipeline's lease was taken over by another worker: this one must stop running the
     /// pipeline at once, and write nothing more for it (see [`crate::workers`]).
     Fenced,
+}
+
+impl ErrorKind {
+    /// Whether a module failed the batch in a way one of its rows may be at fault for: what
+    /// poison isolation splits. A destination's fatal answer (a 401) and its retry-later (it
+    /// is down) are about the destination, never about a row.
+    pub fn may_be_a_row(self) -> bool {
+        matches!(self, ErrorKind::Module | ErrorKind::TransformFatal)
+    }
 }
 
 /// An error with its kind, a message that names the thing that failed, and an optional hint

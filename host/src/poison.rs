@@ -1,19 +1,28 @@
 //! Poison isolation: one bad row never wedges a pipeline.
 //!
 //! A module that fails a batch on every attempt (an error, a trap, its deadline, its memory
-//! limit) may be failing on one row of it. [`isolate`] splits the batch in halves, and the
-//! failing halves again, calling the failing stage of the chain on each part under the usual
-//! limits, until it holds the rows that fail alone: those are parked (kept as dead letters
-//! with the module and its error), every other row goes on through the chain, and the sync
-//! loop moves the watermark. For `k` bad rows of `n` this takes about `k·log2(n)` calls plus
-//! one per part that passes; a part is not called when its sibling passed, since the failure
-//! must then be in it (its halves are).
+//! limit) may be failing on one row of it. So may a transform that answers *fatal* for it
+//! (contract 0.2: the Rust SDK's `Err` or `?` on a row it cannot parse, an uncaught
+//! JavaScript or Python exception; [`ErrorKind::TransformFatal`]): that answer says another
+//! attempt would fail the same way, so the batch is split at once, without the retries.
+//! [`isolate`] splits the batch in halves, and the failing halves again, calling the failing
+//! stage of the chain on each part under the usual limits, until it holds the rows that
+//! fail alone: those are parked (kept as dead letters with the module and its error, a
+//! fatal answer's message included), every other row goes on through the chain, and the
+//! sync loop moves the watermark. For `k` bad rows of `n` this takes about `k·log2(n)` calls
+//! plus one per part that passes; a part is not called when its sibling passed, since the
+//! failure must then be in it (its halves are).
 //!
-//! What is not about rows is never split: a module that fails even an empty batch, and one
-//! that fails every row it is given alone (checked on three rows spread over the batch
-//! before any part has passed); those fail the batch as before. Errors that are not a module
-//! failing (a destination down past its retries, one that says fatal, a lost database)
-//! never reach here: they end the delivery as they always did.
+//! What is not about rows is never split: a module that fails even an empty batch (a
+//! transform whose configuration makes it answer fatal to anything), and one that fails
+//! every row it is given alone (checked on three rows spread over the batch before any part
+//! has passed); those fail the batch as before, a transform's fatal answer stopping the
+//! pipeline with its message. Errors that are not a module failing on its input never reach
+//! here, and end the delivery as they always did: a destination's fatal answer (a 401, a
+//! refused list id: about the destination, which every part would meet as the batch did,
+//! so splitting would only send it more requests), a destination down past its retries, a
+//! retry-later from any module (it waits for something outside the rows: retried after the
+//! delay it asked for, never split), a lost database.
 //!
 //! Each part has its own id, derived from the batch's id, the stage and the rows it holds
 //! ([`part_id`]): a batch split again after a crash is split the same way, under the same
@@ -242,8 +251,8 @@ impl<O: Output> Search<'_, O> {
             }
         }
         tracing::warn!(
-            "{}: module {} failed batch {} on every attempt: {} of its {count} rows fail alone \
-             and are parked as dead letters, the others went on ({calls} calls in {:.1?})",
+            "{}: module {} failed batch {} as a whole: {} of its {count} rows fail alone and \
+             are parked as dead letters, the others went on ({calls} calls in {:.1?})",
             self.pipeline,
             task.module,
             task.id,
@@ -285,7 +294,7 @@ impl<O: Output> Search<'_, O> {
                 self.delivered.merge(delivered);
                 Ok(Tried::Passed)
             }
-            Err(err) if err.kind() == ErrorKind::Module => match self.output.take_failure() {
+            Err(err) if err.kind().may_be_a_row() => match self.output.take_failure() {
                 Some(failure) if failure.stage == task.stage => Ok(Tried::Failed(reason(&err))),
                 // The stage took the part; a later one failed it: split it there in turn.
                 Some(failure) if failure.stage > task.stage && !indexes.is_empty() => {
@@ -358,10 +367,10 @@ fn list(indexes: &[u32]) -> String {
 /// Delivers `batch` from stage `stage` of `output` (0: the whole chain), as
 /// [`attempt::deliver_retrying_later`] does while a destination asks to retry later. A
 /// module that fails the batch is given the batch again at once, up to `policy.max_retries`
-/// times; once it has failed every attempt, [`isolate`] sets aside the
-/// rows it fails on alone and delivers the rest (`--on-poison park`, the default). With
-/// `--on-poison stop` a module failure ends the delivery at once. Returns what module calls
-/// used over all attempts, whatever the result.
+/// times; once it has failed every attempt (a transform's fatal answer: at once),
+/// [`isolate`] sets aside the rows it fails on alone and delivers the rest (`--on-poison
+/// park`, the default). With `--on-poison stop` a module failure ends the delivery at once.
+/// Returns what module calls used over all attempts, whatever the result.
 pub async fn deliver_with_retries<O: Output>(
     output: &mut O,
     stage: usize,
@@ -377,12 +386,11 @@ pub async fn deliver_with_retries<O: Output>(
             attempt::deliver_retrying_later(output, stage, batch, policy, shutdown, store).await;
         used.add(usage);
         let err = match result {
-            Err(err) if err.kind() == ErrorKind::Module && policy.on_poison == OnPoison::Park => {
-                err
-            }
+            Err(err) if err.kind().may_be_a_row() && policy.on_poison == OnPoison::Park => err,
             result => return (result, used),
         };
-        if retry < policy.max_retries {
+        // A transform that answered fatal said another attempt would fail the same way.
+        if retry < policy.max_retries && err.kind() == ErrorKind::Module {
             retry += 1;
             let waited = attempt::wait_to_retry(attempt::Retry {
                 pipeline: batch.pipeline,

@@ -9,12 +9,14 @@ use crate::retry::{OnPoison, RetryPolicy};
 use crate::sync::deliver_with_retries;
 
 /// One module (stage 0, "picky") that fails any call holding one of its bad ids, or every
-/// non-empty call, and writes what passes.
+/// non-empty call, and writes what passes. It fails as a trap does, or with the error kind
+/// `kind` says.
 #[derive(Default)]
 struct Picky {
     bad: HashSet<u64>,
     every_row: bool,
     empty_too: bool,
+    kind: Option<ErrorKind>,
     calls: usize,
     /// Each delivered part: its id and row ids.
     delivered: Vec<(String, Vec<u64>)>,
@@ -44,16 +46,25 @@ impl Output for Picky {
             false => self.every_row || ids.iter().any(|id| self.bad.contains(id)),
         };
         if fails {
-            self.failure = Some(StageFailure {
-                stage: 0,
-                module: "picky".into(),
-                input: batch.rows.clone(),
-                rejected: Vec::new(),
-            });
-            let error = Error::new(
-                ErrorKind::Module,
-                format!("module picky trapped on batch {}", batch.id),
-            );
+            let error = match self.kind {
+                None => Error::new(
+                    ErrorKind::Module,
+                    format!("module picky trapped on batch {}", batch.id),
+                ),
+                Some(kind) => Error::new(
+                    kind,
+                    format!("picky answered fatal for batch {}: no such plan", batch.id),
+                ),
+            };
+            // As the chain does: a failure a row may be at fault for names its stage.
+            if error.kind().may_be_a_row() {
+                self.failure = Some(StageFailure {
+                    stage: 0,
+                    module: "picky".into(),
+                    input: batch.rows.clone(),
+                    rejected: Vec::new(),
+                });
+            }
             return (Err(error), Usage::default());
         }
         if !ids.is_empty() {
@@ -204,6 +215,62 @@ async fn with_on_poison_stop_the_first_failure_ends_the_delivery() {
     let err = run(&mut output, 10, OnPoison::Stop).await.unwrap_err();
     assert!(err.to_string().contains("trapped"), "{err}");
     assert_eq!(output.calls, 1);
+}
+
+/// A transform's fatal answer on one row: the row is parked with the module's message, the
+/// rest delivered, and the batch is split at once (no retry), with the calls a trap takes.
+#[tokio::test]
+async fn a_transform_answering_fatal_on_one_row_is_split_at_once() {
+    let mut trapping = Picky {
+        bad: HashSet::from([613]),
+        ..Picky::default()
+    };
+    run(&mut trapping, 1000, OnPoison::Park).await.unwrap();
+    let mut fatal = Picky {
+        bad: HashSet::from([613]),
+        kind: Some(ErrorKind::TransformFatal),
+        ..Picky::default()
+    };
+    let delivered = run(&mut fatal, 1000, OnPoison::Park).await.unwrap();
+    let parked: Vec<u32> = delivered.parked.iter().map(|row| row.index).collect();
+    assert_eq!(parked, [613]);
+    let reason = &delivered.parked[0].reason;
+    assert!(reason.contains("answered fatal") && reason.contains("no such plan"));
+    assert_eq!(delivered_ids(&fatal).len(), 999);
+    assert_eq!(fatal.calls, 1 + split_calls(&trapping), "no retry");
+}
+
+/// A transform that answers fatal even to an empty batch (its configuration, not a row)
+/// stops the delivery with its message after that one probe; so does any fatal answer with
+/// `--on-poison stop`. A fatal answer that is not a transform's (a destination's 401) is
+/// never split.
+#[tokio::test]
+async fn a_fatal_answer_that_is_not_about_rows_is_not_split() {
+    let mut configured = Picky {
+        every_row: true,
+        empty_too: true,
+        kind: Some(ErrorKind::TransformFatal),
+        ..Picky::default()
+    };
+    let err = run(&mut configured, 100, OnPoison::Park).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TransformFatal);
+    assert!(err.to_string().contains("empty batch"), "{err}");
+    assert!(err.to_string().contains("no such plan"), "{err}");
+    assert_eq!(configured.calls, 2, "the batch, then the empty probe");
+
+    for (kind, on_poison) in [
+        (ErrorKind::TransformFatal, OnPoison::Stop),
+        (ErrorKind::Fatal, OnPoison::Park),
+    ] {
+        let mut output = Picky {
+            bad: HashSet::from([5]),
+            kind: Some(kind),
+            ..Picky::default()
+        };
+        let err = run(&mut output, 10, on_poison).await.unwrap_err();
+        assert_eq!(err.kind(), kind);
+        assert_eq!(output.calls, 1, "{kind:?} with {on_poison:?}");
+    }
 }
 
 #[tokio::test]

@@ -22,8 +22,8 @@ pub struct RetryPolicy {
 /// What to do with a batch that a module fails on every attempt (`--on-poison`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 pub enum OnPoison {
-    /// Retry the batch, then find the rows it fails on alone, keep them as dead letters and
-    /// deliver the rest.
+    /// Retry the batch (not after a transform's fatal answer), then find the rows it fails on
+    /// alone, keep them as dead letters and deliver the rest.
     Park,
     /// Fail the batch at once, watermark unmoved (the pipeline stops, or a polling host tries
     /// the batch again later).

@@ -65,7 +65,10 @@ pub async fn run<S: Source, O: Output>(
             // under the same id next run.
             Err(err)
                 if shutdown.is_requested()
-                    && !matches!(err.kind(), ErrorKind::Fatal | ErrorKind::Fenced) =>
+                    && !matches!(
+                        err.kind(),
+                        ErrorKind::Fatal | ErrorKind::TransformFatal | ErrorKind::Fenced
+                    ) =>
             {
                 tracing::info!("{}: stopped: {err:#}", state.name);
                 return Ok(totals);

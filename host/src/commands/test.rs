@@ -4,9 +4,10 @@
 //! what each module returns and the same answers from a destination; only the end differs: the
 //! rows are captured instead of written, then printed. So a module that passes `host test`
 //! is not refused by `host run`, and `host test` can gate a user's CI: it exits 1 when a module
-//! fails or returns rows `host run` would refuse, when a destination answers fatal or retry
-//! later, and (with `--expect FILE`) when the rows differ from the expected ones. Each call's
-//! time, fuel and memory go to standard error.
+//! fails (a transform's fatal answer too, which `host run` would meet by parking the rows at
+//! fault: its hint says so) or returns rows `host run` would refuse, when a destination
+//! answers fatal or retry later, and (with `--expect FILE`) when the rows differ from the
+//! expected ones. Each call's time, fuel and memory go to standard error.
 
 use std::path::Path;
 
@@ -70,6 +71,11 @@ pub async fn run(mut args: TestArgs) -> anyhow::Result<()> {
     let delivered = result.map_err(|err| match err.kind() {
         ErrorKind::RetryLater => err.with_hint(
             "host run would offer the same batch again later (--max-retries, --retry-backoff), then stop",
+        ),
+        ErrorKind::TransformFatal => err.with_hint(
+            "host run would park the rows the transform fails on alone as dead letters and deliver \
+             the others (--on-poison park); it stops when the transform fails an empty batch or \
+             every row",
         ),
         _ => err,
     })?;

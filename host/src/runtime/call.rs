@@ -2,7 +2,8 @@
 //! deliver), or one of the `lifecycle` functions at start. What a call may do wrong (trap,
 //! limit, deadline, an answer too large) becomes an error naming the module and the batch;
 //! what a module answers about the batch as a whole (retry later, fatal) becomes the error
-//! the sync loop acts on, the same way for transforms and destinations.
+//! the sync loop acts on: retry later the same way for transforms and destinations, fatal
+//! as a stop for a destination and as a failure poison isolation may split for a transform.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -247,7 +248,10 @@ impl Module {
     }
 
     /// What a module's retry-later or fatal answer means for the sync loop: the batch comes
-    /// again (after the delay asked), or the pipeline stops. Transforms and destinations alike.
+    /// again (after the delay asked), or it is not tried again. A destination's fatal is about
+    /// the destination (a 401): the pipeline stops. A transform's fatal is about its input,
+    /// and may be one row's fault (a `?` on a row it cannot parse): poison isolation looks
+    /// for the rows at fault before the pipeline stops ([`ErrorKind::TransformFatal`]).
     fn processor_error(&self, request: Request<'_>, error: ProcessorError) -> Error {
         let Request::Batch(batch) = request else {
             return self.failure(request, "answered a lifecycle call like a batch", None);
@@ -261,6 +265,15 @@ impl Module {
                     self.bounded(&retry.message)
                 ),
                 retry.after_ms.map(Duration::from_millis),
+            ),
+            ProcessorError::Fatal(message) if self.world == World::Transform => Error::new(
+                ErrorKind::TransformFatal,
+                format!(
+                    "{module} answered fatal for batch {} of pipeline {:?}: {}",
+                    batch.id,
+                    batch.pipeline,
+                    self.bounded(&message)
+                ),
             ),
             ProcessorError::Fatal(message) => Error::fatal(format!(
                 "{module} stopped pipeline {:?} at batch {}: {}",

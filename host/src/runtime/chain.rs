@@ -143,7 +143,7 @@ impl Chain {
             let (rows, letters) = match transformed {
                 Ok(answer) => answer,
                 Err(err) => {
-                    if err.kind() == ErrorKind::Module {
+                    if err.kind().may_be_a_row() {
                         self.failure =
                             failure(index, transform, &call, batch.rows, first, rejected);
                     }
@@ -187,7 +187,7 @@ impl Chain {
                 return match delivered {
                     Ok(delivered) => Ok(with_rejected(rejected, delivered)),
                     Err(err) => {
-                        if err.kind() == ErrorKind::Module {
+                        if err.kind().may_be_a_row() {
                             self.failure =
                                 failure(end, destination, call, batch.rows, stage == end, rejected);
                         }

@@ -38,9 +38,10 @@ fn transform(batch: Batch) -> Result<Transformed> {
     let total = batch.changes.len();
     let mut out = Transformed::new();
     for (index, mut change) in batch.changes.into_iter().enumerate() {
-        // An error fails the whole batch. `Error::fatal` stops the pipeline with the message
-        // (the watermark stays); `Error::retry_later` makes the host offer the same batch
-        // again later, for what a later try can fix (a service that is down).
+        // An error fails the whole batch. `Error::fatal` (or `?`) is not tried again: `host
+        // run` sets aside the rows that fail alone as dead letters with the message and
+        // delivers the rest; `Error::retry_later` makes the host offer the same batch again
+        // later, for what a later try can fix (a service that is down).
         if !change.row.contains_key("id") {
             return Err(Error::fatal(format!(
                 "batch {}: a row has no \"id\" column",

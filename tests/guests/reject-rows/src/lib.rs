@@ -2,7 +2,10 @@
 //!
 //! - `--set reject=13,42`: rejects the rows whose `id` is listed (reason "row 13 is on the
 //!   reject list") and passes the others on, each with `"checked": true`;
-//! - `--set fail=fatal`: fails every batch as fatal;
+//! - `--set fatal_on=13`: fails a batch that holds a row whose `id` is listed as fatal, with
+//!   `?` on the row's result, as a transform that cannot read one row does (an empty batch
+//!   passes);
+//! - `--set fail=fatal`: fails every batch as fatal, an empty one too;
 //! - `--set fail=retry-later --set until=<Unix time in ms>`: asks for every batch to be
 //!   retried later (after `after_ms`, default 100) until the wall clock passes `until`, then
 //!   transforms as above.
@@ -16,6 +19,10 @@ use tidemark_sdk::{config, Batch, ConfigKey, Error, Result, Transformed, Value};
 
 const KEYS: &[ConfigKey] = &[
     ConfigKey::optional("reject", "ids of the rows to reject, comma-separated"),
+    ConfigKey::optional(
+        "fatal_on",
+        "ids of the rows that fail their batch as fatal, comma-separated",
+    ),
     ConfigKey::optional("fail", "fatal, or retry-later (until `until`)"),
     ConfigKey::optional(
         "until",
@@ -65,6 +72,8 @@ fn answer(batch: Batch) -> Result<Transformed> {
     }
     let listed = config("reject").unwrap_or_default();
     let listed: Vec<&str> = listed.split(',').map(str::trim).collect();
+    let unreadable = config("fatal_on").unwrap_or_default();
+    let unreadable: Vec<&str> = unreadable.split(',').map(str::trim).collect();
     let mut out = Transformed::new();
     for (index, mut change) in batch.changes.into_iter().enumerate() {
         let id = change
@@ -72,6 +81,7 @@ fn answer(batch: Batch) -> Result<Transformed> {
             .get("id")
             .map(Value::to_string)
             .unwrap_or_default();
+        read(&id, &unreadable)?;
         if listed.contains(&id.as_str()) {
             out.reject(index, format!("row {id} is on the reject list"));
             continue;
@@ -80,6 +90,15 @@ fn answer(batch: Batch) -> Result<Transformed> {
         out.push(change);
     }
     Ok(out)
+}
+
+/// A row's parse as a user writes it: its error string becomes the batch's fatal answer
+/// through `?`.
+fn read(id: &str, unreadable: &[&str]) -> std::result::Result<(), String> {
+    match unreadable.contains(&id) {
+        true => Err(format!("cannot read row {id}: no such plan")),
+        false => Ok(()),
+    }
 }
 
 tidemark_sdk::transform!(answer, keys = KEYS, init = init);
