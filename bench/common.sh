@@ -1,8 +1,20 @@
 # shellcheck shell=bash
-# Shared by the bench/ scripts; source it after setting BENCH_NAME, URL and SCHEMA, from the
-# repository root. Gives: die, note, psql_q, require_postgres, make_tmp (a temp dir that is
-# removed, with the schema, on exit), build_host (sets target_dir and host), time_host (one
-# timed `host run --once` with its peak RSS) and record_result (for bench/throughput.sh).
+# Shared by the bench/ scripts. A script sets BENCH_NAME (and URL and SCHEMA when it uses
+# PostgreSQL), then sources this file, which sets repo and moves to the repository root:
+#
+#   BENCH_NAME=name
+#   # shellcheck source=bench/common.sh
+#   source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+#   bench_count "${BASH_SOURCE[0]}" ROWS 1000 "$@"      # -h/--help, or count=ROWS
+#   prepare_bench tidemark-name --postgres psql cargo  # tools, server, temp dir, host
+#
+# Gives: die, note, psql_q, require_tools, require_postgres, bench_count, prepare_bench,
+# make_tmp (a temp dir that is removed, with the schema, on exit, after the commands in
+# at_exit), build_host (sets target_dir and host), time_host (one timed `host run --once` with
+# its peak RSS), record_result (for bench/throughput.sh), and the tables of several benchmarks.
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
 
 die() {
     echo "$BENCH_NAME: error: $*" >&2
@@ -43,8 +55,14 @@ make_tmp() {
     trap 'exit 143' TERM
 }
 
+# Commands run on exit before the temp dir goes (stop a process, drop a database), in order.
+at_exit=()
+
 bench_cleanup() {
-    local rc=$?
+    local rc=$? hook
+    for hook in "${at_exit[@]}"; do
+        $hook || true
+    done
     if [[ ${schema_created:-0} -eq 1 ]]; then
         psql_q -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 ||
             echo "$BENCH_NAME: warning: could not drop schema $SCHEMA" >&2
@@ -89,13 +107,56 @@ CREATE TABLE $TABLE (
 SQL
 }
 
-# require_tools TOOL...: each must be on PATH; bash 5 is needed for EPOCHREALTIME.
+# require_tools TOOL...: each must be on PATH (/usr/bin/time: GNU time, for peak RSS); bash 5
+# is needed for EPOCHREALTIME.
 require_tools() {
     local tool
     for tool in "$@"; do
+        if [[ $tool == /usr/bin/time ]]; then
+            [[ -x $tool ]] || die "/usr/bin/time (GNU time) is needed for peak RSS: apt-get install time"
+            continue
+        fi
         command -v "$tool" >/dev/null || die "'$tool' is not on PATH"
     done
     [[ -n "${EPOCHREALTIME:-}" ]] || die "bash 5 or later is needed (EPOCHREALTIME)"
+}
+
+# bench_count SCRIPT WHAT DEFAULT [ARG...]: a benchmark's one optional argument. -h or --help
+# prints SCRIPT's usage and exits; otherwise sets count to ARG (DEFAULT without one), and
+# stops on a second argument or one that is not a positive integer.
+bench_count() {
+    local script=$1 what=$2 default=$3
+    shift 3
+    case "${1:-}" in
+        -h | --help)
+            print_usage "$script"
+            exit 0
+            ;;
+    esac
+    [[ $# -le 1 ]] || die "too many arguments (usage: $script [$what])"
+    count="${1:-$default}"
+    require_positive "$what" "$count"
+}
+
+# require_positive NAME VALUE: stops unless VALUE is a positive integer.
+require_positive() {
+    [[ "$2" =~ ^[1-9][0-9]*$ ]] || die "$1 '$2' is not a positive integer"
+}
+
+# prepare_bench TMP_NAME [--postgres] TOOL...: what each benchmark does before it measures:
+# the tools on PATH, PostgreSQL at URL answering (--postgres), a fresh temp dir (make_tmp
+# TMP_NAME) and the release host (build_host).
+prepare_bench() {
+    local name=$1 postgres=0
+    shift
+    if [[ "${1:-}" == --postgres ]]; then
+        postgres=1
+        shift
+    fi
+    require_tools "$@"
+    [[ $postgres -eq 0 ]] || require_postgres
+    make_tmp "$name"
+    build_host
 }
 
 # build_guests: the example processors and test guests, as scripts/test builds them.
@@ -243,4 +304,40 @@ print()
 print(f"  ratio >= {target:.2f}: {'OK' if worst >= target else 'MISSED'} (lowest {worst:.2f})")
 print(f"  peak RSS < 64 MiB: {'OK' if peak < 64 else 'MISSED'} (highest {peak:.1f} MiB)")
 PY
+}
+
+# pg_tables_sql FIRST LAST ROWS WIDTH: tables SCHEMA.tN for N from FIRST to LAST (N padded to
+# WIDTH digits), each of ROWS users stamped over the last hour, with the cursor's index.
+pg_tables_sql() {
+    local first=$1 last=$2 rows=$3 width=$4
+    cat <<SQL
+SET client_min_messages = warning;
+DO \$\$
+DECLARE i int;
+BEGIN
+  FOR i IN $first..$last LOOP
+    EXECUTE format('CREATE TABLE $SCHEMA.t%s (id bigint PRIMARY KEY, email text NOT NULL,
+        name text NOT NULL, updated_at timestamptz NOT NULL)', lpad(i::text, $width, '0'));
+    EXECUTE format('CREATE INDEX ON $SCHEMA.t%s (updated_at, id)', lpad(i::text, $width, '0'));
+    EXECUTE format('INSERT INTO $SCHEMA.t%s SELECT g, ''user'' || g || ''@example.com'',
+        ''user '' || g, now() - interval ''1 hour'' + g * interval ''1 ms''
+        FROM generate_series(1, $rows) g', lpad(i::text, $width, '0'));
+  END LOOP;
+END \$\$;
+SQL
+}
+
+# sqlite_users_seed FILE ROWS: an SQLite file (WAL) with a users table of ROWS users stamped
+# over the last hour, with the cursor's index.
+sqlite_users_seed() {
+    local file=$1 rows=$2
+    sqlite3 "$file" >/dev/null <<SQL
+PRAGMA journal_mode = WAL;
+CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL, name TEXT NOT NULL,
+    updated_at TEXT NOT NULL);
+CREATE INDEX users_cursor ON users (updated_at, id);
+WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < $rows)
+INSERT INTO users SELECT n, 'user' || n || '@example.com', 'user ' || n,
+    strftime('%Y-%m-%d %H:%M:%f', 'now', '-1 hour', '+' || n || ' seconds') FROM g;
+SQL
 }

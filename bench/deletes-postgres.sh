@@ -28,25 +28,13 @@ BATCH_SIZE="${TIDEMARK_BENCH_BATCH_SIZE:-1000}"
 SCHEMA=tidemark_bench_deletes
 TABLE="$SCHEMA.users"
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo"
-
 BENCH_NAME=deletes-postgres
 # shellcheck source=bench/common.sh
-source "$repo/bench/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-case "${1:-}" in
-    -h | --help)
-        print_usage "${BASH_SOURCE[0]}"
-        exit 0
-        ;;
-esac
-N="${1:-1000000}"
-[[ "$N" =~ ^[1-9][0-9]*$ ]] || die "row count '$N' is not a positive integer (usage: $0 [ROWS])"
-require_tools psql cargo python3
-require_postgres "$@"
-make_tmp tidemark-bench-deletes
-build_host
+bench_count "${BASH_SOURCE[0]}" ROWS 1000000 "$@"
+N=$count
+prepare_bench tidemark-bench-deletes --postgres psql cargo python3
 
 state="sqlite://$tmp/state.db"
 pipeline=bench-deletes

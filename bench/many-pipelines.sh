@@ -39,11 +39,9 @@ BATCH_SIZE="${TIDEMARK_BENCH_BATCH_SIZE:-500}"
 MAX_SOURCE="${TIDEMARK_BENCH_MAX_SOURCE_CONNECTIONS:-8}"
 SCHEMA=tidemark_many
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo"
 BENCH_NAME=many-pipelines
 # shellcheck source=bench/common.sh
-source "$repo/bench/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 mode=many
 if [[ "${1:-}" == "--fault-isolation" ]]; then
@@ -59,10 +57,7 @@ if [[ $mode == many ]]; then ROWS="${1:-2000}"; else ROWS="${1:-50000}"; fi
 for n in "$ROWS" "$PG_PIPELINES" "$SQLITE_PIPELINES" "$MAX_IN_FLIGHT" "$BATCH_SIZE"; do
     [[ "$n" =~ ^[0-9]+$ ]] || die "'$n' is not a number (usage: $0 [--fault-isolation] [ROWS])"
 done
-require_tools psql python3 sqlite3 cargo
-require_postgres "$@"
-make_tmp tidemark-many
-build_host
+prepare_bench tidemark-many --postgres psql python3 sqlite3 cargo ss
 release="$target_dir/wasm32-wasip2/release"
 for module in mask_pii passthrough webhook guest_loop_forever guest_allocate_unbounded; do
     [[ -f "$release/$module.wasm" ]] || build_guests
@@ -73,7 +68,6 @@ for module in mask_pii passthrough webhook guest_loop_forever guest_allocate_unb
         die "host check --module $release/$module.wasm failed"
 done
 
-calc() { python3 -c "print(round($1, 3))"; }
 state_url="sqlite://$tmp/state.db"
 
 # A receiver answering STATUS (default 200); sets receiver_port. Killed on exit with the temp dir.
@@ -86,46 +80,11 @@ start_receiver() {
     [[ -s "$port_file" ]] || die "the receiver did not start"
     receiver_port="$(cat "$port_file")"
 }
-stop_all() {
-    local rc=$? pid
+stop_processes() {
+    local pid
     for pid in "${receivers[@]}" ${host_pid:-}; do kill "$pid" 2>/dev/null || true; done
-    (exit "$rc")
-    bench_cleanup
 }
-trap stop_all EXIT
-
-# Creates PostgreSQL table $1 in SCHEMA with $2 rows stamped over the last hour.
-pg_tables_sql() {
-    local first=$1 last=$2 rows=$3
-    cat <<SQL
-SET client_min_messages = warning;
-DO \$\$
-DECLARE i int;
-BEGIN
-  FOR i IN $first..$last LOOP
-    EXECUTE format('CREATE TABLE $SCHEMA.t%s (id bigint PRIMARY KEY, email text NOT NULL,
-        name text NOT NULL, updated_at timestamptz NOT NULL)', lpad(i::text, 3, '0'));
-    EXECUTE format('CREATE INDEX ON $SCHEMA.t%s (updated_at, id)', lpad(i::text, 3, '0'));
-    EXECUTE format('INSERT INTO $SCHEMA.t%s SELECT g, ''user'' || g || ''@example.com'',
-        ''user '' || g, now() - interval ''1 hour'' + g * interval ''1 ms''
-        FROM generate_series(1, $rows) g', lpad(i::text, 3, '0'));
-  END LOOP;
-END \$\$;
-SQL
-}
-
-sqlite_seed() {
-    local file=$1 rows=$2
-    sqlite3 "$file" >/dev/null <<SQL
-PRAGMA journal_mode = WAL;
-CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL, name TEXT NOT NULL,
-    updated_at TEXT NOT NULL);
-CREATE INDEX users_cursor ON users (updated_at, id);
-WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < $rows)
-INSERT INTO users SELECT n, 'user' || n || '@example.com', 'user ' || n,
-    strftime('%Y-%m-%d %H:%M:%f', 'now', '-1 hour', '+' || n || ' seconds') FROM g;
-SQL
-}
+at_exit+=(stop_processes)
 
 # pipeline NAME SOURCE TABLE KIND: a [[pipeline]] table; KIND none|mask|pass|hook|spin|hog|down|busy.
 pipeline() {
@@ -206,8 +165,8 @@ schema_created=1
 if [[ $mode == many ]]; then
     total=$(((PG_PIPELINES + SQLITE_PIPELINES)))
     note "seeding $PG_PIPELINES PostgreSQL tables and $SQLITE_PIPELINES SQLite files, $ROWS rows each"
-    [[ $PG_PIPELINES -gt 0 ]] && psql_q <<<"$(pg_tables_sql 1 "$PG_PIPELINES" "$ROWS")"
-    for j in $(seq 1 "$SQLITE_PIPELINES"); do sqlite_seed "$tmp/s$j.db" "$ROWS"; done
+    [[ $PG_PIPELINES -gt 0 ]] && psql_q <<<"$(pg_tables_sql 1 "$PG_PIPELINES" "$ROWS" 3)"
+    for j in $(seq 1 "$SQLITE_PIPELINES"); do sqlite_users_seed "$tmp/s$j.db" "$ROWS"; done
     start_receiver 200
     hook_port=$receiver_port
     kinds=(none mask pass hook)
@@ -225,7 +184,8 @@ if [[ $mode == many ]]; then
     line="$(wait_for '.*' "$ROWS" "$total")"
     drain=$(calc "$EPOCHREALTIME - $started")
     rows_total=$(cut -d' ' -f1 <<<"$line")
-    connections="$(psql_q -At -c "SELECT count(*) FROM pg_stat_activity WHERE application_name <> 'psql' AND backend_type = 'client backend'")"
+    # The host's own sockets to the server: pg_stat_activity also lists other users' sessions.
+    connections="$(ss -tnpH state established "( dport = :$(python3 -c 'import sys, urllib.parse; print(urllib.parse.urlsplit(sys.argv[1]).port or 5432)' "$URL") )" | grep -c "pid=$host_pid," || true)"
 
     note "one new row in every table"
     psql_q -c "DO \$\$ DECLARE i int; BEGIN FOR i IN 1..$PG_PIPELINES LOOP
@@ -252,8 +212,8 @@ if [[ $mode == many ]]; then
     echo "  webhook: $received rows received; ERROR lines in the log: $errors; exit after SIGTERM: $host_rc"
 else
     note "seeding the healthy tenant ($ROWS rows) and the bad tenants' tables"
-    psql_q <<<"$(pg_tables_sql 1 1 "$ROWS")"
-    psql_q <<<"$(pg_tables_sql 2 11 100)"
+    psql_q <<<"$(pg_tables_sql 1 1 "$ROWS" 3)"
+    psql_q <<<"$(pg_tables_sql 2 11 100 3)"
     start_receiver 429
     busy_port=$receiver_port
     down_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

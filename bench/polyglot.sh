@@ -35,31 +35,17 @@ RUNS="${RUNS:-3}"
 LOADS="${LOADS:-5}"
 BATCH_SIZE=1000
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo"
-
 BENCH_NAME=polyglot
 # shellcheck source=bench/common.sh
-source "$repo/bench/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-case "${1:-}" in
-    -h | --help)
-        print_usage "${BASH_SOURCE[0]}"
-        exit 0
-        ;;
-esac
-[[ $# -le 1 ]] || die "too many arguments (usage: $0 [ROWS])"
-ROWS="${1:-100000}"
-[[ "$ROWS" =~ ^[1-9][0-9]*$ ]] || die "ROWS '$ROWS' is not a positive integer"
-[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "RUNS '$RUNS' is not a positive integer"
-[[ "$LOADS" =~ ^[1-9][0-9]*$ ]] || die "LOADS '$LOADS' is not a positive integer"
-require_tools psql cargo python3
-
-require_postgres "$@"
-make_tmp tidemark-bench-polyglot
+bench_count "${BASH_SOURCE[0]}" ROWS 100000 "$@"
+ROWS=$count
+require_positive RUNS "$RUNS"
+require_positive LOADS "$LOADS"
 
 # --- build -----------------------------------------------------------------------------
-build_host
+prepare_bench tidemark-bench-polyglot --postgres psql cargo python3
 build_guests
 modules=(js_filter py_enrich mask_pii)
 declare -A config=(

@@ -31,34 +31,16 @@ SCHEMA=tidemark_bench_start
 TABLE="$SCHEMA.users"
 TARGET_MS=100   # median wall time of a warm start with the module, below
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo"
-
 BENCH_NAME=processor-start
 # shellcheck source=bench/common.sh
-source "$repo/bench/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # --- arguments -------------------------------------------------------------------------
-case "${1:-}" in
-    -h | --help)
-        print_usage "${BASH_SOURCE[0]}"
-        exit 0
-        ;;
-esac
-[[ $# -le 1 ]] || die "too many arguments (usage: $0 [RUNS])"
-RUNS="${1:-10}"
-[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "RUNS '$RUNS' is not a positive integer (usage: $0 [RUNS])"
+bench_count "${BASH_SOURCE[0]}" RUNS 10 "$@"
+RUNS=$count
 
-require_tools psql cargo python3
-
-# --- database reachable? ---------------------------------------------------------------
-require_postgres "$@"
-
-# --- temp dir and cleanup --------------------------------------------------------------
-make_tmp tidemark-bench-start
-
-# --- build -----------------------------------------------------------------------------
-build_host
+# --- database, temp dir, build ---------------------------------------------------------
+prepare_bench tidemark-bench-start --postgres psql cargo python3
 build_guests
 module="$target_dir/wasm32-wasip2/release/passthrough.wasm"
 [[ -f "$module" ]] || die "built module not found at $module"

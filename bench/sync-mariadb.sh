@@ -25,16 +25,12 @@ BATCH_SIZE="${TIDEMARK_BENCH_BATCH_SIZE:-1000}"
 TARGET_RATIO=0.80     # host rows/s divided by mysql --quick rows/s, at least (issue 13)
 SETTLE=1s
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo"
-
 BENCH_NAME=sync-mariadb
 # shellcheck source=bench/common.sh
-source "$repo/bench/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 parse_sizes "${BASH_SOURCE[0]}" "$@"
-require_tools mysql cargo python3
-[[ -x /usr/bin/time ]] || die "/usr/bin/time (GNU time) is needed for peak RSS: apt-get install time"
+require_tools mysql cargo python3 /usr/bin/time
 
 # mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE into the client's flags.
 read -r db_user db_pass db_host db_port DATABASE < <(python3 - "$URL" <<'PY'
@@ -55,12 +51,11 @@ if ! my_err="$(my -e 'SELECT 1' 2>&1 >/dev/null)"; then
   Start it (Debian): service mariadb start; or pass TIDEMARK_BENCH_MYSQL_URL=mysql://USER@HOST:PORT/DB"
 fi
 
-make_tmp tidemark-bench-mariadb
 # The database goes with the temp dir: common.sh's cleanup drops SCHEMA through psql, so
 # this script drops its own on exit.
 drop_database() { my -e "DROP DATABASE IF EXISTS $DATABASE" >/dev/null 2>&1 || true; }
-trap 'rc=$?; drop_database; rm -rf "$tmp"; exit $rc' EXIT
-build_host
+at_exit+=(drop_database)
+prepare_bench tidemark-bench-mariadb
 
 seed() {
     local n=$1

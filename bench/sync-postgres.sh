@@ -51,12 +51,9 @@ if [[ -n "$MODULE" && "$MODULE" != /* && -f "$MODULE" ]]; then
     MODULE="$PWD/$MODULE"
 fi
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo"
-
 BENCH_NAME=sync-postgres
 # shellcheck source=bench/common.sh
-source "$repo/bench/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # --- arguments -------------------------------------------------------------------------
 parse_sizes "${BASH_SOURCE[0]}" "$@"
@@ -68,19 +65,8 @@ if [[ -n "$MODULE" ]]; then
         die "TIDEMARK_BENCH_MODULE: no file at $MODULE (build the example processors with: bash scripts/build-guests)"
 fi
 
-for tool in psql cargo python3; do
-    command -v "$tool" >/dev/null || die "'$tool' is not on PATH"
-done
-[[ -x /usr/bin/time ]] || die "/usr/bin/time (GNU time) is needed for peak RSS: apt-get install time"
-
-# --- database reachable? ---------------------------------------------------------------
-require_postgres "$@"
-
-# --- temp dir and cleanup --------------------------------------------------------------
-make_tmp tidemark-bench
-
-# --- build -----------------------------------------------------------------------------
-build_host
+# --- tools, database, temp dir, build --------------------------------------------------
+prepare_bench tidemark-bench --postgres psql cargo python3 /usr/bin/time
 note "host binary: $host"
 
 if [[ -n "$MODULE" ]]; then

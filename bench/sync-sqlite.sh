@@ -21,19 +21,12 @@ BATCH_SIZE="${TIDEMARK_BENCH_BATCH_SIZE:-1000}"
 TABLE=users
 TARGET_RATIO=0.60     # host rows/s divided by sqlite3 -json rows/s, at least (issue 13)
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo"
-
 BENCH_NAME=sync-sqlite
 # shellcheck source=bench/common.sh
-source "$repo/bench/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 parse_sizes "${BASH_SOURCE[0]}" "$@"
-require_tools sqlite3 cargo python3
-[[ -x /usr/bin/time ]] || die "/usr/bin/time (GNU time) is needed for peak RSS: apt-get install time"
-
-make_tmp tidemark-bench-sqlite
-build_host
+prepare_bench tidemark-bench-sqlite sqlite3 cargo python3 /usr/bin/time
 db="$tmp/bench.db"
 SOURCE_URL="sqlite://$db"
 

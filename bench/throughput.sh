@@ -18,29 +18,18 @@
 # postgres, mariadb, sqlite, modules, leaves those out.
 set -euo pipefail
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo"
-
 BENCH_NAME=throughput
 # shellcheck source=bench/common.sh
-source "$repo/bench/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-case "${1:-}" in
-    -h | --help)
-        print_usage "${BASH_SOURCE[0]}"
-        exit 0
-        ;;
-esac
-ROWS="${1:-1000000}"
-[[ "$ROWS" =~ ^[1-9][0-9]*$ ]] || die "ROWS '$ROWS' is not a positive integer"
+bench_count "${BASH_SOURCE[0]}" ROWS 1000000 "$@"
+ROWS=$count
 SKIP="${SKIP:-}"
 skipped() { [[ " $SKIP " == *" $1 "* ]]; }
 
-make_tmp tidemark-bench-throughput
+prepare_bench tidemark-bench-throughput cargo python3
 export TIDEMARK_BENCH_RESULTS="$tmp/results"
 : >"$TIDEMARK_BENCH_RESULTS"
-
-build_host
 build_guests
 
 if ! skipped postgres; then

@@ -331,6 +331,16 @@ async fn bad_tenants_do_not_hold_up_a_healthy_one() {
         ],
     );
 
+    // Compiled before the host starts: its first rows then wait for the host to start, not
+    // for four modules compiling at once (with a cold cache, seconds on a busy 2-core machine).
+    tenants
+        .warm(&[
+            "passthrough",
+            "guest_loop_forever",
+            "guest_allocate_unbounded",
+            "webhook",
+        ])
+        .await;
     let mut running = tenants.spawn(&[]);
     let first = tenants
         .wait_for_ids(&mut running, "healthy", &[1, 2, 3, 4, 5], PROMPTLY)

@@ -16,6 +16,7 @@
 //! modules = ["mask_pii.wasm", { path = "webhook.wasm", config = { url = "https://…" } }]
 //! secrets = { token = "ACME_WEBHOOK_TOKEN" }   # key = environment variable
 //! allow_hosts = ["https://hooks.acme.example"]
+//! weight = 3                  # with several workers: counts as 3 pipelines in a fair share
 //! ```
 //!
 //! A pipeline's keys are the long flags of `host run` without the dashes, `-` written `_`
@@ -55,6 +56,8 @@ pub struct PipelinesFile {
     /// Connections of the pool each source database's pipelines share.
     pub max_source_connections: u32,
     pub pipelines: Vec<RunConfig>,
+    /// What each pipeline weighs when workers share them (`weight`, default 1), by name.
+    pub weights: BTreeMap<String, u32>,
 }
 
 pub const DEFAULT_STATE: &str = "sqlite://.tidemark/state.db";
@@ -165,6 +168,7 @@ impl PipelinesFile {
             None => DEFAULT_STATE.to_owned(),
         };
         let mut pipelines: Vec<RunConfig> = Vec::new();
+        let mut weights = BTreeMap::new();
         for table in &document.pipeline {
             let line = line_of(text, table.span().start);
             let mut merged = document.defaults.clone();
@@ -174,14 +178,18 @@ impl PipelinesFile {
                 merged.remove(key);
                 merged.insert(key.clone(), value.clone());
             }
-            let config = pipeline_config(text, &merged, &state_url, base).map_err(|err| {
+            let in_pipeline = |err: Error| {
                 let name = merged
                     .get("name")
                     .and_then(|name| name.get_ref().as_str())
                     .map(|name| format!(" {name:?}"))
                     .unwrap_or_default();
                 err.context(format!("{file}:{line}: pipeline{name}"))
-            })?;
+            };
+            let weight = weight(text, &merged).map_err(in_pipeline)?;
+            let mut flags = merged.clone();
+            flags.remove("weight");
+            let config = pipeline_config(text, &flags, &state_url, base).map_err(in_pipeline)?;
             if let Some(twin) = pipelines.iter().find(|p| p.pipeline == config.pipeline) {
                 return Err(Error::invalid(format!(
                     "{file}:{line}: two pipelines are named {:?}",
@@ -189,6 +197,7 @@ impl PipelinesFile {
                 ))
                 .with_hint("give each pipeline its own name: its watermark is kept under it"));
             }
+            weights.insert(config.pipeline.clone(), weight);
             pipelines.push(config);
         }
         Ok(PipelinesFile {
@@ -200,7 +209,36 @@ impl PipelinesFile {
             lease_ttl,
             max_source_connections,
             pipelines,
+            weights,
         })
+    }
+
+    /// The file's pipelines by name, with their weights.
+    pub fn weighted(&self) -> Vec<(String, u32)> {
+        self.pipelines
+            .iter()
+            .map(|config| {
+                let weight = self.weights.get(&config.pipeline).copied().unwrap_or(1);
+                (config.pipeline.clone(), weight)
+            })
+            .collect()
+    }
+}
+
+/// A pipeline's `weight` (not a flag of `host run`: it matters only to workers sharing the
+/// file), 1 unless given.
+fn weight(text: &str, table: &Table) -> Result<u32> {
+    let Some((key, value)) = table.get_key_value("weight") else {
+        return Ok(1);
+    };
+    match value.get_ref().as_integer() {
+        Some(weight) if weight >= 1 => Ok(u32::try_from(weight).unwrap_or(u32::MAX)),
+        _ => Err(Error::invalid(format!(
+            "line {}, key weight: {} is not a positive whole number",
+            line_of(text, key.span().start),
+            value.get_ref()
+        ))
+        .with_hint("write weight = 2 for a pipeline that counts as two in a worker's fair share")),
     }
 }
 
@@ -290,7 +328,7 @@ fn pipeline_config(text: &str, table: &Table, state_url: &str, base: &Path) -> R
                     .any(|arg| arg.get_long() == Some(flag.as_str()));
                 if !known || name.contains('-') {
                     return Err(at(Error::invalid("is not a pipeline key")).with_hint(
-                        "pipeline keys are the long flags of `host run --help` with _ for -, and name, modules, config, secrets, allow_hosts, source_env",
+                        "pipeline keys are the long flags of `host run --help` with _ for -, and name, modules, config, secrets, allow_hosts, source_env, weight",
                     ));
                 }
                 where_is.insert(format!("--{flag}"), line);

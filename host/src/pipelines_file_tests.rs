@@ -117,3 +117,44 @@ fn passwords_stay_out_of_the_file() {
         assert!(err.hint().unwrap_or_default().contains("source_env"));
     }
 }
+
+#[test]
+fn a_pipeline_weighs_one_unless_the_file_says_otherwise() {
+    let pipeline = |name: &str, extra: &str| {
+        format!(
+            "[[pipeline]]\nname = \"{name}\"\nsource = \"sqlite://a.db\"\ntable = \"t\"\n{extra}\n"
+        )
+    };
+    let text = format!(
+        "[defaults]\nweight = 2\n\n{}{}{}",
+        pipeline("heavy", "weight = 5"),
+        pipeline("default", ""),
+        pipeline("light", "weight = 1")
+    );
+    let file = parse(&text).unwrap();
+    assert_eq!(
+        file.weighted(),
+        [
+            ("heavy".to_owned(), 5),
+            ("default".to_owned(), 2),
+            ("light".to_owned(), 1)
+        ]
+    );
+    assert_eq!(
+        parse(&pipeline("plain", "")).unwrap().weighted(),
+        [("plain".to_owned(), 1)]
+    );
+    for bad in [
+        "weight = 0",
+        "weight = -1",
+        "weight = \"big\"",
+        "weight = 1.5",
+    ] {
+        let err = parse(&pipeline("bad", bad)).unwrap_err();
+        assert!(
+            err.to_string().contains("line 5, key weight"),
+            "{bad}: {err}"
+        );
+        assert!(err.hint().unwrap().contains("weight = 2"), "{bad}: {err}");
+    }
+}

@@ -253,6 +253,7 @@ impl Supervisor {
             }
         }
         self.file.pipelines = file.pipelines;
+        self.file.weights = file.weights;
         tracing::info!(
             "reloaded {}: {added} added, {changed} changed, {removed} removed, {} running",
             self.file.path.display(),

@@ -29,13 +29,7 @@ impl Supervisor {
             .iter()
             .filter_map(|(name, run)| Some((name.clone(), run.fence?)))
             .collect();
-        let names: Vec<String> = self
-            .file
-            .pipelines
-            .iter()
-            .map(|config| config.pipeline.clone())
-            .collect();
-        let plan = match membership.tick(&names, &owned).await {
+        let plan = match membership.tick(&self.file.weighted(), &owned).await {
             Ok(plan) => plan,
             Err(err) => {
                 tracing::warn!("worker {}: {err:#}; trying again", membership.name());

@@ -6,9 +6,10 @@
 //! 1. renews the leases it holds; one that is no longer its own was taken over (it was paused
 //!    past its lease): its pipeline stops, and its writes were already fenced;
 //! 2. heartbeats, and counts the live workers (heartbeats not expired);
-//! 3. aims at its fair share, `ceil(pipelines / live workers)`: below it, it claims free or
-//!    expired leases; above it (a worker joined), it hands the extra pipelines over, each after
-//!    its batch in hand, and releases their leases then.
+//! 3. aims at its fair share, `ceil(weight of the pipelines / live workers)` (a pipeline weighs
+//!    1 unless the file gives it a `weight`): below it, it claims free or expired leases; above
+//!    it (a worker joined), it hands the extra pipelines over, each after its batch in hand, and
+//!    releases their leases then.
 //!
 //! A worker that stops (SIGTERM) releases every lease at once, after the batches in hand; one
 //! that dies loses them when they expire. Leases, tokens and fencing live in the state store
@@ -79,8 +80,13 @@ impl Membership {
     }
 
     /// One round: renew, heartbeat, then claim or hand over towards the fair share of
-    /// `pipelines` (the file's). `owned` holds the leases this worker runs pipelines under.
-    pub async fn tick(&self, pipelines: &[String], owned: &BTreeMap<String, i64>) -> Result<Plan> {
+    /// `pipelines` (the file's, with their weights). `owned` holds the leases this worker runs
+    /// pipelines under.
+    pub async fn tick(
+        &self,
+        pipelines: &[(String, u32)],
+        owned: &BTreeMap<String, i64>,
+    ) -> Result<Plan> {
         let started = tokio::time::Instant::now();
         let renewed = self.store.renew(&self.me, self.ttl).await?;
         let lost: Vec<String> = owned
@@ -97,19 +103,24 @@ impl Membership {
         };
         self.store.heartbeat(&self.me, self.ttl, figures).await?;
         let live = self.store.live_workers().await?.len();
-        let fair = fair_share(pipelines.len(), live);
+        let weights: BTreeMap<&str, u64> = pipelines
+            .iter()
+            .map(|(name, weight)| (name.as_str(), u64::from(*weight)))
+            .collect();
+        // A pipeline that left the file (before a reload) weighs what it did by default.
+        let weight = |name: &str| weights.get(name).copied().unwrap_or(1);
+        let fair = fair_share(weights.values().sum(), live);
+        let kept: Vec<(&str, u64)> = kept
+            .iter()
+            .map(|name| (name.as_str(), weight(name)))
+            .collect();
         let mut plan = Plan {
             lost,
+            hand_over: surplus(&kept, fair),
             ..Plan::default()
         };
-        if kept.len() > fair {
-            // The last by name: which ones does not matter, that every worker agrees does not
-            // either; only the count does.
-            plan.hand_over = kept[fair..].iter().map(|name| name.to_string()).collect();
-            return Ok(plan);
-        }
-        let wanted = fair - kept.len();
-        if wanted == 0 {
+        let mut held: u64 = kept.iter().map(|(_, weight)| weight).sum();
+        if !plan.hand_over.is_empty() || held >= fair {
             return Ok(plan);
         }
         let taken: BTreeSet<String> = self
@@ -122,6 +133,7 @@ impl Membership {
             .collect();
         let mut free: Vec<&String> = pipelines
             .iter()
+            .map(|(name, _)| name)
             .filter(|name| !taken.contains(*name) && !owned.contains_key(*name))
             .collect();
         // In a random order, so that workers claiming at once mostly try different leases.
@@ -129,11 +141,12 @@ impl Membership {
         for name in free {
             // Claims one at a time take a round trip each: past half a round, the rest wait
             // for the next one, so that renewals stay on time.
-            if plan.claimed.len() == wanted || started.elapsed() > self.every() / 2 {
+            if held >= fair || started.elapsed() > self.every() / 2 {
                 break;
             }
             if let Some(token) = self.store.claim(name, &self.me, self.ttl).await? {
                 plan.claimed.push((name.clone(), token));
+                held += weight(name);
             }
         }
         Ok(plan)
@@ -156,9 +169,28 @@ impl Membership {
     }
 }
 
-/// Pipelines each of `workers` live workers aims at: all of them shared out, rounded up.
-pub fn fair_share(pipelines: usize, workers: usize) -> usize {
-    pipelines.div_ceil(workers.max(1))
+/// The weight of pipelines each of `workers` live workers aims at: all of it shared out,
+/// rounded up.
+pub fn fair_share(weight: u64, workers: usize) -> u64 {
+    weight.div_ceil(workers.max(1) as u64)
+}
+
+/// Which of the pipelines a worker holds (by name, with their weights) it hands over to come
+/// down to its `fair` share: the last by name (which ones does not matter, only the weight),
+/// each only while the worker keeps at least its share without it. A pipeline heavier than
+/// the surplus stays where it is: handed over, it would leave this worker below its share and
+/// put another above, which would hand it back.
+pub fn surplus(held: &[(&str, u64)], fair: u64) -> Vec<String> {
+    let mut weight: u64 = held.iter().map(|(_, weight)| weight).sum();
+    let mut handed = Vec::new();
+    for (name, own) in held.iter().rev() {
+        if weight.saturating_sub(*own) >= fair {
+            weight -= own;
+            handed.push(name.to_string());
+        }
+    }
+    handed.reverse();
+    handed
 }
 
 /// Holds the only worker's place on an SQLite state store (`sqlite://PATH`), by a lock on
@@ -225,6 +257,56 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_hands_over_its_surplus_weight_only() {
+        let held = |weights: &[u64]| -> Vec<(String, u64)> {
+            weights
+                .iter()
+                .enumerate()
+                .map(|(n, weight)| (format!("p{n}"), *weight))
+                .collect()
+        };
+        let surplus_of = |weights: &[u64], fair| {
+            let held = held(weights);
+            let held: Vec<(&str, u64)> = held.iter().map(|(n, w)| (n.as_str(), *w)).collect();
+            surplus(&held, fair)
+        };
+        // Unweighted, the last ones above the share.
+        assert_eq!(surplus_of(&[1, 1, 1, 1, 1], 3), ["p3", "p4"]);
+        assert_eq!(surplus_of(&[1, 1, 1], 3), Vec::<String>::new());
+        // A heavy pipeline stays when giving it up would leave the worker below its share;
+        // lighter ones behind it go instead.
+        assert_eq!(surplus_of(&[3, 3], 5), Vec::<String>::new());
+        assert_eq!(surplus_of(&[1, 4, 1, 1], 4), ["p0", "p2", "p3"]);
+        assert_eq!(surplus_of(&[4, 1, 1, 1, 1], 4), ["p1", "p2", "p3", "p4"]);
+        assert_eq!(surplus_of(&[1, 4], 1), ["p1"]);
+    }
+
+    #[tokio::test]
+    async fn weighted_pipelines_are_shared_by_weight() {
+        let dir = TempDir::new();
+        let store = dir.open().await;
+        let ttl = Duration::from_secs(30);
+        // A heavy pipeline of 4 and four light ones: 8 in all, 4 for each of two workers.
+        let mut names: Vec<(String, u32)> = vec![("heavy".to_owned(), 4)];
+        names.extend((0..4).map(|n| (format!("light{n}"), 1)));
+        let first = Membership::new(&store, ttl);
+        let plan = first.tick(&names, &BTreeMap::new()).await.unwrap();
+        assert_eq!(plan.claimed.len(), 5, "alone, a worker takes everything");
+        let owned: BTreeMap<String, i64> = plan.claimed.into_iter().collect();
+        let second = Membership::new(&store, ttl);
+        second.tick(&names, &BTreeMap::new()).await.unwrap();
+        let plan = first.tick(&names, &owned).await.unwrap();
+        assert_eq!(plan.hand_over, ["light0", "light1", "light2", "light3"]);
+        for name in &plan.hand_over {
+            first.release(name, owned[name]).await;
+        }
+        let plan = second.tick(&names, &BTreeMap::new()).await.unwrap();
+        let mut claimed: Vec<String> = plan.claimed.into_iter().map(|(name, _)| name).collect();
+        claimed.sort();
+        assert_eq!(claimed, ["light0", "light1", "light2", "light3"]);
+    }
+
+    #[test]
     fn a_second_worker_on_an_sqlite_store_is_refused() {
         let dir = TempDir::new();
         std::fs::create_dir_all(dir.path()).unwrap();
@@ -247,7 +329,7 @@ mod tests {
         let dir = TempDir::new();
         let store = dir.open().await;
         let ttl = Duration::from_secs(30);
-        let names: Vec<String> = (0..6).map(|n| format!("p{n}")).collect();
+        let names: Vec<(String, u32)> = (0..6).map(|n| (format!("p{n}"), 1)).collect();
         let first = Membership::new(&store, ttl);
         let plan = first.tick(&names, &BTreeMap::new()).await.unwrap();
         assert_eq!(plan.claimed.len(), 6);

@@ -106,6 +106,21 @@ impl Tenants {
         self.host.spawn_exact(args, None)
     }
 
+    /// Compiles the built guests `names` into this test's compile cache, one at a time and
+    /// before the host starts: a test that times a tenant then times the tenant, not the
+    /// compilation of every module of the file at once on a machine that may be busy.
+    pub async fn warm(&self, names: &[&str]) {
+        let cache = self.host.cache_dir().display().to_string();
+        for name in names {
+            let module = guest(name).display().to_string();
+            let outcome = self
+                .host
+                .exec(["check", "--module", &module, "--cache-dir", &cache])
+                .await;
+            assert!(outcome.success(), "host check --module {module}: {outcome}");
+        }
+    }
+
     /// `host status --json`, by pipeline name.
     pub async fn status(&self) -> BTreeMap<String, Value> {
         self.host
