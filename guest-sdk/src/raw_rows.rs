@@ -160,6 +160,13 @@ impl Text<'_> {
                 out.push_str(text);
                 out.push('"');
             }
+            // A name the transform set (`masked`), on every row: written between quotes as
+            // it is unless it needs escapes, without a string of its own per row.
+            Cow::Owned(text) if !text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) => {
+                out.push('"');
+                out.push_str(text);
+                out.push('"');
+            }
             Cow::Owned(text) => {
                 // A String serializes infallibly.
                 out.push_str(&serde_json::to_string(text).unwrap_or_default());

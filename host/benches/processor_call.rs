@@ -9,6 +9,9 @@
 //! The module is looked up in `<workspace>/target/wasm32-wasip2/release/passthrough.wasm`, or
 //! under `$CARGO_TARGET_DIR` when that is set. The module is compiled once at start-up (no
 //! compile cache), which is not timed. Target: the median empty-batch call under 100 µs.
+//!
+//! `TIDEMARK_BENCH_MODULE=NAME` times `NAME.wasm` from the same directory instead, a transform
+//! that returns every row (`mask_pii`: the guest side of issue 13, without the database).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,7 +46,8 @@ fn module_path() -> anyhow::Result<PathBuf> {
         Some(dir) if !dir.is_empty() => workspace.join(dir),
         _ => workspace.join("target"),
     };
-    let path = target_dir.join("wasm32-wasip2/release/passthrough.wasm");
+    let name = std::env::var("TIDEMARK_BENCH_MODULE").unwrap_or_else(|_| "passthrough".into());
+    let path = target_dir.join(format!("wasm32-wasip2/release/{name}.wasm"));
     if !path.is_file() {
         anyhow::bail!(
             "{} not found; build the guests first: bash scripts/build-guests",
@@ -94,13 +98,13 @@ async fn bench(module: &Module, path: &std::path::Path, load_time: Duration) -> 
     let rows = call_rows(module, &empty).await?;
     anyhow::ensure!(
         count_rows(&rows)? == 0,
-        "passthrough returned rows for an empty batch: {rows}"
+        "the module returned rows for an empty batch: {rows}"
     );
     let rows = call_rows(module, &full).await?;
     let returned = count_rows(&rows)?;
     anyhow::ensure!(
         returned == FULL_ROWS,
-        "passthrough returned {returned} rows for {FULL_ROWS}"
+        "the module returned {returned} rows for {FULL_ROWS}"
     );
 
     for _ in 0..WARMUP_CALLS {
