@@ -186,7 +186,7 @@ async fn run_pass<S: Source, O: Output>(
     }
 
     let until = Until::Horizon(clock.horizon.as_deref());
-    let pending_rows = source.count(&state.position, until).await?;
+    let pending_rows = source.estimate(&state.position, until).await?;
     let mut progress = Progress::new(&state.name, pending_rows);
     let mut page = source
         .read(&state.position, until, options.batch_size)
