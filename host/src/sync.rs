@@ -192,12 +192,12 @@ async fn run_pass<S: Source, O: Output>(
     let mut page = source
         .read(&state.position, until, options.batch_size)
         .await?;
-    // Counted only for a backlog: a first page that is not full holds every row of the pass
+    // Estimated only for a backlog: a first page that is not full holds every row of the pass
     // (past NULL cursors, more may follow). Most passes of a polling pipeline find a few rows
     // or none, and a worker with hundreds of them would spend a statement a pass on the count.
     let pending_rows = match (&state.position, page.rows.len() < options.batch_size) {
         (Position::After(_) | Position::Start, true) => page.rows.len() as u64,
-        _ => source.count(&state.position, until).await?,
+        _ => source.estimate(&state.position, until).await?,
     };
     let mut progress = Progress::new(&state.name, pending_rows);
     while !shutdown.is_requested() {

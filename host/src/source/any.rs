@@ -106,6 +106,10 @@ impl Source for AnySource {
         delegate!(self, source => source.count(after, until).await)
     }
 
+    async fn estimate(&mut self, after: &Position, until: Until<'_>) -> Result<u64> {
+        delegate!(self, source => source.estimate(after, until).await)
+    }
+
     async fn read(&mut self, after: &Position, until: Until<'_>, limit: usize) -> Result<Page> {
         delegate!(self, source => source.read(after, until, limit).await)
     }

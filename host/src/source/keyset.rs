@@ -235,7 +235,18 @@ impl Keyset {
 
     /// How many rows all reads from `after` up to `until` return together.
     pub fn count<'a>(&'a self, after: &'a Position, until: Until<'a>) -> Statement<'a> {
-        let mut b = self.builder(format!("SELECT COUNT(*) FROM {} WHERE ", self.table));
+        self.filtered("SELECT COUNT(*)", after, until)
+    }
+
+    /// `head FROM table WHERE …` over the rows all reads from `after` up to `until` return:
+    /// e.g. `EXPLAIN SELECT 1`, for the planner's estimate of their number.
+    pub fn filtered<'a>(
+        &'a self,
+        head: &str,
+        after: &'a Position,
+        until: Until<'a>,
+    ) -> Statement<'a> {
+        let mut b = self.builder(format!("{head} FROM {} WHERE ", self.table));
         b.filter(after, until);
         Statement {
             sql: b.sql,

@@ -7,11 +7,13 @@
 //! [`crate::json`]. A driver owns its connection, its type mapping and clock, and the exact
 //! text form of its cursor and key values.
 
+mod ahead;
 mod any;
 mod ids;
 pub mod keys;
 mod keyset;
 pub mod mysql;
+mod mysql_pages;
 mod pg_copy;
 pub mod plan;
 pub mod pools;
@@ -196,6 +198,17 @@ pub trait Source: TableKeys + Send {
         after: &Position,
         until: Until<'_>,
     ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// About how many rows a read from `after` up to `until` would return, for progress
+    /// only: the exact [`Source::count`] unless the driver has a cheaper estimate (counting
+    /// a million pending rows took a fifth of the time to read them, issue 13).
+    fn estimate(
+        &mut self,
+        after: &Position,
+        until: Until<'_>,
+    ) -> impl Future<Output = Result<u64>> + Send {
+        self.count(after, until)
+    }
 
     fn read(
         &mut self,

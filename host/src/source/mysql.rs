@@ -7,52 +7,35 @@
 //! horizon waits for the InnoDB transactions that may hold an id (see `ids::mysql`).
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
-use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlRow, MySqlValueRef};
-use sqlx::{Decode, Row, ValueRef};
+use chrono::NaiveDateTime;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool};
+use sqlx::Row;
 
+use super::ahead::{Bound, ReadAhead};
 use super::ids::mysql::{is_access_denied, InnoDbIds};
 use super::ids::SightsIds;
 use super::keyset::{quote_ident, Keyset, Style};
+use super::mysql_pages::MyReads;
+pub(super) use super::mysql_pages::{Column, Render};
 use super::plan::{self, ColumnDescription, CursorType, Dialect, Plan, TableDescription};
 use super::query;
 use super::{Clock, Page, Source, TableSpec, Until};
 use crate::error::{Error, Result};
 use crate::json;
-use crate::model::{Position, Rows, Watermark};
+use crate::model::Position;
 
 /// The least settle lag on MySQL and MariaDB (see [`MySqlSource::clock`]).
 pub const MIN_SETTLE: Duration = Duration::from_secs(1);
 
-/// How a column's values become JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Render {
-    I64,
-    U64,
-    F32,
-    F64,
-    /// Text, decimals, and whatever the select list casts to text (DATE, TIME, spatial, …).
-    Str,
-    Raw,
-    Bytes,
-    TimestampTz,
-    Timestamp,
-}
-
-#[derive(Debug)]
-pub(super) struct Column {
-    name: String,
-    key: Vec<u8>,
-    pub(super) render: Render,
-}
-
 pub struct MySqlSource {
     pub(super) pool: MySqlPool,
-    pub(super) plan: Plan,
-    pub(super) keyset: Keyset,
-    pub(super) columns: Vec<Column>,
+    pub(super) plan: Arc<Plan>,
+    pub(super) keyset: Arc<Keyset>,
+    pub(super) columns: Arc<Vec<Column>>,
+    ahead: ReadAhead,
     time_zone: String,
     sees_all_transactions: bool,
     /// The horizon of an integer cursor.
@@ -263,87 +246,13 @@ impl MySqlSource {
         Ok(MySqlSource {
             ids: InnoDbIds::new(&pool, &keyset, &plan.table, unsigned),
             pool,
-            plan,
-            keyset,
-            columns,
+            plan: Arc::new(plan),
+            keyset: Arc::new(keyset),
+            columns: Arc::new(columns),
+            ahead: ReadAhead::default(),
             time_zone: spec.time_zone.clone(),
             sees_all_transactions: true,
         })
-    }
-
-    fn render_row(&self, row: &MySqlRow, rows: &mut Rows) -> Result<()> {
-        let buf = rows.buffer();
-        buf.push(b'{');
-        for (index, column) in self.columns.iter().enumerate() {
-            if index > 0 {
-                buf.push(b',');
-            }
-            buf.extend_from_slice(&column.key);
-            let value = query::raw(row, index, &column.name)?;
-            if value.is_null() {
-                json::write_null(buf);
-                continue;
-            }
-            let failed =
-                |err| query::decode_error(&self.plan.table, &column.name, &column.render, err);
-            match column.render {
-                Render::I64 => json::write_i64(buf, decode::<i64>(value).map_err(failed)?),
-                Render::U64 => json::write_u64(buf, decode::<u64>(value).map_err(failed)?),
-                Render::F32 => json::write_f32(buf, decode::<f32>(value).map_err(failed)?),
-                Render::F64 => json::write_f64(buf, decode::<f64>(value).map_err(failed)?),
-                Render::Str => json::write_str(buf, decode::<&str>(value).map_err(failed)?),
-                Render::Raw => json::write_raw(buf, decode::<&str>(value).map_err(failed)?),
-                Render::Bytes => json::write_base64(buf, decode::<&[u8]>(value).map_err(failed)?),
-                Render::TimestampTz => {
-                    let ts: DateTime<Utc> = decode(value).map_err(failed)?;
-                    json::write_timestamp(buf, &ts.naive_utc(), true)
-                }
-                Render::Timestamp => {
-                    json::write_timestamp(buf, &decode(value).map_err(failed)?, false)
-                }
-            }
-        }
-        buf.push(b'}');
-        let deleted = (self.plan.deleted).map(|index| (index, self.columns[index].name.as_str()));
-        rows.end_row(query::op_of(row, deleted)?);
-        Ok(())
-    }
-
-    fn position_of(&self, row: &MySqlRow) -> Result<Position> {
-        let key_column = &self.columns[self.plan.key];
-        let key = integer_or_text(
-            query::raw(row, self.plan.key, &key_column.name)?,
-            key_column.render,
-        )
-        .map_err(|err| {
-            query::decode_error(&self.plan.table, &key_column.name, &key_column.render, err)
-        })?;
-        let cursor_column = &self.columns[self.plan.cursor];
-        let cursor_value = query::raw(row, self.plan.cursor, &cursor_column.name)?;
-        if cursor_value.is_null() {
-            return Ok(Position::Nulls {
-                after_key: Some(key),
-            });
-        }
-        // No `Z` suffix: MariaDB reads `2024-01-01T00:00:00.000001` but not a zone designator;
-        // the session zone is UTC, so the text means the same instant.
-        let cursor = match self.plan.cursor_type {
-            CursorType::Instant => decode::<DateTime<Utc>>(cursor_value)
-                .map(|ts| json::timestamp_text(&ts.naive_utc(), false)),
-            CursorType::LocalTime => {
-                decode::<NaiveDateTime>(cursor_value).map(|ts| json::timestamp_text(&ts, false))
-            }
-            CursorType::Integer => integer_or_text(cursor_value, cursor_column.render),
-        }
-        .map_err(|err| {
-            query::decode_error(
-                &self.plan.table,
-                &cursor_column.name,
-                &cursor_column.render,
-                err,
-            )
-        })?;
-        Ok(Position::After(Watermark { cursor, key }))
     }
 }
 
@@ -353,6 +262,8 @@ impl Source for MySqlSource {
     }
 
     async fn clock(&mut self, settle: Duration) -> Result<Clock> {
+        // A new pass reads from a new snapshot.
+        self.ahead.stop();
         if !self.plan.cursor_type.is_time() {
             return self.ids.id_clock(settle).await;
         }
@@ -417,17 +328,38 @@ impl Source for MySqlSource {
         query::count(query::bind_text(&statement), &self.pool, "pending rows").await
     }
 
+    async fn estimate(&mut self, after: &Position, until: Until<'_>) -> Result<u64> {
+        // The optimizer's estimate of the rows its range reads (counting them would read them
+        // all before the first page); the exact count when the server gives none.
+        let statement = self.keyset.filtered("EXPLAIN SELECT 1", after, until);
+        let estimated = query::bind_text(&statement)
+            .fetch_all(&self.pool)
+            .await
+            .ok()
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|row| match row.try_get::<Option<String>, _>("rows") {
+                        // Text on MariaDB, BIGINT UNSIGNED on MySQL.
+                        Ok(rows) => rows.and_then(|rows| rows.parse().ok()),
+                        Err(_) => row.try_get::<Option<u64>, _>("rows").ok().flatten(),
+                    })
+                    .sum::<Option<u64>>()
+            });
+        match estimated {
+            Some(rows) => Ok(rows),
+            None => self.count(after, until).await,
+        }
+    }
+
     async fn read(&mut self, after: &Position, until: Until<'_>, limit: usize) -> Result<Page> {
-        let statement = self.keyset.select(after, until, limit);
-        query::read_page(
-            query::bind_text(&statement),
-            &self.pool,
-            &self.plan.table,
-            limit,
-            |row, rows| self.render_row(row, rows),
-            |row| self.position_of(row),
-        )
-        .await
+        let reads = MyReads {
+            pool: self.pool.clone(),
+            plan: Arc::clone(&self.plan),
+            keyset: Arc::clone(&self.keyset),
+            columns: Arc::clone(&self.columns),
+            bound: Bound::of(until),
+        };
+        self.ahead.read(after, until, limit, reads).await
     }
 
     fn lag_seconds(&self, now: &str, cursor: &str) -> Option<f64> {
@@ -477,23 +409,6 @@ fn param_for(column: &CatalogColumn) -> String {
     }
 }
 
-fn integer_or_text(
-    value: MySqlValueRef<'_>,
-    render: Render,
-) -> Result<String, sqlx::error::BoxDynError> {
-    match render {
-        Render::I64 => decode::<i64>(value).map(|v| v.to_string()),
-        Render::U64 => decode::<u64>(value).map(|v| v.to_string()),
-        _ => decode::<&str>(value).map(str::to_owned),
-    }
-}
-
 fn is_utc(zone: &str) -> bool {
     matches!(zone, "UTC" | "utc" | "+00:00" | "Z" | "Etc/UTC")
-}
-
-fn decode<'r, T: Decode<'r, MySql>>(
-    value: MySqlValueRef<'r>,
-) -> Result<T, sqlx::error::BoxDynError> {
-    T::decode(value)
 }

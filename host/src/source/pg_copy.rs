@@ -15,11 +15,11 @@ use chrono::{DateTime, NaiveDateTime};
 use futures_util::TryStreamExt;
 use sqlx::postgres::{PgPool, PgPoolCopyExt};
 
+use super::ahead::{PageSender, Ran, Reads, Split, Statements};
 use super::plan::{CursorType, Plan};
-use super::Page;
 use crate::error::{Error, Result};
 use crate::json;
-use crate::model::{Op, Position, Rows, Watermark};
+use crate::model::{Op, Position, Watermark};
 
 /// How a column's values become JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,22 +49,40 @@ pub(super) struct Column {
 
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
-/// Runs `select` (a keyset SELECT with its values as literals) through COPY and renders the
-/// rows it returns.
-pub(super) async fn read_page(
-    pool: &PgPool,
+/// The COPY statements of a read of the table, the keyset with its values written in.
+pub(super) type CopyReads = Reads<PgPool, Column>;
+
+impl Statements for CopyReads {
+    async fn run(
+        &self,
+        from: &Position,
+        rows: usize,
+        split: &mut Split,
+        to: Option<&PageSender>,
+    ) -> Result<Ran> {
+        let select = self.keyset.select(from, self.bound.until(), rows);
+        copy(self, &select.sql, split, to).await
+    }
+}
+
+/// Runs `select` (a keyset SELECT with its values as literals) through COPY, rendering its
+/// rows into `split`'s pages (see [`Statements::run`]). The COPY is always read to its end,
+/// even after an error or once nobody waits: a connection left in the middle of one would
+/// go back to the pool unusable.
+async fn copy(
+    reads: &CopyReads,
     select: &str,
-    plan: &Plan,
-    columns: &[Column],
-    limit: usize,
-) -> Result<Page> {
+    split: &mut Split,
+    to: Option<&PageSender>,
+) -> Result<Ran> {
+    let plan = &reads.plan;
     let failed = |err| Error::database(format!("cannot read from {:?}", plan.table), err);
     let sql = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
-    let mut stream = pool.copy_out_raw(&sql).await.map_err(failed)?;
+    let mut stream = reads.pool.copy_out_raw(&sql).await.map_err(failed)?;
     let mut reader = PageReader {
         plan,
-        columns,
-        rows: Rows::with_capacity(limit),
+        columns: &reads.columns,
+        split,
         last: None,
         header_read: false,
         ended: false,
@@ -72,15 +90,29 @@ pub(super) async fn read_page(
     // Whatever a message ended in the middle of a row waits here for the next one; the
     // server sends a row per message, so this stays small.
     let mut pending: Vec<u8> = Vec::new();
+    let mut outcome: Result<bool> = Ok(true);
     while let Some(chunk) = stream.try_next().await.map_err(failed)? {
-        if pending.is_empty() {
-            let used = reader.consume(&chunk)?;
-            pending.extend_from_slice(&chunk[used..]);
+        if !matches!(outcome, Ok(true)) {
+            continue;
+        }
+        let used = if pending.is_empty() {
+            reader.consume(&chunk).map(|used| {
+                pending.extend_from_slice(&chunk[used..]);
+            })
         } else {
             pending.extend_from_slice(&chunk);
-            let used = reader.consume(&pending)?;
-            pending.drain(..used);
-        }
+            reader.consume(&pending).map(|used| {
+                pending.drain(..used);
+            })
+        };
+        outcome = match (used, to) {
+            (Err(err), _) => Err(err),
+            (Ok(()), Some(to)) => Ok(reader.split.send(to).await),
+            (Ok(()), None) => Ok(true),
+        };
+    }
+    if !outcome? {
+        return Ok(Ran::Abandoned);
     }
     if !reader.ended || !pending.is_empty() {
         return Err(reader.malformed("the COPY data ended early"));
@@ -90,10 +122,7 @@ pub(super) async fn read_page(
         .take()
         .map(|last| reader.position(&last))
         .transpose()?;
-    Ok(Page {
-        rows: reader.rows,
-        last,
-    })
+    Ok(Ran::Ended(last))
 }
 
 /// The last row's key and cursor, as sent.
@@ -107,7 +136,7 @@ struct LastRow {
 struct PageReader<'a> {
     plan: &'a Plan,
     columns: &'a [Column],
-    rows: Rows,
+    split: &'a mut Split,
     last: Option<LastRow>,
     header_read: bool,
     ended: bool,
@@ -158,13 +187,19 @@ impl PageReader<'_> {
             last.cursor_is_null = fields[self.plan.cursor].is_none();
             last.cursor
                 .extend_from_slice(fields[self.plan.cursor].unwrap_or_default());
+            if self.split.row_ended() {
+                if let Some(last) = &self.last {
+                    let page_end = self.position(last)?;
+                    self.split.finish(Some(page_end));
+                }
+            }
             at = end;
         }
         Ok(at)
     }
 
     fn render(&mut self, fields: &Fields<'_>) -> Result<()> {
-        let buf = self.rows.buffer();
+        let buf = self.split.rows().buffer();
         buf.push(b'{');
         for (index, (column, field)) in self.columns.iter().zip(fields).enumerate() {
             if index > 0 {
@@ -206,7 +241,8 @@ impl PageReader<'_> {
             .plan
             .deleted
             .is_some_and(|index| fields[index].is_some());
-        self.rows
+        self.split
+            .rows()
             .end_row(if deleted { Op::Delete } else { Op::Upsert });
         Ok(())
     }

@@ -7,16 +7,18 @@
 //! the table or its sequence (see `ids::postgres`).
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::Row;
 
+use super::ahead::{Bound, ReadAhead};
 use super::ids::postgres::PgIds;
 use super::ids::SightsIds;
 use super::keyset::{quote_ident, Keyset, Style};
-use super::pg_copy::{self, Column, Render};
+use super::pg_copy::{Column, CopyReads, Render};
 use super::plan::{self, ColumnDescription, CursorType, Dialect, Plan, TableDescription};
 use super::query;
 use super::{Clock, Page, Source, TableSpec, Until};
@@ -26,11 +28,12 @@ use crate::model::Position;
 
 pub struct PgSource {
     pub(super) pool: PgPool,
-    pub(super) plan: Plan,
+    pub(super) plan: Arc<Plan>,
     pub(super) keyset: Keyset,
     /// The same keyset with its values written in, for pages read through COPY.
-    copy_keyset: Keyset,
-    pub(super) columns: Vec<Column>,
+    copy_keyset: Arc<Keyset>,
+    pub(super) columns: Arc<Vec<Column>>,
+    ahead: ReadAhead,
     time_zone: String,
     sees_all_transactions: bool,
     /// The horizon of an integer cursor.
@@ -254,10 +257,11 @@ impl PgSource {
         Ok(PgSource {
             ids,
             pool,
-            plan,
+            plan: Arc::new(plan),
             keyset,
-            copy_keyset,
-            columns,
+            copy_keyset: Arc::new(copy_keyset),
+            columns: Arc::new(columns),
+            ahead: ReadAhead::default(),
             time_zone: spec.time_zone.clone(),
             sees_all_transactions,
         })
@@ -270,6 +274,8 @@ impl Source for PgSource {
     }
 
     async fn clock(&mut self, settle: Duration) -> Result<Clock> {
+        // A new pass reads from a new snapshot.
+        self.ahead.stop();
         if !self.plan.cursor_type.is_time() {
             return self.ids.id_clock(settle).await;
         }
@@ -343,9 +349,29 @@ impl Source for PgSource {
         query::count(query::bind_text(&statement), &self.pool, "pending rows").await
     }
 
+    async fn estimate(&mut self, after: &Position, until: Until<'_>) -> Result<u64> {
+        // The planner's estimate, from the first line of the plan: `… (cost=… rows=N width=…)`.
+        // Its values written in, so that the plan is that of these values.
+        let statement = self.copy_keyset.filtered("EXPLAIN SELECT 1", after, until);
+        let row = sqlx::raw_sql(&statement.sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|err| Error::database("cannot estimate the pending rows", err))?;
+        let plan: String = row
+            .try_get(0)
+            .map_err(|err| Error::database("cannot estimate the pending rows", err))?;
+        Ok(planned_rows(&plan).unwrap_or(0))
+    }
+
     async fn read(&mut self, after: &Position, until: Until<'_>, limit: usize) -> Result<Page> {
-        let statement = self.copy_keyset.select(after, until, limit);
-        pg_copy::read_page(&self.pool, &statement.sql, &self.plan, &self.columns, limit).await
+        let reads = CopyReads {
+            pool: self.pool.clone(),
+            plan: Arc::clone(&self.plan),
+            keyset: Arc::clone(&self.copy_keyset),
+            columns: Arc::clone(&self.columns),
+            bound: Bound::of(until),
+        };
+        self.ahead.read(after, until, limit, reads).await
     }
 
     fn lag_seconds(&self, now: &str, cursor: &str) -> Option<f64> {
@@ -355,6 +381,15 @@ impl Source for PgSource {
     fn key_column(&self) -> &str {
         &self.plan.key_column
     }
+}
+
+/// The `rows=N` of a plan's first line.
+fn planned_rows(plan: &str) -> Option<u64> {
+    let rest = &plan[plan.find(" rows=")? + " rows=".len()..];
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..digits].parse().ok()
 }
 
 fn render_for(column: &CatalogColumn) -> Render {

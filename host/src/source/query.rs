@@ -1,14 +1,12 @@
-//! What every driver does the same way through sqlx: bind a keyset statement, count rows, and
-//! stream a page while each row is rendered, keeping only the last one for its position.
+//! What every driver does the same way through sqlx: bind a keyset statement, count rows,
+//! read a row's raw values.
 
-use futures_util::TryStreamExt;
 use sqlx::{Database, Executor, Pool};
 
 use super::keyset::{Keyset, Statement};
 use super::plan::Plan;
-use super::Page;
 use crate::error::{Error, Result};
-use crate::model::{Op, Position, Rows};
+use crate::model::Op;
 
 /// The pool a source reads through (see [`super::pools`]).
 pub(crate) async fn open_pool<DB: Database>(
@@ -69,36 +67,6 @@ where
     let count: i64 = sqlx::Row::try_get(&row, 0)
         .map_err(|err| Error::database(format!("cannot count {what}"), err))?;
     Ok(count.max(0) as u64)
-}
-
-/// Streams the rows of `query` into a page: `render` writes each row's JSON, `position` reads
-/// the last row's cursor and key. Only one row is held at a time besides the page's JSON.
-pub(crate) async fn read_page<'q, DB>(
-    query: Query<'q, DB>,
-    pool: &Pool<DB>,
-    table: &str,
-    limit: usize,
-    mut render: impl FnMut(&DB::Row, &mut Rows) -> Result<()>,
-    position: impl FnOnce(&DB::Row) -> Result<Position>,
-) -> Result<Page>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    <DB as Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-{
-    let mut stream = query.fetch(pool);
-    let mut rows = Rows::with_capacity(limit);
-    let mut last_row = None;
-    while let Some(row) = stream
-        .try_next()
-        .await
-        .map_err(|err| Error::database(format!("cannot read from {table:?}"), err))?
-    {
-        render(&row, &mut rows)?;
-        last_row = Some(row);
-    }
-    let last = last_row.as_ref().map(position).transpose()?;
-    Ok(Page { rows, last })
 }
 
 /// The raw value of column `index`, or an error that names it.

@@ -252,10 +252,17 @@ impl StateStore {
         assignments: &str,
         values: &[Bind<'_>],
     ) -> Result<()> {
-        // A transaction, so that the lease's fence (when the pipeline runs under one) is
-        // checked in the same transaction as the write it guards.
         let name = state.name.clone();
         let failed = |err| Error::database(format!("cannot checkpoint pipeline {name:?}"), err);
+        if state.fence.is_none() {
+            // One statement is atomic alone: BEGIN and COMMIT would be two more trips to
+            // sqlx's SQLite worker thread at every checkpoint (issue 13).
+            let mut connection = self.pool.acquire().await.map_err(failed)?;
+            return self
+                .update_on(&mut connection, state, assignments, values)
+                .await;
+        }
+        // The lease's fence is checked in the same transaction as the write it guards.
         let mut transaction = self.pool.begin().await.map_err(failed)?;
         self.update_on(&mut transaction, state, assignments, values)
             .await?;

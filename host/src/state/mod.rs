@@ -88,6 +88,9 @@ impl StateStore {
         })?;
         let pool = AnyPoolOptions::new()
             .max_connections(1)
+            // A file does not hang up: pinging SQLite before each use of the connection
+            // would only add a trip to its worker thread to every checkpoint (issue 13).
+            .test_before_acquire(!prefix.is_empty())
             .after_connect(|connection, _| {
                 Box::pin(async move {
                     if connection.backend_name() == "SQLite" {
