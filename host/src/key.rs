@@ -86,6 +86,13 @@ impl Key {
 /// for up to 2^31 keys).
 pub type Digests = BTreeMap<u32, (i64, i64)>;
 
+/// Digests as SQL returns them: `(range, count, sum)` rows.
+pub fn digests_from_rows(rows: Vec<(i64, i64, i64)>) -> Digests {
+    rows.into_iter()
+        .map(|(range, count, sum)| (range as u32, (count, sum)))
+        .collect()
+}
+
 /// The digest of one key's plain text, as the databases compute it in SQL.
 pub fn hash_text(text: &str) -> u32 {
     let digest = Md5::digest(text.as_bytes());
@@ -101,34 +108,46 @@ pub fn range_of(hash: u32, bits: u32) -> u32 {
 }
 
 /// The key column's value in a row object (as JSON), if the row shows it. Every checkpoint
-/// of a pipeline with an inventory reads each row's key, so the row is walked once, without
-/// building a map: the other values are skipped.
+/// of a pipeline with an inventory reads each row's key, so the row is read only up to its
+/// key (the first column, often): the walk stops there, without building a map. Rows are as
+/// the drivers wrote them, so the rest needs no checking.
 pub fn key_of_row(row: &[u8], column: &str) -> Option<Key> {
+    let found = std::cell::Cell::new(None);
     let mut deserializer = serde_json::Deserializer::from_slice(row);
-    let raw = serde::Deserializer::deserialize_map(&mut deserializer, ValueOf(column)).ok()??;
-    Key::from_json(raw.get())
+    // Stopping is an error to serde: the value found is kept aside, and a row that does not
+    // show the key (or is not an object) has none.
+    let _stopped = serde::Deserializer::deserialize_map(
+        &mut deserializer,
+        ValueOf {
+            name: column,
+            found: &found,
+        },
+    );
+    Key::from_json(found.get()?.get())
 }
 
-/// Finds the value of one member of a JSON object.
-struct ValueOf<'c>(&'c str);
+/// Finds the value of one member of a JSON object, and stops there.
+struct ValueOf<'c, 'de> {
+    name: &'c str,
+    found: &'c std::cell::Cell<Option<&'de RawValue>>,
+}
 
-impl<'de> serde::de::Visitor<'de> for ValueOf<'_> {
-    type Value = Option<&'de RawValue>;
+impl<'de> serde::de::Visitor<'de> for ValueOf<'_, 'de> {
+    type Value = ();
 
     fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
         formatter.write_str("a JSON object")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = None;
-        while let Some(is_it) = map.next_key_seed(NameIs(self.0))? {
-            match is_it && found.is_none() {
-                true => found = Some(map.next_value()?),
-                // The rest is read through too: the parser checks the object's end.
-                false => map.next_value::<serde::de::IgnoredAny>().map(drop)?,
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(is_it) = map.next_key_seed(NameIs(self.name))? {
+            if is_it {
+                self.found.set(Some(map.next_value()?));
+                return Err(serde::de::Error::custom("found"));
             }
+            map.next_value::<serde::de::IgnoredAny>()?;
         }
-        Ok(found)
+        Ok(())
     }
 }
 
