@@ -101,7 +101,7 @@ impl StateStore {
 
     /// Applies the logged key changes of the pipeline to its inventory, oldest first, and
     /// empties the log; returns how many keys changed. Each transaction takes log entries up
-    /// to about [`FOLD_KEYS`] keys, nets them (the last change of a key wins) and writes them
+    /// to about 50,000 keys, nets them (the last change of a key wins) and writes them
     /// sorted, so a check's reads of the inventory see every checkpoint before it.
     pub async fn fold_key_log(&self, pipeline: &str) -> Result<u64> {
         // On PostgreSQL the entries are locked while folded: a second process folding the
