@@ -112,6 +112,9 @@ pub fn range_of(hash: u32, bits: u32) -> u32 {
 /// key (the first column, often): the walk stops there, without building a map. Rows are as
 /// the drivers wrote them, so the rest needs no checking.
 pub fn key_of_row(row: &[u8], column: &str) -> Option<Key> {
+    if let Some(key) = leading_integer(row, column) {
+        return Some(key);
+    }
     let found = std::cell::Cell::new(None);
     let mut deserializer = serde_json::Deserializer::from_slice(row);
     // Stopping is an error to serde: the value found is kept aside, and a row that does not
@@ -124,6 +127,30 @@ pub fn key_of_row(row: &[u8], column: &str) -> Option<Key> {
         },
     );
     Key::from_json(found.get()?.get())
+}
+
+/// The key when it is the row's first member and an integer, as drivers write most rows
+/// (`{"id":7,…}`): read without a parser. `None` for anything else (another first member, a
+/// name that JSON escapes, another value), which the parser then reads.
+fn leading_integer(row: &[u8], column: &str) -> Option<Key> {
+    let name = column.as_bytes();
+    if name
+        .iter()
+        .any(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)
+    {
+        return None;
+    }
+    let rest = row
+        .strip_prefix(b"{\"")?
+        .strip_prefix(name)?
+        .strip_prefix(b"\":")?;
+    let end = rest.iter().position(|&byte| byte == b',' || byte == b'}')?;
+    let value = &rest[..end];
+    let digits = value.strip_prefix(b"-").unwrap_or(value);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Key::from_json(std::str::from_utf8(value).ok()?)
 }
 
 /// Finds the value of one member of a JSON object, and stops there.
@@ -194,6 +221,22 @@ mod tests {
             Some(Key::from_text("x", false))
         );
         assert_eq!(key_of_row(br#"{"id":3}"#, "code"), None);
+        // The first member, an integer, read without the parser; anything else through it.
+        assert_eq!(
+            key_of_row(br#"{"id":-12,"x":"a"}"#, "id"),
+            Some(Key::from_text("-12", true))
+        );
+        assert_eq!(key_of_row(br#"{"id":7}"#, "id"), Key::from_json("7"));
+        assert_eq!(key_of_row(br#"{"id":1.5}"#, "id"), Key::from_json("1.5"));
+        assert_eq!(
+            key_of_row(br#"{"idx":1,"id":2}"#, "id"),
+            Some(Key::from_text("2", true))
+        );
+        assert_eq!(
+            key_of_row(br#"{"id":"7","n":1}"#, "id"),
+            Some(Key::from_text("7", false))
+        );
+        assert_eq!(key_of_row(br#"{"id":}"#, "id"), None);
         assert_eq!(
             key_of_row(br#"{"a\"b":[1,{"c":2}],"k\u00e9":"v"}"#, "ké"),
             Some(Key::from_text("v", false))
