@@ -16,6 +16,7 @@
 # Environment:
 #   TIDEMARK_BENCH_POSTGRES_URL  database to use (default postgres://postgres@127.0.0.1:5432/test);
 #                                the script creates and finally drops schema tidemark_bench_deletes.
+#   TIDEMARK_BENCH_SCHEMA        that schema's name instead, so that two runs can share a server.
 #   TIDEMARK_BENCH_BATCH_SIZE    --batch-size (default 1000).
 #   CARGO_TARGET_DIR             honoured when locating the release binary.
 #
@@ -25,7 +26,7 @@ set -euo pipefail
 
 URL="${TIDEMARK_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 BATCH_SIZE="${TIDEMARK_BENCH_BATCH_SIZE:-1000}"
-SCHEMA=tidemark_bench_deletes
+SCHEMA="${TIDEMARK_BENCH_SCHEMA:-tidemark_bench_deletes}"
 TABLE="$SCHEMA.users"
 
 BENCH_NAME=deletes-postgres

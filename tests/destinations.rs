@@ -200,9 +200,55 @@ async fn run_until_quiet(host: &Host, server: &Server, args: &[String], max: usi
 // ---------------------------------------------------------------------------------------------
 // Webhook delivery
 
+/// Scenario: 20 users through the webhook with `--detect-deletes 0s`; ids 3, 11 and 20 are
+/// deleted from the table. The next run POSTs them as `{"op": "delete", "row": {"id": N}}`
+/// (the key alone), once each, in one batch of its own id; the run after that sends nothing.
+async fn detected_deletes_reach_the_webhook(backend: Backend) {
+    let Some((db, table, host)) = users(backend, 20).await else {
+        return;
+    };
+    let server = Server::accepting();
+    let args = webhook_args(
+        &host,
+        &server,
+        &["--detect-deletes", "0s", "--batch-size", "10"],
+    );
+    assert_exit(&host.run_once(&refs(&args)).await, 0, "first run");
+    assert_each_once(&delivered(&server.requests()), 1..=20);
+
+    db.execute(&format!("DELETE FROM {table} WHERE id IN (3, 11, 20)"))
+        .await;
+    assert_exit(
+        &host.run_once(&refs(&args)).await,
+        0,
+        "run after the deletes",
+    );
+    let requests = server.requests();
+    let deletes = &requests[2..];
+    assert_eq!(deletes.len(), 1, "one delete batch: {deletes:#?}");
+    let changes = delivered(deletes);
+    assert_each_once(&changes, [3, 11, 20]);
+    for (key, change) in &changes {
+        assert!(is_batch_id(key), "idempotency key {key:?}");
+        assert_eq!(
+            change,
+            &json!({"op": "delete", "row": {"id": row_id(change)}})
+        );
+    }
+    assert!(
+        !keys(&requests[..2]).contains(&changes[0].0),
+        "a batch id of its own"
+    );
+    let status = pipeline_status(&host).await.expect("the pipeline's status");
+    assert_eq!(status["deletes_detected"], 3, "{status}");
+
+    assert_exit(&host.run_once(&refs(&args)).await, 0, "run after that");
+    assert_eq!(server.request_count(), 3, "nothing more to send");
+}
+
 crate::support::on_databases!(
     [postgres => Postgres, mariadb => MariaDb, sqlite => Sqlite],
-    [webhook_delivers_every_row_with_its_batch_id]
+    [webhook_delivers_every_row_with_its_batch_id, detected_deletes_reach_the_webhook]
 );
 
 /// Scenario: 7 users in batches of 3 through the webhook, with a bearer token from a secret

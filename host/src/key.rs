@@ -86,6 +86,13 @@ impl Key {
 /// for up to 2^31 keys).
 pub type Digests = BTreeMap<u32, (i64, i64)>;
 
+/// Digests as SQL returns them: `(range, count, sum)` rows.
+pub fn digests_from_rows(rows: Vec<(i64, i64, i64)>) -> Digests {
+    rows.into_iter()
+        .map(|(range, count, sum)| (range as u32, (count, sum)))
+        .collect()
+}
+
 /// The digest of one key's plain text, as the databases compute it in SQL.
 pub fn hash_text(text: &str) -> u32 {
     let digest = Md5::digest(text.as_bytes());
@@ -101,34 +108,73 @@ pub fn range_of(hash: u32, bits: u32) -> u32 {
 }
 
 /// The key column's value in a row object (as JSON), if the row shows it. Every checkpoint
-/// of a pipeline with an inventory reads each row's key, so the row is walked once, without
-/// building a map: the other values are skipped.
+/// of a pipeline with an inventory reads each row's key, so the row is read only up to its
+/// key (the first column, often): the walk stops there, without building a map. Rows are as
+/// the drivers wrote them, so the rest needs no checking.
 pub fn key_of_row(row: &[u8], column: &str) -> Option<Key> {
+    if let Some(key) = leading_integer(row, column) {
+        return Some(key);
+    }
+    let found = std::cell::Cell::new(None);
     let mut deserializer = serde_json::Deserializer::from_slice(row);
-    let raw = serde::Deserializer::deserialize_map(&mut deserializer, ValueOf(column)).ok()??;
-    Key::from_json(raw.get())
+    // Stopping is an error to serde: the value found is kept aside, and a row that does not
+    // show the key (or is not an object) has none.
+    let _stopped = serde::Deserializer::deserialize_map(
+        &mut deserializer,
+        ValueOf {
+            name: column,
+            found: &found,
+        },
+    );
+    Key::from_json(found.get()?.get())
 }
 
-/// Finds the value of one member of a JSON object.
-struct ValueOf<'c>(&'c str);
+/// The key when it is the row's first member and an integer, as drivers write most rows
+/// (`{"id":7,…}`): read without a parser. `None` for anything else (another first member, a
+/// name that JSON escapes, another value), which the parser then reads.
+fn leading_integer(row: &[u8], column: &str) -> Option<Key> {
+    let name = column.as_bytes();
+    if name
+        .iter()
+        .any(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)
+    {
+        return None;
+    }
+    let rest = row
+        .strip_prefix(b"{\"")?
+        .strip_prefix(name)?
+        .strip_prefix(b"\":")?;
+    let end = rest.iter().position(|&byte| byte == b',' || byte == b'}')?;
+    let value = &rest[..end];
+    let digits = value.strip_prefix(b"-").unwrap_or(value);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Key::from_json(std::str::from_utf8(value).ok()?)
+}
 
-impl<'de> serde::de::Visitor<'de> for ValueOf<'_> {
-    type Value = Option<&'de RawValue>;
+/// Finds the value of one member of a JSON object, and stops there.
+struct ValueOf<'c, 'de> {
+    name: &'c str,
+    found: &'c std::cell::Cell<Option<&'de RawValue>>,
+}
+
+impl<'de> serde::de::Visitor<'de> for ValueOf<'_, 'de> {
+    type Value = ();
 
     fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
         formatter.write_str("a JSON object")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = None;
-        while let Some(is_it) = map.next_key_seed(NameIs(self.0))? {
-            match is_it && found.is_none() {
-                true => found = Some(map.next_value()?),
-                // The rest is read through too: the parser checks the object's end.
-                false => map.next_value::<serde::de::IgnoredAny>().map(drop)?,
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(is_it) = map.next_key_seed(NameIs(self.name))? {
+            if is_it {
+                self.found.set(Some(map.next_value()?));
+                return Err(serde::de::Error::custom("found"));
             }
+            map.next_value::<serde::de::IgnoredAny>()?;
         }
-        Ok(found)
+        Ok(())
     }
 }
 
@@ -175,6 +221,22 @@ mod tests {
             Some(Key::from_text("x", false))
         );
         assert_eq!(key_of_row(br#"{"id":3}"#, "code"), None);
+        // The first member, an integer, read without the parser; anything else through it.
+        assert_eq!(
+            key_of_row(br#"{"id":-12,"x":"a"}"#, "id"),
+            Some(Key::from_text("-12", true))
+        );
+        assert_eq!(key_of_row(br#"{"id":7}"#, "id"), Key::from_json("7"));
+        assert_eq!(key_of_row(br#"{"id":1.5}"#, "id"), Key::from_json("1.5"));
+        assert_eq!(
+            key_of_row(br#"{"idx":1,"id":2}"#, "id"),
+            Some(Key::from_text("2", true))
+        );
+        assert_eq!(
+            key_of_row(br#"{"id":"7","n":1}"#, "id"),
+            Some(Key::from_text("7", false))
+        );
+        assert_eq!(key_of_row(br#"{"id":}"#, "id"), None);
         assert_eq!(
             key_of_row(br#"{"a\"b":[1,{"c":2}],"k\u00e9":"v"}"#, "ké"),
             Some(Key::from_text("v", false))

@@ -61,6 +61,8 @@ pub struct Host {
     env: Vec<(String, String)>,
     /// A hosts file that every host this starts sees as `/etc/hosts` (see [`Host::resolve`]).
     hosts: Option<PathBuf>,
+    /// `--state` when not this host's own SQLite file (see [`Host::set_state`]).
+    state: Option<String>,
 }
 
 impl Host {
@@ -78,6 +80,7 @@ impl Host {
             seen: 0,
             env: Vec::new(),
             hosts: None,
+            state: None,
         }
     }
 
@@ -128,7 +131,16 @@ impl Host {
     }
 
     pub fn state_url(&self) -> String {
-        format!("sqlite://{}", self.dir().join("state.db").display())
+        match &self.state {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.dir().join("state.db").display()),
+        }
+    }
+
+    /// Keeps the state in the store at `url` (e.g. a PostgreSQL database) instead of this
+    /// host's own SQLite file.
+    pub fn set_state(&mut self, url: &str) {
+        self.state = Some(url.to_owned());
     }
 
     pub fn output_path(&self) -> PathBuf {

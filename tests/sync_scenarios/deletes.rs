@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::users;
 use crate::support::lines::{batches, Line};
+use crate::support::workers::ScratchDb;
 use crate::support::{at, Backend, Host, TestDb, Val};
 
 /// Checks on every run: a check at the end of each pass.
@@ -78,8 +79,48 @@ pub(super) async fn hard_deletes_arrive_once_each_and_nothing_else_comes_again(b
     let Some((db, table, mut host)) = users(backend).await else {
         return;
     };
+    deletes_arrive_once_each(&db, &table, &mut host).await;
+}
+
+/// The same with the state, and so the inventory, in a PostgreSQL state store
+/// (`--state postgres://…`), then the inventory of a pipeline that synced without it built
+/// there from the table.
+pub(super) async fn hard_deletes_with_a_postgres_state_store(backend: Backend) {
+    let Some((db, table, mut host)) = users(backend).await else {
+        return;
+    };
+    let Some(pg) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let state = ScratchDb::new(&pg, "tm_deletes_state").await;
+    host.set_state(state.url());
+    deletes_arrive_once_each(&db, &table, &mut host).await;
+
+    let mut enabled = Host::new(&db, &table);
+    enabled.set_state(state.url());
+    let args = ["--pipeline", "enabled", "--batch-size", "1000"];
+    db.insert_users(&table, (5001..=7500).map(|id| (id, Val::Ts(at(id)))))
+        .await;
+    assert_eq!(enabled.once(&args).await.len(), 2500);
+    let checked: Vec<&str> = [CHECK, &args[..]].concat();
+    assert!(
+        enabled.once(&checked).await.is_empty(),
+        "the inventory is built without delivering anything"
+    );
+    db.execute(&format!(
+        "DELETE FROM {table} WHERE id IN (5001, 6000, 7500)"
+    ))
+    .await;
+    let mut got = deleted(&enabled.once(&checked).await, "id");
+    got.sort();
+    assert_eq!(got, ["5001", "6000", "7500"]);
+}
+
+/// Deletes of single rows, a range, the first and last keys, then every row, checked on
+/// `host` (which reads `table` of `db`, empty).
+async fn deletes_arrive_once_each(db: &TestDb, table: &str, host: &mut Host) {
     // Enough keys for several ranges of digests.
-    db.insert_users(&table, (1..=3000).map(|id| (id, Val::Ts(at(id)))))
+    db.insert_users(table, (1..=3000).map(|id| (id, Val::Ts(at(id)))))
         .await;
     let first = host.once(&with_check(&["--batch-size", "500"])).await;
     assert_eq!(first.len(), 3000, "the first run delivers every row once");
@@ -126,6 +167,73 @@ pub(super) async fn hard_deletes_arrive_once_each_and_nothing_else_comes_again(b
         destination(&all, "id").is_empty(),
         "the destination ends empty"
     );
+}
+
+/// `char(n)` keys: PostgreSQL pads them with blanks (COPY, and so the rows, carry them),
+/// MariaDB trims them. Either way the table's keys match the rows' — kept by checkpoints and
+/// built from the table for a pipeline that synced without checks —, a check that finds
+/// nothing reads no range key by key, and a deleted key comes as its rows carried it.
+pub(super) async fn char_keys_match_the_rows_they_came_with(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let stamp = backend.column_sql(crate::support::Col::Stamp);
+    let codes = db.table("codes");
+    db.execute(&format!(
+        "CREATE TABLE {codes} (code CHAR(8) NOT NULL PRIMARY KEY, updated_at {stamp})"
+    ))
+    .await;
+    // Some codes shorter than 8, one with a tab (sorts before a blank), one full length.
+    let mut names: Vec<String> = (0..1500).map(|n| format!("k{n}")).collect();
+    names.extend(["k1\tx".to_owned(), "abcdefgh".to_owned()]);
+    let rows: Vec<Vec<Val>> = names
+        .iter()
+        .enumerate()
+        .map(|(n, code)| vec![Val::Text(code.clone()), Val::Ts(at(n as i64 % 40))])
+        .collect();
+    db.insert(&codes, &["code", "updated_at"], &rows).await;
+
+    let mut kept = Host::new(&db, &codes);
+    let mut built = Host::new(&db, &codes);
+    let kept_args = with_check(&["--batch-size", "100"]);
+    let first = kept.once(&kept_args).await;
+    assert_eq!(first.len(), names.len(), "each row once, no delete");
+    assert_eq!(
+        built.once(&["--batch-size", "100"]).await.len(),
+        names.len()
+    );
+    for host in [&mut kept, &mut built] {
+        assert!(
+            host.once(&with_check(&["--batch-size", "100"]))
+                .await
+                .is_empty(),
+            "nothing deleted, nothing delivered"
+        );
+        let status = host.status_json().await;
+        assert_eq!(status[0]["last_delete_check_ranges"], 0, "{status:?}");
+    }
+
+    db.execute(&format!(
+        "DELETE FROM {codes} WHERE code IN ('k7', 'k1\tx', 'abcdefgh')"
+    ))
+    .await;
+    // As the rows carried them: padded on PostgreSQL, trimmed on MariaDB and SQLite.
+    let mut expected: Vec<String> = upserted(&first, "code")
+        .into_iter()
+        .filter(|code| {
+            let code: String = serde_json::from_str(code).unwrap();
+            ["k7", "k1\tx", "abcdefgh"].contains(&code.trim_end())
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(expected.len(), 3);
+    for host in [&mut kept, &mut built] {
+        let run = host.once(&with_check(&["--batch-size", "100"])).await;
+        let mut got = deleted(&run, "code");
+        got.sort();
+        assert_eq!(got, expected);
+        assert_eq!(run.len(), 3, "the deletes alone");
+    }
 }
 
 /// A key deleted and inserted again between two checks, and one inserted again while a

@@ -62,6 +62,8 @@ on_each_database! {
         text_and_sparse_keys_are_deleted,
         enabling_on_a_synced_pipeline_delivers_nothing_again,
         kill_9_during_a_delete_batch_redelivers_it_with_its_id,
+        hard_deletes_with_a_postgres_state_store,
+        char_keys_match_the_rows_they_came_with,
     ],
     servers: [
         row_of_transaction_open_during_a_run_is_delivered_after_commit,

@@ -202,8 +202,12 @@ impl PgSource {
         }
 
         let key_info = &catalog[plan.key];
+        // Without the length, which would cut a longer value; `bpchar` compares as the
+        // column does (trailing blanks ignored) where `text` would compare the trimmed column
+        // with a padded value.
         let key_type = match key_info.type_name.as_str() {
-            "bpchar" | "varchar" => "text",
+            "bpchar" => "bpchar",
+            "varchar" => "text",
             _ => &key_info.formatted_type,
         };
         let cursor_type = match plan.cursor_type {

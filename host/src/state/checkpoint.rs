@@ -4,7 +4,8 @@
 use sqlx::AnyConnection;
 
 use super::accounting::{Accounting, Charge};
-use super::inventory::{DeleteChecks, KeyChanges};
+use super::inventory::DeleteChecks;
+use super::key_log::KeyLog;
 use super::{now_rfc3339, to_bigint, Bind, Identity, StateStore};
 use crate::error::{Error, Result};
 use crate::model::{Delivered, Position, Rows, Usage, Watermark};
@@ -161,7 +162,7 @@ impl StateStore {
         let keys = state
             .deletes
             .inventory
-            .then(|| KeyChanges::of_rows(rows, &state.identity.key));
+            .then(|| KeyLog::of_rows(rows, &state.identity.key));
         let rows = rows.len();
         let (phase, cursor, key) = encode(end);
         let batch = state.pending.as_ref().map(|pending| pending.id.clone());

@@ -1,14 +1,16 @@
 //! The inventory: the keys each pipeline has delivered, so that a delete check can find the
 //! ones the table no longer has (issue 14), and what those checks found.
 //!
-//! Each key is kept with its digest ([`crate::key`]); the primary key `(pipeline, hash,
-//! key_json)` orders the keys by digest, so the sum of the digests of a range of the digest
-//! space, and the keys of one range, are read from the index alone. The inventory moves with
-//! the checkpoint: [`StateStore::commit_batch`] adds the batch's keys (an upsert) and removes
-//! them (a delete) in the transaction that moves the watermark, and
-//! [`StateStore::commit_deletes`] removes the keys a delete batch delivered in the transaction
-//! that counts it. A pipeline's `inventory` column is set only once its inventory is complete
-//! ([`StateStore::finish_inventory`]); until then checkpoints leave the table alone.
+//! Each key is kept with its digest ([`crate::key`]), under the primary key `(pipeline,
+//! key_json)`: in key order, so that keys that grow (serial ids) are appended to the index.
+//! A check reads the inventory in two passes, one summing the digests of each range of the
+//! digest space and one for the keys of the ranges that differ. The inventory moves with the
+//! checkpoint: [`StateStore::commit_batch`] logs the batch's keys (an upsert adds one, a
+//! delete removes it) in the transaction that moves the watermark (`key_log.rs`), a check
+//! folds that log in first, and [`StateStore::commit_deletes`] removes the keys a delete
+//! batch delivered in the transaction that counts it. A pipeline's `inventory` column is set
+//! only once its inventory is complete ([`StateStore::finish_inventory`]); until then
+//! checkpoints log nothing.
 
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
@@ -16,12 +18,14 @@ use sqlx::AnyConnection;
 use super::accounting::Charge;
 use super::{column, now_rfc3339, to_bigint, Bind, PipelineState, StateStore};
 use crate::error::{Error, Result};
-use crate::key::{key_of_row, Digests, Key};
-use crate::model::{Delivered, Op, Rows, Usage};
+use crate::key::{digests_from_rows, Digests, Key};
+use crate::model::{Delivered, Usage};
 
-/// Keys written to the store in one statement: three values each, far below every
-/// database's limit on parameters.
-const CHUNK: usize = 500;
+/// Keys written to the store in one statement. They travel as one JSON parameter: with a
+/// parameter per key, sqlx's SQLite driver finds each by name in a list as long as the
+/// statement's (`sqlite3_bind_parameter_name`), which made 1,500 parameters cost more than
+/// the inserts themselves.
+const CHUNK: usize = 1000;
 
 /// What the delete checks of a pipeline found, for `host status` and the metrics.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -59,46 +63,41 @@ pub struct CheckReport {
     pub keys: u64,
 }
 
-/// The keys a batch of rows adds to and removes from the inventory.
+/// Keys to add to and remove from the inventory.
 #[derive(Debug, Default)]
 pub(super) struct KeyChanges {
-    added: Vec<Key>,
-    removed: Vec<Key>,
+    pub(super) added: Vec<Key>,
+    pub(super) removed: Vec<Key>,
 }
 
 impl KeyChanges {
-    /// The keys of `rows` in column `key_column`: an upsert adds its key, a delete removes
-    /// it. A row that does not show its key (it cannot: rows are as read) changes nothing.
-    pub(super) fn of_rows(rows: &Rows, key_column: &str) -> Self {
-        let mut changes = KeyChanges::default();
-        for (op, row) in rows.iter() {
-            let Some(key) = key_of_row(row, key_column) else {
-                continue;
-            };
-            match op {
-                Op::Upsert => changes.added.push(key),
-                Op::Delete => changes.removed.push(key),
-            }
-        }
-        changes
-    }
-
-    /// Writes the changes on `connection` (the checkpoint's transaction).
+    /// Writes the changes on `connection`, which may be inside a transaction.
     pub(super) async fn write(
         &self,
         store: &StateStore,
         connection: &mut AnyConnection,
         pipeline: &str,
     ) -> Result<()> {
+        // Each key as `[digest, key]`.
+        let rows = match store.is_sqlite() {
+            true => {
+                "SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]') \
+                 FROM json_each($2) WHERE true"
+            }
+            false => {
+                "SELECT $1, CAST(e->>0 AS BIGINT), e->>1 FROM json_array_elements(CAST($2 AS json)) e"
+            }
+        };
+        let sql = format!(
+            "INSERT INTO {}inventory (pipeline, hash, key_json) {rows} ON CONFLICT DO NOTHING",
+            store.prefix
+        );
         for chunk in self.added.chunks(CHUNK) {
-            let values = placeholders(chunk.len(), 2, "($1, ", ")");
-            let sql = format!(
-                "INSERT INTO {}inventory (pipeline, hash, key_json) VALUES {values} \
-                 ON CONFLICT DO NOTHING",
-                store.prefix
-            );
-            let query = bind_keys(sqlx::query(&sql).bind(pipeline), chunk);
-            query
+            let pairs: Vec<(u32, &str)> =
+                chunk.iter().map(|key| (key.hash(), key.json())).collect();
+            sqlx::query(&sql)
+                .bind(pipeline)
+                .bind(json_list(&pairs))
                 .execute(&mut *connection)
                 .await
                 .map_err(|err| inventory_error(pipeline, err))?;
@@ -113,40 +112,21 @@ impl KeyChanges {
 }
 
 impl StateStore {
-    /// [`StateStore::update`], together with `keys` in one transaction when there are any.
-    pub(super) async fn update_with_keys(
-        &self,
-        state: &mut PipelineState,
-        keys: Option<&KeyChanges>,
-        assignments: &str,
-        values: &[Bind<'_>],
-    ) -> Result<()> {
-        let Some(keys) = keys else {
-            return self.update(state, assignments, values).await;
-        };
-        let mut transaction = self.transaction(&state.name).await?;
-        keys.write(self, &mut transaction, &state.name).await?;
-        self.update_on(&mut transaction, state, assignments, values)
-            .await?;
-        transaction
-            .commit()
-            .await
-            .map_err(|err| inventory_error(&state.name, err))
-    }
-
     /// Starts the pipeline's inventory over, empty; checkpoints leave it alone until
     /// [`StateStore::finish_inventory`].
     pub async fn start_inventory(&self, state: &mut PipelineState) -> Result<()> {
         self.update(state, "inventory = NULL", &[]).await?;
         state.deletes.inventory = false;
-        sqlx::query(&format!(
-            "DELETE FROM {}inventory WHERE pipeline = $1",
-            self.prefix
-        ))
-        .bind(&state.name)
-        .execute(&self.pool)
-        .await
-        .map_err(|err| inventory_error(&state.name, err))?;
+        for table in ["inventory", "inventory_log"] {
+            sqlx::query(&format!(
+                "DELETE FROM {}{table} WHERE pipeline = $1",
+                self.prefix
+            ))
+            .bind(&state.name)
+            .execute(&self.pool)
+            .await
+            .map_err(|err| inventory_error(&state.name, err))?;
+        }
         Ok(())
     }
 
@@ -200,28 +180,48 @@ impl StateStore {
         .fetch_all(&self.pool)
         .await
         .map_err(|err| inventory_error(pipeline, err))?;
-        Ok(rows
-            .into_iter()
-            .map(|(range, count, sum)| (range as u32, (count, sum)))
-            .collect())
+        Ok(digests_from_rows(rows))
     }
 
-    /// The keys of one range of the digest space, in the index's order.
-    pub async fn inventory_keys(&self, pipeline: &str, bits: u32, range: u32) -> Result<Vec<Key>> {
+    /// Up to `limit` keys whose digests fall in `ranges` (of `2^bits`), after key `after`, in
+    /// the primary key's order. A check pages through the ranges that differ this way: one
+    /// pass over the inventory whatever the number of ranges, where a statement per range
+    /// would scan the pipeline's keys once per range (they are kept in key order, which makes
+    /// a checkpoint append to the index rather than write all over it).
+    pub async fn inventory_keys(
+        &self,
+        pipeline: &str,
+        (bits, ranges): (u32, &[u32]),
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<Key>> {
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
         let shift = 32 - bits.min(32);
-        let low = i64::from(range) << shift;
-        let high = (i64::from(range) + 1) << shift;
-        let keys: Vec<String> = sqlx::query_scalar(&format!(
-            "SELECT key_json FROM {}inventory WHERE pipeline = $1 AND hash >= $2 AND hash < $3 \
-             ORDER BY hash, key_json",
+        // Numbers this function formats itself: inlined, they need no parameter each.
+        let list = ranges
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let after_clause = match after {
+            Some(_) => "AND key_json > $2",
+            None => "",
+        };
+        let sql = format!(
+            "SELECT key_json FROM {}inventory WHERE pipeline = $1 {after_clause} \
+             AND (hash >> {shift}) IN ({list}) ORDER BY key_json LIMIT {limit}",
             self.prefix
-        ))
-        .bind(pipeline)
-        .bind(low)
-        .bind(high)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|err| inventory_error(pipeline, err))?;
+        );
+        let mut query = sqlx::query_scalar::<_, String>(&sql).bind(pipeline);
+        if let Some(after) = after {
+            query = query.bind(after.json());
+        }
+        let keys = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|err| inventory_error(pipeline, err))?;
         Ok(keys.into_iter().map(Key::stored).collect())
     }
 
@@ -361,10 +361,8 @@ impl StateStore {
     }
 
     /// Runs `head` (`{t}` for the table) followed by a match of `keys` of the pipeline: `$1`
-    /// is the pipeline, `$2` the optional `extra` value, then the keys' digests, then their
-    /// texts. A digest is a function of its key's text, so a row whose text is among the
-    /// keys has its digest among theirs: the two lists match exactly the keys, and the
-    /// digests let the primary key `(pipeline, hash, …)` find them.
+    /// is the pipeline, `$2` the optional `extra` value, then the keys' texts as one JSON
+    /// array, which the primary key `(pipeline, key_json)` finds one by one.
     async fn keys_statement(
         &self,
         connection: &mut AnyConnection,
@@ -373,41 +371,32 @@ impl StateStore {
         keys: &[Key],
         extra: Option<&str>,
     ) -> Result<()> {
-        let first = if extra.is_some() { 3 } else { 2 };
-        let list = |from: usize| {
-            (from..from + keys.len())
-                .map(|at| format!("${at}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+        let list = if extra.is_some() { "$3" } else { "$2" };
+        let list = match self.is_sqlite() {
+            true => format!("SELECT value FROM json_each({list})"),
+            false => format!("SELECT json_array_elements_text(CAST({list} AS json))"),
         };
-        // `key_json || ''` keeps the key list out of the index lookup: with both lists on the
-        // primary key (pipeline, hash, key_json) SQLite probes their cross product (500 × 500,
-        // 0.39 s a statement on a 1M-key inventory against 2 ms). Exact all the same: a key's
-        // digest is a function of the key.
         let sql = format!(
-            "{} pipeline = $1 AND hash IN ({}) AND (key_json || '') IN ({})",
+            "{} pipeline = $1 AND key_json IN ({list})",
             head.replace("{t}", &format!("{}inventory", self.prefix)),
-            list(first),
-            list(first + keys.len())
         );
         let mut query = sqlx::query(&sql).bind(pipeline);
         if let Some(extra) = extra {
             query = query.bind(extra);
         }
-        for key in keys {
-            query = query.bind(i64::from(key.hash()));
-        }
-        for key in keys {
-            query = query.bind(key.json());
-        }
+        let texts: Vec<&str> = keys.iter().map(Key::json).collect();
         query
+            .bind(json_list(&texts))
             .execute(&mut *connection)
             .await
             .map_err(|err| inventory_error(pipeline, err))?;
         Ok(())
     }
 
-    async fn transaction(&self, pipeline: &str) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+    pub(super) async fn transaction(
+        &self,
+        pipeline: &str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         self.pool
             .begin()
             .await
@@ -415,28 +404,13 @@ impl StateStore {
     }
 }
 
-/// `count` groups of two placeholders numbered from `first`, each as `open$i, $j close`.
-fn placeholders(count: usize, first: usize, open: &str, close: &str) -> String {
-    (0..count)
-        .map(|index| {
-            let at = first + 2 * index;
-            format!("{open}${at}, ${}{close}", at + 1)
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+/// `items` as a JSON array, the text of one parameter.
+fn json_list<T: serde::Serialize>(items: &[T]) -> String {
+    // Numbers and strings only: serializing them cannot fail.
+    serde_json::to_string(items).unwrap_or_default()
 }
 
-fn bind_keys<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    keys: &'q [Key],
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    for key in keys {
-        query = query.bind(i64::from(key.hash())).bind(key.json());
-    }
-    query
-}
-
-fn inventory_error(pipeline: &str, err: sqlx::Error) -> Error {
+pub(super) fn inventory_error(pipeline: &str, err: sqlx::Error) -> Error {
     Error::database(
         format!("cannot update the key inventory of pipeline {pipeline:?}"),
         err,

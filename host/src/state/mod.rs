@@ -12,6 +12,7 @@ mod checkpoint;
 mod dead_letters;
 mod file;
 mod inventory;
+mod key_log;
 mod leases;
 mod schema;
 

@@ -191,6 +191,26 @@ const MIGRATIONS: &[Migration] = &[
             ),
         ],
     },
+    // Hard deletes: a checkpoint logs its batch's keys as one row of `inventory_log` (folded
+    // into `inventory` before a check) instead of a row of `inventory` per key; a pending
+    // delete batch is found through a partial index rather than a pass over the inventory.
+    Migration {
+        version: 7,
+        statements: &[
+            Statement::Both(
+                "CREATE TABLE IF NOT EXISTS {p}inventory_log (
+                    pipeline TEXT NOT NULL,
+                    seq BIGINT NOT NULL,
+                    changes TEXT NOT NULL,
+                    PRIMARY KEY (pipeline, seq)
+                )",
+            ),
+            Statement::Both(
+                "CREATE INDEX IF NOT EXISTS inventory_pending ON {p}inventory \
+                 (pipeline, pending_batch) WHERE pending_batch IS NOT NULL",
+            ),
+        ],
+    },
 ];
 
 /// The PostgreSQL advisory lock held while a store is migrated.

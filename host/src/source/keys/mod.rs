@@ -13,7 +13,10 @@ mod sqlite;
 
 use std::collections::HashSet;
 
-use super::AnySource;
+use sqlx::{Database, Executor, Pool, Row};
+
+use super::keyset::Statement;
+use super::{query, AnySource};
 use crate::error::Result;
 use crate::key::{Digests, Key};
 use crate::model::Position;
@@ -88,6 +91,80 @@ pub(crate) fn digests_of<'a>(keys: impl IntoIterator<Item = &'a Key>, bits: u32)
         entry.1 += i64::from(hash);
     }
     digests
+}
+
+/// The digests a statement that sums them in SQL returns (`range, count, sum` rows).
+async fn summed_digests<DB>(pool: &Pool<DB>, table: &str, sql: &str) -> Result<(Digests, u64)>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> <DB as Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    (i64, i64, i64): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(sql)
+        .fetch_all(pool)
+        .await
+        .map_err(|err| keys_error(table, err))?;
+    Ok((crate::key::digests_from_rows(rows), 0))
+}
+
+/// A statement that returns keys as text, for [`present_texts`] to bind.
+type TextQuery<'q, DB> = sqlx::query::QueryScalar<'q, DB, String, <DB as Database>::Arguments<'q>>;
+
+/// Which of `keys` the table holds, for the drivers whose SQL renders a key as text
+/// (PostgreSQL, MariaDB): `sql(n)` is the statement for `n` keys, `bind` gives it their plain
+/// texts, and it returns the texts of those found. `number`: the key column holds integers.
+async fn present_texts<DB>(
+    pool: &Pool<DB>,
+    (table, number): (&str, bool),
+    keys: &[Key],
+    sql: impl Fn(usize) -> String,
+    bind: impl for<'q> Fn(TextQuery<'q, DB>, &'q [String]) -> TextQuery<'q, DB>,
+) -> Result<HashSet<Key>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> <DB as Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    (String,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let mut present = HashSet::new();
+    for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+        let texts: Vec<String> = chunk.iter().map(Key::plain).collect();
+        let sql = sql(chunk.len());
+        let found = bind(sqlx::query_scalar(&sql), &texts)
+            .fetch_all(pool)
+            .await
+            .map_err(|err| keys_error(table, err))?;
+        present.extend(found.iter().map(|text| Key::from_text(text, number)));
+    }
+    Ok(present)
+}
+
+/// The keys `statement` ([`super::keyset::Keyset::delivered_keys`]) returns as text, for the
+/// drivers whose SQL renders a key as text.
+async fn delivered_texts<DB>(
+    pool: &Pool<DB>,
+    (table, number): (&str, bool),
+    statement: &Statement<'_>,
+) -> Result<Vec<Key>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> <DB as Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> String: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    let rows = query::bind_text(statement)
+        .fetch_all(pool)
+        .await
+        .map_err(|err| keys_error(table, err))?;
+    rows.iter()
+        .map(|row| {
+            let text: String = row.try_get(0).map_err(|err| keys_error(table, err))?;
+            Ok(Key::from_text(&text, number))
+        })
+        .collect()
 }
 
 /// The error of a statement a check ran on the table.

@@ -2,14 +2,11 @@
 
 use std::collections::HashSet;
 
-use sqlx::Row;
-
-use super::{keys_error, TableKeys};
+use super::{delivered_texts, present_texts, summed_digests, TableKeys};
 use crate::error::Result;
 use crate::key::{Digests, Key};
 use crate::model::Position;
 use crate::source::mysql::{MySqlSource, Render};
-use crate::source::query;
 
 impl MySqlSource {
     fn key_text(&self) -> String {
@@ -37,40 +34,24 @@ impl TableKeys for MySqlSource {
              FROM (SELECT {hash} AS h FROM {}) s GROUP BY 1",
             self.keyset.table
         );
-        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(&sql)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|err| keys_error(&self.plan.table, err))?;
-        let digests = rows
-            .into_iter()
-            .map(|(range, count, sum)| (range as u32, (count, sum)))
-            .collect();
-        Ok((digests, 0))
+        summed_digests(&self.pool, &self.plan.table, &sql).await
     }
 
     async fn present_keys(&mut self, keys: &[Key]) -> Result<HashSet<Key>> {
-        let number = self.key_is_number();
-        let mut present = HashSet::new();
-        for chunk in keys.chunks(super::KEYS_PER_STATEMENT) {
-            let params = vec![self.keyset.key_param.replace("{}", "?"); chunk.len()].join(", ");
-            let sql = format!(
+        let sql = |count: usize| {
+            let params = vec![self.keyset.key_param.replace("{}", "?"); count].join(", ");
+            format!(
                 "SELECT {} FROM {} WHERE {} IN ({params})",
                 self.key_text(),
                 self.keyset.table,
                 self.keyset.key
-            );
-            let texts: Vec<String> = chunk.iter().map(Key::plain).collect();
-            let mut statement = sqlx::query_scalar::<_, String>(&sql);
-            for text in &texts {
-                statement = statement.bind(text);
-            }
-            let found = statement
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|err| keys_error(&self.plan.table, err))?;
-            present.extend(found.iter().map(|text| Key::from_text(text, number)));
-        }
-        Ok(present)
+            )
+        };
+        let table = (self.plan.table.as_str(), self.key_is_number());
+        present_texts(&self.pool, table, keys, sql, |query, texts| {
+            texts.iter().fold(query, |query, text| query.bind(text))
+        })
+        .await
     }
 
     async fn delivered_keys(
@@ -83,18 +64,7 @@ impl TableKeys for MySqlSource {
         let statement =
             self.keyset
                 .delivered_keys(&self.key_text(), through, after.as_deref(), limit);
-        let rows = query::bind_text(&statement)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|err| keys_error(&self.plan.table, err))?;
-        let number = self.key_is_number();
-        rows.iter()
-            .map(|row| {
-                let text: String = row
-                    .try_get(0)
-                    .map_err(|err| keys_error(&self.plan.table, err))?;
-                Ok(Key::from_text(&text, number))
-            })
-            .collect()
+        let table = (self.plan.table.as_str(), self.key_is_number());
+        delivered_texts(&self.pool, table, &statement).await
     }
 }

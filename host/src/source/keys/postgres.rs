@@ -2,20 +2,22 @@
 
 use std::collections::HashSet;
 
-use sqlx::Row;
-
-use super::{keys_error, TableKeys};
+use super::{delivered_texts, present_texts, summed_digests, TableKeys};
 use crate::error::Result;
 use crate::key::{Digests, Key};
 use crate::model::Position;
 use crate::source::pg_copy::Render;
 use crate::source::postgres::PgSource;
-use crate::source::query;
 
 impl PgSource {
-    /// The key as text: digits, a UUID's canonical form, the text itself.
+    /// The key as text, as the rows carry it: digits, a UUID's canonical form, the text
+    /// itself. `concat` renders a `char(n)` with its padding, as COPY does, where `::text`
+    /// would trim it and no key would match its row's.
     fn key_text(&self) -> String {
-        format!("{}::text", self.keyset.key)
+        match self.key_is_number() {
+            true => format!("{}::text", self.keyset.key),
+            false => format!("concat({})", self.keyset.key),
+        }
     }
 
     fn key_is_number(&self) -> bool {
@@ -36,15 +38,7 @@ impl TableKeys for PgSource {
              GROUP BY 1",
             self.keyset.table
         );
-        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(&sql)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|err| keys_error(&self.plan.table, err))?;
-        let digests = rows
-            .into_iter()
-            .map(|(range, count, sum)| (range as u32, (count, sum)))
-            .collect();
-        Ok((digests, 0))
+        summed_digests(&self.pool, &self.plan.table, &sql).await
     }
 
     async fn present_keys(&mut self, keys: &[Key]) -> Result<HashSet<Key>> {
@@ -55,18 +49,15 @@ impl TableKeys for PgSource {
             self.keyset.table,
             self.keyset.key
         );
-        let number = self.key_is_number();
-        let mut present = HashSet::new();
-        for chunk in keys.chunks(super::KEYS_PER_STATEMENT) {
-            let texts: Vec<String> = chunk.iter().map(Key::plain).collect();
-            let found: Vec<String> = sqlx::query_scalar(&sql)
-                .bind(texts)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|err| keys_error(&self.plan.table, err))?;
-            present.extend(found.iter().map(|text| Key::from_text(text, number)));
-        }
-        Ok(present)
+        let table = (self.plan.table.as_str(), self.key_is_number());
+        present_texts(
+            &self.pool,
+            table,
+            keys,
+            |_| sql.clone(),
+            |query, texts| query.bind(texts),
+        )
+        .await
     }
 
     async fn delivered_keys(
@@ -79,14 +70,7 @@ impl TableKeys for PgSource {
         let statement =
             self.keyset
                 .delivered_keys(&self.key_text(), through, after.as_deref(), limit);
-        let rows = query::bind_text(&statement)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|err| keys_error(&self.plan.table, err))?;
-        let number = self.key_is_number();
-        Ok(rows
-            .iter()
-            .map(|row| Key::from_text(row.get::<&str, _>(0), number))
-            .collect())
+        let table = (self.plan.table.as_str(), self.key_is_number());
+        delivered_texts(&self.pool, table, &statement).await
     }
 }
