@@ -326,8 +326,11 @@ mod tests {
     use super::*;
     use crate::model::Rows;
 
+    /// Rows as their minified bytes and where each ends.
+    type Read = (Vec<u8>, Vec<(Op, usize)>);
+
     /// What the one pass made of `text`, if it read it.
-    fn scanned(text: &str) -> Option<(Vec<u8>, Vec<(Op, usize)>)> {
+    fn scanned(text: &str) -> Option<Read> {
         let (mut data, mut ends) = (b"kept".to_vec(), Vec::new());
         let read = plain_rows(text.as_bytes(), &mut data, &mut ends);
         if !read {
@@ -342,7 +345,7 @@ mod tests {
     }
 
     /// The general reading of `text`, which the one pass must agree with.
-    fn general(text: &str) -> Option<(Vec<u8>, Vec<(Op, usize)>)> {
+    fn general(text: &str) -> Option<Read> {
         let rows = Rows::general_from_json_array(text).ok()?;
         Some((rows.data, rows.ends))
     }
