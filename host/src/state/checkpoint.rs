@@ -256,8 +256,7 @@ impl StateStore {
         let name = state.name.clone();
         let failed = |err| Error::database(format!("cannot checkpoint pipeline {name:?}"), err);
         if state.fence.is_none() {
-            // One statement is atomic alone: BEGIN and COMMIT would be two more trips to
-            // sqlx's SQLite worker thread at every checkpoint (issue 13).
+            // One statement is atomic alone: no BEGIN/COMMIT trips to sqlx's SQLite worker.
             let mut connection = self.pool.acquire().await.map_err(failed)?;
             return self
                 .update_on(&mut connection, state, assignments, values)
