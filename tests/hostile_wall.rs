@@ -104,6 +104,10 @@ async fn guests_waiting_in_host_calls_stop_at_their_deadline_and_free_their_perm
         &pipelines,
     );
 
+    // Compiled first, so that the healthy tenant's bound times the host, not cold compiles.
+    tenants
+        .warm(&["passthrough", "guest_sleep_forever", "guest_hostile_http"])
+        .await;
     let mut running = tenants.spawn(&[]);
     let slowest = tenants
         .healthy_starts_and_keeps_moving(&mut running, &db, &healthy, 4, Duration::from_millis(300))
@@ -235,6 +239,8 @@ async fn request_bodies_and_requests_per_batch_are_capped() {
         ],
     );
 
+    // Compiled first, so that the healthy tenant's bound times the host, not cold compiles.
+    tenants.warm(&["passthrough", "guest_hostile_http"]).await;
     let mut running = tenants.spawn(&[]);
     let slowest = tenants
         .healthy_starts_and_keeps_moving(&mut running, &db, &healthy, 4, Duration::from_millis(300))
@@ -443,6 +449,14 @@ async fn unread_response_bodies_keep_their_slots() {
         ],
     );
 
+    // Compiled first, so that the healthy tenant's bound times the host, not cold compiles.
+    tenants
+        .warm(&[
+            "passthrough",
+            "guest_hostile_http",
+            "guest_concurrent_requests",
+        ])
+        .await;
     let mut running = tenants.spawn(&[]);
     let slowest = tenants
         .healthy_starts_and_keeps_moving(&mut running, &db, &healthy, 3, Duration::from_millis(300))
