@@ -8,10 +8,11 @@
 #   bench_count "${BASH_SOURCE[0]}" ROWS 1000 "$@"      # -h/--help, or count=ROWS
 #   prepare_bench tidemark-name --postgres psql cargo  # tools, server, temp dir, host
 #
-# Gives: die, note, psql_q, require_tools, require_postgres, bench_count, prepare_bench,
-# make_tmp (a temp dir that is removed, with the schema, on exit, after the commands in
-# at_exit), build_host (sets target_dir and host), time_host (one timed `host run --once` with
-# its peak RSS), record_result (for bench/throughput.sh), and the tables of several benchmarks.
+# Gives: die, note, psql_q, require_tools, require_postgres, bench_help, bench_count,
+# prepare_bench, make_tmp (a temp dir that is removed, with the schema, on exit, after the
+# commands in at_exit), build_host (sets target_dir and host), time_host (one timed
+# `host run --once` with its peak RSS), record_result (for bench/throughput.sh), and the
+# tables of several benchmarks.
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -127,15 +128,20 @@ require_tools() {
 bench_count() {
     local script=$1 what=$2 default=$3
     shift 3
-    case "${1:-}" in
-        -h | --help)
-            print_usage "$script"
-            exit 0
-            ;;
-    esac
+    bench_help "$script" "$@"
     [[ $# -le 1 ]] || die "too many arguments (usage: $script [$what])"
     count="${1:-$default}"
     require_positive "$what" "$count"
+}
+
+# bench_help SCRIPT [ARG...]: prints SCRIPT's usage and exits when ARG is -h or --help.
+bench_help() {
+    case "${2:-}" in
+        -h | --help)
+            print_usage "$1"
+            exit 0
+            ;;
+    esac
 }
 
 # require_positive NAME VALUE: stops unless VALUE is a positive integer.

@@ -48,11 +48,7 @@ if [[ "${1:-}" == "--fault-isolation" ]]; then
     mode=faults
     shift
 fi
-case "${1:-}" in -h | --help)
-    print_usage "${BASH_SOURCE[0]}"
-    exit 0
-    ;;
-esac
+bench_help "${BASH_SOURCE[0]}" "$@"
 if [[ $mode == many ]]; then ROWS="${1:-2000}"; else ROWS="${1:-50000}"; fi
 for n in "$ROWS" "$PG_PIPELINES" "$SQLITE_PIPELINES" "$MAX_IN_FLIGHT" "$BATCH_SIZE"; do
     [[ "$n" =~ ^[0-9]+$ ]] || die "'$n' is not a number (usage: $0 [--fault-isolation] [ROWS])"

@@ -19,28 +19,15 @@
 # Builds the release host and the guests (scripts/build-guests) first.
 set -euo pipefail
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo"
-
 BENCH_NAME=poison
 # shellcheck source=bench/common.sh
-source "$repo/bench/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-case "${1:-}" in
-    -h | --help)
-        print_usage "${BASH_SOURCE[0]}"
-        exit 0
-        ;;
-esac
+bench_help "${BASH_SOURCE[0]}" "$@"
 [[ $# -eq 0 ]] || die "no arguments expected (usage: $0)"
 RUNS="${RUNS:-3}"
-[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "RUNS '$RUNS' is not a positive integer"
-require_tools sqlite3 cargo python3
-
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/tidemark-bench-poison.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
-
-build_host
+require_positive RUNS "$RUNS"
+prepare_bench tidemark-bench-poison sqlite3 cargo python3
 build_guests
 modules="$target_dir/wasm32-wasip2/release"
 for name in guest_reject_rows guest_poison_row mask_pii; do
