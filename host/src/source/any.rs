@@ -92,6 +92,7 @@ macro_rules! delegate {
         }
     };
 }
+pub(super) use delegate;
 
 impl Source for AnySource {
     async fn null_cursor_count(&mut self) -> Result<u64> {

@@ -15,6 +15,7 @@ use std::collections::HashSet;
 
 use sqlx::{Database, Executor, Pool, Row};
 
+use super::any::delegate;
 use super::keyset::Statement;
 use super::{query, AnySource};
 use crate::error::Result;
@@ -47,17 +48,6 @@ pub trait TableKeys: Send {
         after: Option<&Key>,
         limit: usize,
     ) -> impl std::future::Future<Output = Result<Vec<Key>>> + Send;
-}
-
-/// Runs the same expression on whichever source is inside.
-macro_rules! delegate {
-    ($self:expr, $source:ident => $body:expr) => {
-        match $self {
-            AnySource::Postgres($source) => $body,
-            AnySource::MySql($source) => $body,
-            AnySource::Sqlite($source) => $body,
-        }
-    };
 }
 
 impl TableKeys for AnySource {
