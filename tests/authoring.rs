@@ -169,6 +169,79 @@ async fn host_test_expect_compares_the_output_rows() {
     );
 }
 
+/// Scenario: a transform that fails its batch because of two of its rows (a fatal answer on
+/// rows 4 and 13 of 20, and a trap on row 7 of the 0.1 fixture). `host test` still exits 1
+/// with the module's message, and says which rows `host run` would park: it splits the batch
+/// as `host run` does, so the user learns the rows at fault without a database. A transform
+/// that fails an empty batch too is not about rows: the hint says `host run` would stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_test_names_the_rows_host_run_would_park() {
+    let host = Host::scratch();
+    let rows: Value = (1..=20).map(|id| json!({"id": id})).collect();
+
+    let args = with_modules(&host, &["guest_reject_rows"], &["--set", "fatal_on=4,13"]);
+    let outcome = host_test(&host, &rows, &args).await;
+    assert_eq!(
+        outcome.code(),
+        Some(1),
+        "a fatal answer on two rows: {outcome}"
+    );
+    assert_mentions(
+        &outcome.stderr,
+        "host test's log",
+        &[
+            "guest_reject_rows fails row 3 alone: {\"op\":\"upsert\",\"row\":{\"id\":4}}",
+            "guest_reject_rows fails row 12 alone: {\"op\":\"upsert\",\"row\":{\"id\":13}}",
+            "host run would park the 2 row(s) of 20 listed above",
+        ],
+    );
+    assert_mentions(
+        error_report(&outcome),
+        "host test's error",
+        &["guest_reject_rows answered fatal for batch test-batch"],
+    );
+    assert!(
+        !outcome.stderr.contains("fails row 0 alone"),
+        "only the rows at fault are named: {outcome}"
+    );
+    assert!(
+        outcome.stdout.is_empty(),
+        "host test printed rows: {outcome}"
+    );
+
+    let args = with_modules(
+        &host,
+        &["guest_poison_row"],
+        &["--set", "poison=7", "--set", "how=trap"],
+    );
+    let outcome = host_test(&host, &rows, &args).await;
+    assert_eq!(outcome.code(), Some(1), "a trap on one row: {outcome}");
+    assert_mentions(
+        &outcome.stderr,
+        "host test's log",
+        &[
+            "guest_poison_row fails row 6 alone",
+            "host run would park the 1 row(s) of 20",
+        ],
+    );
+
+    let args = with_modules(&host, &["guest_reject_rows"], &["--set", "fail=fatal"]);
+    let outcome = host_test(&host, &rows, &args).await;
+    assert_eq!(outcome.code(), Some(1), "fatal on every batch: {outcome}");
+    assert_mentions(
+        error_report(&outcome),
+        "host test's error",
+        &[
+            "host run would stop the pipeline, not park a row",
+            "fails even an empty batch",
+        ],
+    );
+    assert!(
+        !outcome.stderr.contains("alone:"),
+        "no row is named: {outcome}"
+    );
+}
+
 /// Scenario: the first mistakes with a module file. A path that does not exist is input to
 /// fix (exit 2, as the README says), for `host run` and `host check` alike; a source file, an
 /// `.rlib` and a core module are each refused with what they are and how to build a component.
@@ -269,8 +342,9 @@ async fn paths_in_a_pipelines_file_are_read_from_its_folder() {
 }
 
 /// Scenario: the run log adds up. Three rows through the webhook, which rejects one: the pass
-/// line says read 3, passed on 2, rejected 1. Rows newer than `--settle` are not passed over
-/// in silence: the log says how many wait, and when the first is due.
+/// line says read 3, passed on 2, rejected 1. A batch handed on again after a kill -9 is
+/// counted as redelivered. Rows newer than `--settle` are not passed over in silence: the log
+/// says how many wait, and when the first is due.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_log_counts_what_each_pass_did() {
     let (_db, host) = sqlite_users(3).await;
@@ -291,6 +365,23 @@ async fn the_run_log_counts_what_each_pass_did() {
         &outcome.stderr,
         "the run's log",
         &["read 3 rows in 1 batch, passed on 2, rejected 1"],
+    );
+
+    // Killed after its second batch was handed on, before that batch's checkpoint: the next
+    // pass hands those rows on again, under the same batch id, and says so.
+    let (_db, host) = sqlite_users(5).await;
+    let mut running = host.spawn(
+        &["--once", "--batch-size", "2"],
+        Some("after_deliver=wait@2"),
+    );
+    running.reached("after_deliver", 2).await;
+    running.kill9().await;
+    let outcome = host.run_once(&["--batch-size", "2"]).await;
+    assert_eq!(outcome.code(), Some(0), "{outcome}");
+    assert_mentions(
+        &outcome.stderr,
+        "the log of the run after kill -9",
+        &["read 3 rows in 2 batches, passed on 3, rejected 0 (2 of them redelivered"],
     );
 
     let (_db, host) = sqlite_users(2).await;

@@ -118,7 +118,7 @@ async fn transform_passes_its_own_test(lang: &str, command: &str, path: Option<&
 /// Each template (contract 0.2.0) rejects a row whose email is no address, with its reason,
 /// while the other rows go on (exit 0); a row without "id" fails the batch as `fatal`: exit 1
 /// with the message, the module and the batch, and the JavaScript stack or the Python
-/// traceback, and a hint that `host run` would park that row.
+/// traceback, and the row that `host run` would park.
 async fn rejects_and_fails_as_contract_0_2_says(host: &Host, dir: &Path, wasm: &Path, lang: &str) {
     std::fs::write(
         dir.join("rows.json"),
@@ -146,7 +146,7 @@ async fn rejects_and_fails_as_contract_0_2_says(host: &Host, dir: &Path, wasm: &
     let mut mentions = vec![
         fatal.as_str(),
         "a row has no \"id\" column",
-        "hint: host run would park the rows the transform fails on alone",
+        "host run would park the 1 row(s) of 1 listed above",
     ];
     match lang {
         "js" => mentions.push("app.js:"),
@@ -154,6 +154,13 @@ async fn rejects_and_fails_as_contract_0_2_says(host: &Host, dir: &Path, wasm: &
         _ => {}
     }
     assert_mentions(error_report(&failed), "the template's error", &mentions);
+    assert_mentions(
+        &failed.stderr,
+        "host test's log",
+        &[&format!(
+            "sample_{lang} fails row 0 alone: {{\"op\":\"upsert\",\"row\":{{\"name\":\"no id\"}}}}"
+        )],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

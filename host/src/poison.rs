@@ -252,7 +252,7 @@ impl<O: Output> Search<'_, O> {
         }
         tracing::warn!(
             "{}: module {} failed batch {} as a whole: {} of its {count} rows fail alone and \
-             are parked as dead letters, the others went on ({calls} calls in {:.1?})",
+             are set aside, the others go on ({calls} calls in {:.1?})",
             self.pipeline,
             task.module,
             task.id,

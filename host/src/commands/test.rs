@@ -20,7 +20,10 @@ use crate::config::ModulesConfig;
 use crate::error::{Error, ErrorKind};
 use crate::model::{self, Rows};
 use crate::output::{JsonLines, Output};
+use crate::poison;
+use crate::retry::RetryPolicy;
 use crate::runtime::chain::Chain;
+use crate::shutdown::Shutdown;
 
 /// How many differences `--expect` lists before it stops counting them one by one.
 const SHOWN_DIFFERENCES: usize = 20;
@@ -68,14 +71,13 @@ pub async fn run(mut args: TestArgs) -> anyhow::Result<()> {
             call.usage.peak_memory as f64 / (1 << 20) as f64
         );
     }
+    let result = match result {
+        Err(err) if err.kind().may_be_a_row() => Err(rows_at_fault(&mut chain, batch, err).await),
+        result => result,
+    };
     let delivered = result.map_err(|err| match err.kind() {
         ErrorKind::RetryLater => err.with_hint(
             "host run would offer the same batch again later (--max-retries, --retry-backoff), then stop",
-        ),
-        ErrorKind::TransformFatal => err.with_hint(
-            "host run would park the rows the transform fails on alone as dead letters and deliver \
-             the others (--on-poison park); it stops when the transform fails an empty batch or \
-             every row",
         ),
         _ => err,
     })?;
@@ -102,6 +104,89 @@ pub async fn run(mut args: TestArgs) -> anyhow::Result<()> {
         compare(&output, &envelopes(&expected), path)?;
     }
     Ok(())
+}
+
+/// What `host run` would do with a batch a module failed: the batch is split as poison
+/// isolation splits it (the same calls under the same limits, none retried), and the rows the
+/// module fails on alone are listed; the error says that `host run` would park them, or why
+/// it would stop instead. `host test` fails either way: a gate must not pass a module that
+/// fails on rows it will be given.
+async fn rows_at_fault(chain: &mut Chain, batch: model::Batch<'_>, err: Error) -> Error {
+    let Some(failure) = chain.take_failure() else {
+        return err;
+    };
+    let module = failure.module.clone();
+    let received = failure.input.len();
+    // The search consumes an error to return when no row is at fault; the user sees `err`.
+    let stand_in = Error::new(err.kind(), format!("{err:#}"));
+    let policy = RetryPolicy {
+        max_retries: 0,
+        ..RetryPolicy::default()
+    };
+    let (found, _) = poison::isolate(
+        chain,
+        batch,
+        failure,
+        stand_in,
+        &policy,
+        &Shutdown::default(),
+        None,
+    )
+    .await;
+    match found {
+        Ok(delivered) if !delivered.parked.is_empty() => {
+            for row in &delivered.parked {
+                eprintln!(
+                    "{} fails row {} alone: {}",
+                    row.stage,
+                    row.index,
+                    shortened(&row.row)
+                );
+            }
+            let parked = delivered.parked.len();
+            with_another_hint(
+                err,
+                format!(
+                    "host run would park the {parked} row(s) of {received} listed above as dead \
+                 letters and deliver the others (--on-poison park); fix the module, or the rows"
+                ),
+            )
+        }
+        Ok(_) => with_another_hint(
+            err,
+            format!(
+                "each part of the batch passed when {module} was given it again: the failure \
+             depends on more than the rows (a deadline under load, state); host run would retry \
+             the batch (--max-retries)"
+            ),
+        ),
+        Err(stop) => {
+            let why = stop.to_string();
+            let why = why.split(": ").next().unwrap_or_default().to_owned();
+            with_another_hint(
+                err,
+                format!("host run would stop the pipeline, not park a row: {why}"),
+            )
+        }
+    }
+}
+
+/// `err` with `hint` after the hint it had (how to fix the module: a limit's flag).
+fn with_another_hint(err: Error, hint: String) -> Error {
+    let hint = match err.hint() {
+        Some(first) => format!("{first}; {hint}"),
+        None => hint,
+    };
+    err.with_hint(hint)
+}
+
+/// A row as JSON text, cut for a log line.
+fn shortened(row: &str) -> String {
+    const SHOWN: usize = 200;
+    match row.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &row[..end]),
+        None => row.to_owned(),
+    }
 }
 
 /// The rows of a `host test` file (`--input` or `--expect`), checked as `host run` checks a
