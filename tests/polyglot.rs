@@ -15,7 +15,8 @@
 //!   `wasi:http`, from JavaScript through `fetch()`), one scenario each for both, against a
 //!   receiver on 127.0.0.1: the body and headers of each batch, a retry of the same batch id
 //!   after 503, giving up after `--max-retries`, a fatal 4xx that leaves the watermark where
-//!   it was, rejected rows kept as dead letters.
+//!   it was, rejected rows kept as dead letters; `js_webhook` retrying an origin the host
+//!   refuses, which `fetch()` does not tell from a receiver that is down.
 //!
 //! The components are 12–18 MB and take ~11 s each to compile: every test loads them from one
 //! compile cache under the target directory ([`crate::support::guests::warmed`]).
@@ -791,12 +792,59 @@ async fn webhook_stops_at_once_on(module: &str, status: u16, body: &'static str)
     );
     assert_eq!(rows_synced(&host, HOOK_PIPELINE).await, 0, "rows synced");
     let status = host.status_json().await;
-    assert!(
-        status
-            .iter()
-            .all(|pipeline| pipeline["watermark"].is_null()),
-        "the watermark moved: {status:?}"
+    let hook = status
+        .iter()
+        .find(|pipeline| pipeline["pipeline"] == HOOK_PIPELINE)
+        .unwrap_or_else(|| panic!("no pipeline {HOOK_PIPELINE} in {status:?}"));
+    assert!(hook["watermark"].is_null(), "the watermark moved: {hook}");
+}
+
+/// `fetch()` rejects alike whatever `wasi:http` answered, so `js_webhook` cannot tell the
+/// host's refusal of an origin from a receiver that is down: it asks to retry, the host's log
+/// names the flag that allows the origin at each attempt, and the run stops after
+/// `--max-retries`, nothing sent and nothing synced. (`py_webhook` stops at once.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_webhook_retries_an_origin_the_host_refuses() {
+    let db = TestDb::new(Backend::Sqlite)
+        .await
+        .expect("sqlite always runs");
+    let table = users(&db, 2).await;
+    let host = Host::new(&db, &table);
+    let server = Server::accepting();
+    let url = format!("url={}", server.url("/hook"));
+    let args = with_modules(
+        &["js_webhook"],
+        &[
+            "--set",
+            &url,
+            "--allow-host",
+            "http://127.0.0.1:1",
+            "--pipeline",
+            HOOK_PIPELINE,
+            "--retry-backoff",
+            "50ms",
+            "--max-retries",
+            "1",
+        ],
+    )
+    .await;
+
+    let outcome = host.run_once(&refs(&args)).await;
+
+    assert_eq!(outcome.code(), Some(1), "exit code; {outcome}");
+    assert_eq!(
+        server.request_count(),
+        0,
+        "requests that reached the receiver"
     );
+    let allow = format!("--allow-host {}", server.origin());
+    assert_mentions(&outcome.stderr, "the host's log", &[&allow]);
+    assert_mentions(
+        error_report(&outcome),
+        "the error after the last retry",
+        &["js_webhook", "no response", "--allow-host", "--max-retries"],
+    );
+    assert_eq!(rows_synced(&host, HOOK_PIPELINE).await, 0, "rows synced");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
