@@ -11,9 +11,12 @@
 //! - The chain `js_filter` → `py_enrich`, on both databases, and over one 5,000-row batch with
 //!   the default memory and time limits; a too-small `--memory-limit` fails the batch with an
 //!   error that names the flag.
-//! - `py_webhook` (world `destination`, outbound HTTP from Python) against a receiver on
-//!   127.0.0.1: the body and headers of each batch, a retry of the same batch id after 503,
-//!   giving up after `--max-retries`, a fatal 401, rejected rows kept as dead letters.
+//! - `py_webhook` and `js_webhook` (world `destination`, outbound HTTP from Python through
+//!   `wasi:http`, from JavaScript through `fetch()`), one scenario each for both, against a
+//!   receiver on 127.0.0.1: the body and headers of each batch, a retry of the same batch id
+//!   after 503, giving up after `--max-retries`, a fatal 4xx that leaves the watermark where
+//!   it was, rejected rows kept as dead letters; `js_webhook` retrying an origin the host
+//!   refuses, which `fetch()` does not tell from a receiver that is down.
 //!
 //! The components are 12–18 MB and take ~11 s each to compile: every test loads them from one
 //! compile cache under the target directory ([`crate::support::guests::warmed`]).
@@ -33,6 +36,7 @@ crate::support::on_databases!(
     py_enrich_splits_names_and_normalises_countries,
     chain_of_js_filter_and_py_enrich,
     py_webhook_posts_each_batch_with_its_id,
+    js_webhook_posts_each_batch_with_its_id,
 ]
 );
 
@@ -537,13 +541,13 @@ async fn py_enrich_over_its_memory_limit_names_the_flag() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// py_webhook
+// py_webhook and js_webhook: the same program in two languages, so the same scenarios
 
 const HOOK_PIPELINE: &str = "hook";
 
-/// `py_webhook` posting to `server`'s `/hook` (allowed), with a 50 ms retry backoff, then
-/// `extra`.
-async fn webhook_args(server: &Server, extra: &[&str]) -> Vec<String> {
+/// Webhook destination `module` posting to `server`'s `/hook` (allowed), with a 50 ms retry
+/// backoff, then `extra`.
+async fn webhook_args(module: &str, server: &Server, extra: &[&str]) -> Vec<String> {
     let url = format!("url={}", server.url("/hook"));
     let origin = server.origin();
     let mut flags = vec![
@@ -557,7 +561,7 @@ async fn webhook_args(server: &Server, extra: &[&str]) -> Vec<String> {
         "50ms",
     ];
     flags.extend(extra);
-    with_modules(&["py_webhook"], &flags).await
+    with_modules(&[module], &flags).await
 }
 
 /// The body of a webhook request: `(id, pipeline, rows)`, checked to have exactly those keys
@@ -607,10 +611,18 @@ async fn users(db: &TestDb, count: i64) -> String {
     table
 }
 
+async fn py_webhook_posts_each_batch_with_its_id(backend: Backend) {
+    webhook_posts_each_batch_with_its_id("py_webhook", backend).await;
+}
+
+async fn js_webhook_posts_each_batch_with_its_id(backend: Backend) {
+    webhook_posts_each_batch_with_its_id("js_webhook", backend).await;
+}
+
 /// Scenario: 5 users in batches of 2 to a receiver that takes everything: three POSTs, each
 /// with its own batch id as body `id` and `Idempotency-Key`, the pipeline's name, the
 /// batch's rows exactly, and the bearer token from a secret, which the log never shows.
-async fn py_webhook_posts_each_batch_with_its_id(backend: Backend) {
+async fn webhook_posts_each_batch_with_its_id(module: &str, backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
         return;
     };
@@ -624,11 +636,11 @@ async fn py_webhook_posts_each_batch_with_its_id(backend: Backend) {
     host.set_env(&variable, &token);
     let server = Server::accepting();
     let secret = format!("token={variable}");
-    let args = webhook_args(&server, &["--batch-size", "2", "--secret", &secret]).await;
+    let args = webhook_args(module, &server, &["--batch-size", "2", "--secret", &secret]).await;
 
     let outcome = host.run_once(&refs(&args)).await;
 
-    assert!(outcome.success(), "webhook run: {outcome}");
+    assert!(outcome.success(), "{module} run: {outcome}");
     let requests = server.requests();
     assert_eq!(requests.len(), 3, "POSTs for 5 rows in batches of 2");
     let mut batch_ids = Vec::new();
@@ -662,11 +674,20 @@ async fn py_webhook_posts_each_batch_with_its_id(backend: Backend) {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn py_webhook_retries_the_same_batch_after_503() {
+    webhook_retries_the_same_batch_after_503("py_webhook").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_webhook_retries_the_same_batch_after_503() {
+    webhook_retries_the_same_batch_after_503("js_webhook").await;
+}
+
 /// 503 (with `Retry-After: 0`), 503, then 200: the same batch, under the same id and with the
 /// same body, three times, and the run succeeds. A receiver that always answers 503 is given
 /// up on after `--max-retries`, naming the flag, with nothing synced.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn py_webhook_retries_the_same_batch_after_503() {
+async fn webhook_retries_the_same_batch_after_503(module: &str) {
     let db = TestDb::new(Backend::Sqlite)
         .await
         .expect("sqlite always runs");
@@ -679,11 +700,11 @@ async fn py_webhook_retries_the_same_batch_after_503() {
         ],
         Reply::ok(),
     );
-    let args = webhook_args(&server, &[]).await;
+    let args = webhook_args(module, &server, &[]).await;
 
     let outcome = host.run_once(&refs(&args)).await;
 
-    assert!(outcome.success(), "webhook run with two 503s: {outcome}");
+    assert!(outcome.success(), "{module} run with two 503s: {outcome}");
     let requests = server.requests();
     assert_eq!(requests.len(), 3, "attempts of the one batch");
     let first = webhook_body(&requests[0]);
@@ -715,7 +736,7 @@ async fn py_webhook_retries_the_same_batch_after_503() {
         (db, host)
     };
     let server = Server::start(|_| Reply::status(503).body("down"));
-    let args = webhook_args(&server, &["--max-retries", "2"]).await;
+    let args = webhook_args(module, &server, &["--max-retries", "2"]).await;
 
     let outcome = host.run_once(&refs(&args)).await;
 
@@ -733,38 +754,112 @@ async fn py_webhook_retries_the_same_batch_after_503() {
     assert_mentions(
         error_report(&outcome),
         "the error after the last retry",
-        &["py_webhook", "HTTP 503: down", &ids[0], "--max-retries"],
+        &[module, "HTTP 503: down", &ids[0], "--max-retries"],
     );
     assert_eq!(rows_synced(&host, HOOK_PIPELINE).await, 0, "rows synced");
 }
 
-/// 401 is fatal: one request, exit 1 with the status and body, nothing synced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn py_webhook_stops_at_once_on_401() {
+    webhook_stops_at_once_on("py_webhook", 401, "bad token").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_webhook_stops_at_once_on_400() {
+    webhook_stops_at_once_on("js_webhook", 400, "bad row").await;
+}
+
+/// A 4xx answer (`status` with `body`) is fatal: one request, exit 1 with the status and
+/// body, nothing synced and no watermark.
+async fn webhook_stops_at_once_on(module: &str, status: u16, body: &'static str) {
     let db = TestDb::new(Backend::Sqlite)
         .await
         .expect("sqlite always runs");
     let table = users(&db, 3).await;
     let host = Host::new(&db, &table);
-    let server = Server::start(|_| Reply::status(401).body("bad token"));
-    let args = webhook_args(&server, &[]).await;
+    let server = Server::start(move |_| Reply::status(status).body(body));
+    let args = webhook_args(module, &server, &[]).await;
 
     let outcome = host.run_once(&refs(&args)).await;
 
     assert_eq!(outcome.code(), Some(1), "exit code; {outcome}");
     assert_eq!(server.request_count(), 1, "a fatal answer is not retried");
+    let answer = format!("HTTP {status}: {body}");
     assert_mentions(
         error_report(&outcome),
-        "the error of a 401",
-        &["py_webhook", "HTTP 401: bad token"],
+        "the error of a fatal answer",
+        &[module, &answer],
+    );
+    assert_eq!(rows_synced(&host, HOOK_PIPELINE).await, 0, "rows synced");
+    let status = host.status_json().await;
+    let hook = status
+        .iter()
+        .find(|pipeline| pipeline["pipeline"] == HOOK_PIPELINE)
+        .unwrap_or_else(|| panic!("no pipeline {HOOK_PIPELINE} in {status:?}"));
+    assert!(hook["watermark"].is_null(), "the watermark moved: {hook}");
+}
+
+/// `fetch()` rejects alike whatever `wasi:http` answered, so `js_webhook` cannot tell the
+/// host's refusal of an origin from a receiver that is down: it asks to retry, the host's log
+/// names the flag that allows the origin at each attempt, and the run stops after
+/// `--max-retries`, nothing sent and nothing synced. (`py_webhook` stops at once.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_webhook_retries_an_origin_the_host_refuses() {
+    let db = TestDb::new(Backend::Sqlite)
+        .await
+        .expect("sqlite always runs");
+    let table = users(&db, 2).await;
+    let host = Host::new(&db, &table);
+    let server = Server::accepting();
+    let url = format!("url={}", server.url("/hook"));
+    let args = with_modules(
+        &["js_webhook"],
+        &[
+            "--set",
+            &url,
+            "--allow-host",
+            "http://127.0.0.1:1",
+            "--pipeline",
+            HOOK_PIPELINE,
+            "--retry-backoff",
+            "50ms",
+            "--max-retries",
+            "1",
+        ],
+    )
+    .await;
+
+    let outcome = host.run_once(&refs(&args)).await;
+
+    assert_eq!(outcome.code(), Some(1), "exit code; {outcome}");
+    assert_eq!(
+        server.request_count(),
+        0,
+        "requests that reached the receiver"
+    );
+    let allow = format!("--allow-host {}", server.origin());
+    assert_mentions(&outcome.stderr, "the host's log", &[&allow]);
+    assert_mentions(
+        error_report(&outcome),
+        "the error after the last retry",
+        &["js_webhook", "no response", "--allow-host", "--max-retries"],
     );
     assert_eq!(rows_synced(&host, HOOK_PIPELINE).await, 0, "rows synced");
 }
 
-/// The receiver rejects the second row of each batch: the batches count as delivered, and
-/// `host dead-letters --json` lists exactly those rows, as sent, with the receiver's reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn py_webhook_rejected_rows_become_dead_letters() {
+    webhook_rejected_rows_become_dead_letters("py_webhook").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_webhook_rejected_rows_become_dead_letters() {
+    webhook_rejected_rows_become_dead_letters("js_webhook").await;
+}
+
+/// The receiver rejects the second row of each batch: the batches count as delivered, and
+/// `host dead-letters --json` lists exactly those rows, as sent, with the receiver's reason.
+async fn webhook_rejected_rows_become_dead_letters(module: &str) {
     let db = TestDb::new(Backend::Sqlite)
         .await
         .expect("sqlite always runs");
@@ -783,11 +878,11 @@ async fn py_webhook_rejected_rows_become_dead_letters() {
             None => Reply::json(200, &json!({"rejected": []})),
         }
     });
-    let args = webhook_args(&server, &["--batch-size", "2"]).await;
+    let args = webhook_args(module, &server, &["--batch-size", "2"]).await;
 
     let outcome = host.run_once(&refs(&args)).await;
 
-    assert!(outcome.success(), "webhook run: {outcome}");
+    assert!(outcome.success(), "{module} run: {outcome}");
     assert_eq!(server.request_count(), 3, "POSTs");
     assert_eq!(rows_synced(&host, HOOK_PIPELINE).await, 5, "rows synced");
     let listed = host

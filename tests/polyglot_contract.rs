@@ -6,8 +6,8 @@
 //!   the condition; every other row arrives (PostgreSQL and SQLite).
 //! - `py_enrich` rejects a name that is not text, under `host test`.
 //! - `py_enrich`'s `init` refuses a blank column name: exit 2 at start, nothing read.
-//! - `js_filter` declares `where`, `select`, `reject`: a typo (`wher=`) is refused at start,
-//!   exit 2, naming the accepted keys.
+//! - `js_filter` declares `where`, `select`, `reject`, and `js_webhook` `url` and `token`: a
+//!   typo (`wher=`, `tokn=`) is refused at start, exit 2, naming the accepted keys.
 //!
 //! A bad `where` stopping at start is in [`crate::polyglot`]; a JavaScript `throw new
 //! Error("boom")` and the Python traceback reaching the host's error, in [`crate::templates`].
@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::polyglot::{people_table, refs, rows_synced, with_modules};
 use crate::support::host::{assert_mentions, error_report, Outcome};
+use crate::support::http_server::Server;
 use crate::support::lines::ids;
 use crate::support::{Backend, Host, TestDb};
 
@@ -97,23 +98,21 @@ async fn py_enrich_rejects_a_name_that_is_not_text() {
     );
 }
 
-/// A run of `modules` with `set` on the six people that must stop at start: exit 2, nothing
-/// read, nothing written.
-async fn refused_at_start(modules: &[&str], set: &str) -> Outcome {
+/// A run of `modules` with `flags` on the six people that must stop at start: exit 2,
+/// nothing read, nothing written.
+async fn refused_at_start(modules: &[&str], flags: &[&str]) -> Outcome {
     let db = TestDb::new(Backend::Sqlite)
         .await
         .expect("sqlite always runs");
     let table = people_table(&db).await;
     let host = Host::new(&db, &table);
-    let args = with_modules(modules, &["--set", set, "--pipeline", "refused"]).await;
+    let mut flags = flags.to_vec();
+    flags.extend(["--pipeline", "refused"]);
+    let args = with_modules(modules, &flags).await;
 
     let outcome = host.run_once(&refs(&args)).await;
 
-    assert_eq!(
-        outcome.code(),
-        Some(2),
-        "exit code of --set {set}; {outcome}"
-    );
+    assert_eq!(outcome.code(), Some(2), "exit code of {flags:?}; {outcome}");
     assert_eq!(rows_synced(&host, "refused").await, 0, "rows synced");
     assert!(host.all_lines().is_empty(), "rows written: {outcome}");
     outcome
@@ -122,7 +121,7 @@ async fn refused_at_start(modules: &[&str], set: &str) -> Outcome {
 /// `py_enrich`'s `init` refuses `name_column=` (blank) before any row is read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn py_enrich_init_refuses_a_blank_column_at_start() {
-    let outcome = refused_at_start(&["py_enrich"], "name_column= ").await;
+    let outcome = refused_at_start(&["py_enrich"], &["--set", "name_column= "]).await;
     assert_mentions(
         error_report(&outcome),
         "the refusal of init",
@@ -134,10 +133,30 @@ async fn py_enrich_init_refuses_a_blank_column_at_start() {
 /// with the key and the accepted ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_filter_refuses_an_unknown_config_key() {
-    let outcome = refused_at_start(&["js_filter"], "wher=score >= 50").await;
+    let outcome = refused_at_start(&["js_filter"], &["--set", "wher=score >= 50"]).await;
     assert_mentions(
         error_report(&outcome),
         "the refusal of an unknown key",
         &["js_filter", "wher", "where", "select", "reject"],
     );
+}
+
+/// `js_webhook` declares `url` and `token`: `tokn=` (a typo) is refused at start with the key
+/// and the accepted ones, before any request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_webhook_refuses_an_unknown_config_key() {
+    let server = Server::accepting();
+    let url = format!("url={}", server.url("/hook"));
+    let origin = server.origin();
+    let outcome = refused_at_start(
+        &["js_webhook"],
+        &["--set", &url, "--allow-host", &origin, "--set", "tokn=abc"],
+    )
+    .await;
+    assert_mentions(
+        error_report(&outcome),
+        "the refusal of an unknown key",
+        &["js_webhook", "tokn", "url", "token"],
+    );
+    assert_eq!(server.request_count(), 0, "requests sent");
 }

@@ -1,7 +1,7 @@
 //! `host new` projects, built and run as a user would: each template of each language is
 //! written into a temp directory outside the workspace, built with its one command, and must
 //! pass `host check` and `host test` on the sample rows it ships (`--expect` for transforms;
-//! a local receiver for the Rust destination). So the templates cannot rot.
+//! a local receiver for destinations). So the templates cannot rot.
 //!
 //! Toolchains: cargo with the `wasm32-wasip2` target (the Rust templates build into
 //! `<target>/host-new`, warm after the first run); the pinned componentize-py and
@@ -49,6 +49,31 @@ async fn build(dir: &Path, command: &str, path: Option<&Path>) {
     );
 }
 
+/// A `host new` project of `lang` and `world`, built with `command` (`path` ahead of `PATH`):
+/// its directory and the component the build wrote.
+async fn built_project(
+    host: &Host,
+    name: &str,
+    lang: &str,
+    world: &str,
+    command: &str,
+    path: Option<&Path>,
+) -> (PathBuf, PathBuf) {
+    let dir = new_project(host, name, lang, world).await;
+    if lang == "js" {
+        link_js_tools(&dir);
+    }
+    build(&dir, command, path).await;
+    let file = format!("{}.wasm", name.replace('-', "_"));
+    let wasm = match lang {
+        "rust" => target_dir()
+            .join("host-new/wasm32-wasip2/release")
+            .join(file),
+        _ => dir.join(file),
+    };
+    (dir, wasm)
+}
+
 /// `host check`, then `host test --input rows.json` with `extra`, of the component `wasm`.
 async fn check_and_test(host: &Host, dir: &Path, wasm: &Path, extra: &[&str]) -> Outcome {
     assert!(wasm.exists(), "the build wrote no {}", wasm.display());
@@ -90,15 +115,7 @@ fn link_js_tools(dir: &Path) {
 async fn transform_passes_its_own_test(lang: &str, command: &str, path: Option<&Path>) {
     let host = Host::scratch();
     let name = format!("sample-{lang}");
-    let dir = new_project(&host, &name, lang, "transform").await;
-    if lang == "js" {
-        link_js_tools(&dir);
-    }
-    build(&dir, command, path).await;
-    let wasm = match lang {
-        "rust" => target_dir().join("host-new/wasm32-wasip2/release/sample_rust.wasm"),
-        _ => dir.join(format!("sample_{lang}.wasm")),
-    };
+    let (dir, wasm) = built_project(&host, &name, lang, "transform", command, path).await;
     let expected = dir.join("expected.json").display().to_string();
     let outcome = check_and_test(&host, &dir, &wasm, &["--expect", &expected]).await;
     assert_eq!(
@@ -213,17 +230,22 @@ async fn a_javascript_error_keeps_its_message_and_stack() {
     );
 }
 
-/// The Rust destination posts the rows with an email to a local receiver, with the batch id,
-/// and rejects the row without one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rust_destination_template_posts_and_rejects() {
+/// A destination project of `lang`, built with `command`, is a destination for `host check`
+/// and passes `host test` against a local receiver that takes everything: one POST of the
+/// sample rows with the batch id as `Idempotency-Key`. Returns what `host test` printed (the
+/// rows the destination rejected itself) and the rows the receiver got.
+async fn destination_posts_to_a_local_receiver(
+    lang: &str,
+    command: &str,
+    path: Option<&Path>,
+) -> (Value, Vec<Value>) {
     let host = Host::scratch();
-    let dir = new_project(&host, "sample-post", "rust", "destination").await;
-    build(&dir, "cargo build --release --quiet", None).await;
+    let name = format!("hook-{lang}");
+    let (dir, wasm) = built_project(&host, &name, lang, "destination", command, path).await;
     let server = Server::scripted(vec![], Reply::ok());
     let url = format!("url={}", server.url("/hook"));
     let origin = server.origin();
-    let wasm = target_dir().join("host-new/wasm32-wasip2/release/sample_post.wasm");
+
     let outcome = check_and_test(
         &host,
         &dir,
@@ -231,45 +253,56 @@ async fn rust_destination_template_posts_and_rejects() {
         &["--set", &url, "--allow-host", &origin],
     )
     .await;
+
     assert_eq!(
         outcome.code(),
         Some(0),
-        "host test of the destination: {outcome}"
+        "host test of the {lang} destination: {outcome}"
     );
-    let printed: Value = serde_json::from_str(&outcome.stdout).expect("JSON on stdout");
-    assert_eq!(
-        printed,
-        json!({"rejected": [{"index": 2, "reason": "the row has no email"}]})
-    );
-    let requests = server.requests();
-    assert_eq!(requests.len(), 1, "one POST per batch");
-    assert_eq!(requests[0].header("idempotency-key"), Some("test-batch"));
-    assert_eq!(requests[0].json()["rows"].as_array().map(Vec::len), Some(2));
-}
-
-/// The Python destination builds and is a destination; a JavaScript one is refused (exit 2)
-/// with the languages that have one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_destination_template_builds_and_js_names_the_alternatives() {
-    let host = Host::scratch();
-    let dir = new_project(&host, "sample-hook", "python", "destination").await;
-    build(&dir, "sh build.sh", Some(&target_dir().join("py-venv/bin"))).await;
-    warm(&dir.join("sample_hook.wasm")).await;
-    let module = dir.join("sample_hook.wasm").display().to_string();
+    let module = wasm.display().to_string();
     let cache = shared_cache_dir().display().to_string();
     let checked = host
         .exec(["check", "--module", &module, "--cache-dir", &cache])
         .await;
-    assert_eq!(checked.code(), Some(0), "{checked}");
     assert_mentions(&checked.stdout, "host check", &["world:   destination"]);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1, "one POST per batch");
+    assert_eq!(requests[0].header("idempotency-key"), Some("test-batch"));
+    let printed = serde_json::from_str(&outcome.stdout).expect("JSON on stdout");
+    let rows = requests[0].json()["rows"]
+        .as_array()
+        .expect("the rows as an array")
+        .clone();
+    (printed, rows)
+}
 
-    let outcome = host
-        .exec(["new", "js-hook", "--lang", "js", "--world", "destination"])
-        .await;
-    assert_eq!(outcome.code(), Some(2), "{outcome}");
-    assert_mentions(
-        error_report(&outcome),
-        "the refusal",
-        &["--lang python --world destination"],
+/// The Rust destination posts the rows with an email and rejects the row without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_destination_template_posts_and_rejects() {
+    let (printed, rows) =
+        destination_posts_to_a_local_receiver("rust", "cargo build --release --quiet", None).await;
+    assert_eq!(
+        printed,
+        json!({"rejected": [{"index": 2, "reason": "the row has no email"}]})
     );
+    assert_eq!(rows.len(), 2, "the rows with an email: {rows:?}");
+}
+
+/// The Python and JavaScript destinations (the `py-webhook` and `js-webhook` examples) post
+/// every row and reject none themselves.
+async fn webhook_template_posts_every_row(lang: &str, command: &str, path: Option<&Path>) {
+    let (printed, rows) = destination_posts_to_a_local_receiver(lang, command, path).await;
+    assert_eq!(printed, json!({"rejected": []}));
+    assert_eq!(rows.len(), 3, "every sample row: {rows:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_destination_template_posts_every_row() {
+    let venv = target_dir().join("py-venv/bin");
+    webhook_template_posts_every_row("python", "sh build.sh", Some(&venv)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_destination_template_posts_every_row() {
+    webhook_template_posts_every_row("js", "npm run build --silent", None).await;
 }

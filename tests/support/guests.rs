@@ -45,6 +45,7 @@ const DESTINATIONS: &[&str] = &[
     "webhook",
     "mailchimp",
     "py_webhook",
+    "js_webhook",
     "guest_denied_destination",
     "guest_concurrent_requests",
     "guest_reject_flood",

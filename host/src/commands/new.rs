@@ -61,6 +61,8 @@ const PY_DESTINATION: &str = include_str!("../../../examples/py-webhook/app.py")
 const PY_REQUIREMENTS: &str = include_str!("../../templates/python/requirements.txt");
 const PY_BUILD: &str = include_str!("../../templates/python/build.sh");
 const JS_TRANSFORM: &str = include_str!("../../templates/js/transform.js");
+/// The JavaScript destination is the `js-webhook` example itself, as for Python.
+const JS_DESTINATION: &str = include_str!("../../../examples/js-webhook/app.js");
 const JS_PACKAGE: &str = include_str!("../../templates/js/package.json");
 
 /// Runs `host new`: writes the project into `--dir` (default: `./NAME`) and says what next.
@@ -111,10 +113,7 @@ fn project(args: &NewArgs) -> Result<Project> {
         (Lang::Python, NewWorld::Transform) => ("app.py", PY_TRANSFORM),
         (Lang::Python, NewWorld::Destination) => ("app.py", PY_DESTINATION),
         (Lang::Js, NewWorld::Transform) => ("app.js", JS_TRANSFORM),
-        (Lang::Js, NewWorld::Destination) => {
-            return Err(Error::invalid("there is no JavaScript destination template yet")
-                .with_hint("write the destination in Rust or Python (host new NAME --lang python --world destination), and transforms in JavaScript"));
-        }
+        (Lang::Js, NewWorld::Destination) => ("app.js", JS_DESTINATION),
     };
     let (build, wasm) = match args.lang {
         Lang::Rust => (
@@ -134,6 +133,12 @@ fn project(args: &NewArgs) -> Result<Project> {
         Lang::Rust => sdk_dependency(args.sdk.as_deref())?,
         _ => String::new(),
     };
+    // componentize-js: no world exports an incoming-request handler; a transform has no
+    // network either, so it leaves fetch() out and imports no wasi:http.
+    let js_disabled = match args.world {
+        NewWorld::Transform => "-d http -d fetch-event",
+        NewWorld::Destination => "-d fetch-event",
+    };
     let fill = |text: &str| {
         text.replace("{{name}}", name)
             .replace("{{crate}}", &crate_name)
@@ -145,6 +150,7 @@ fn project(args: &NewArgs) -> Result<Project> {
             .replace("{{build}}", build)
             .replace("{{wasm}}", &wasm)
             .replace("{{test_flags}}", test_flags)
+            .replace("{{js_disabled}}", js_disabled)
             .replace(
                 "{{run_flags}}",
                 match args.world {
@@ -259,22 +265,33 @@ fn world_name(world: NewWorld) -> &'static str {
 mod tests {
     use super::*;
 
-    /// The source file `host new NAME --lang LANG` writes for a transform.
-    fn skeleton(name: &str, lang: Lang) -> String {
+    /// What `host new NAME --lang LANG --world WORLD` writes.
+    fn made(name: &str, lang: Lang, world: NewWorld) -> Project {
         let args = NewArgs {
             name: name.to_owned(),
             lang,
-            world: NewWorld::Transform,
+            world,
             dir: None,
             sdk: None,
         };
-        let project = project(&args).expect("a valid name");
-        let (_, text) = project
+        project(&args).expect("a valid name")
+    }
+
+    /// The text of file `path` of `project`.
+    fn file<'a>(project: &'a Project, path: &str) -> &'a str {
+        project
             .files
-            .into_iter()
-            .find(|(path, _)| path.starts_with("app."))
-            .expect("the module's source");
-        text
+            .iter()
+            .find(|(name, _)| name == path)
+            .map(|(_, text)| text.as_str())
+            .unwrap_or_else(|| panic!("the project has no {path}"))
+    }
+
+    /// The source file `host new NAME --lang LANG --world WORLD` writes.
+    fn skeleton(name: &str, lang: Lang, world: NewWorld) -> String {
+        let project = made(name, lang, world);
+        let source = if lang == Lang::Js { "app.js" } else { "app.py" };
+        file(&project, source).to_owned()
     }
 
     /// `guest-sdk/OTHER-LANGUAGES.md` shows, word for word, the JavaScript and Python
@@ -282,16 +299,46 @@ mod tests {
     #[test]
     fn the_guide_shows_the_skeletons_host_new_writes() {
         let guide = include_str!("../../../guest-sdk/OTHER-LANGUAGES.md");
-        for (name, lang, fence) in [
-            ("filter", Lang::Js, "```js\n"),
-            ("enrich", Lang::Python, "```python\n"),
+        for (name, lang, world, fence) in [
+            ("filter", Lang::Js, NewWorld::Transform, "```js\n"),
+            ("enrich", Lang::Python, NewWorld::Transform, "```python\n"),
+            ("hook", Lang::Js, NewWorld::Destination, "```js\n"),
         ] {
-            let shown = format!("{fence}{}```", skeleton(name, lang));
+            let shown = format!("{fence}{}```", skeleton(name, lang, world));
             assert!(
                 guide.contains(&shown),
                 "OTHER-LANGUAGES.md lacks the {} skeleton of `host new {name}`:\n{shown}",
                 language(lang)
             );
+        }
+    }
+
+    /// The component the `next:` lines name is the one the build writes, for the world
+    /// asked: componentize-js and componentize-py are told that world, and the JavaScript
+    /// build keeps fetch() for a destination only.
+    #[test]
+    fn the_build_writes_the_component_the_next_steps_name() {
+        for world in [NewWorld::Transform, NewWorld::Destination] {
+            for (lang, build_file) in [(Lang::Js, "package.json"), (Lang::Python, "build.sh")] {
+                let project = made("my-hook", lang, world);
+                let build = file(&project, build_file);
+                assert_eq!(project.wasm, "my_hook.wasm");
+                assert!(build.contains("-o my_hook.wasm"), "{build}");
+                let world = world_name(world);
+                assert!(
+                    build.contains(&format!("--world-name {world} "))
+                        || build.contains(&format!("-w {world} ")),
+                    "{build}"
+                );
+            }
+            let js = made("my-hook", Lang::Js, world);
+            let build = file(&js, "package.json");
+            assert_eq!(
+                build.contains("-d http "),
+                world == NewWorld::Transform,
+                "{build}"
+            );
+            assert!(build.contains("-d fetch-event "), "{build}");
         }
     }
 }
