@@ -971,9 +971,13 @@ async fn test_command_reports_a_panicking_module() {
         !outcome.success(),
         "host test of a panicking module: {outcome}"
     );
+    // First the batch as given; then the parts `host test` splits it into, as `host run`
+    // would, to tell a row at fault from a module that cannot run.
     assert_eq!(
-        panicked_batches(&outcome.stderr),
-        ["b-42"],
+        panicked_batches(&outcome.stderr)
+            .first()
+            .map(String::as_str),
+        Some("b-42"),
         "the batch id the guest saw"
     );
     assert_mentions(
