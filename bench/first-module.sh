@@ -10,9 +10,10 @@
 #       (Rust: a shared CARGO_TARGET_DIR under the bench directory; Python: a pip cache;
 #       JavaScript: an npm cache), then a second, new project is timed. Its component is new
 #       code, so the host compiles it once either way (the compile cache starts empty).
-# cold: nothing cached: an empty CARGO_TARGET_DIR, an empty PIP_CACHE_DIR (build.sh then
-#       downloads componentize-py into the project's .venv), an empty npm cache
-#       (npm_config_cache), an empty host compile cache. Needs the package registries.
+# cold: nothing cached: an empty CARGO_TARGET_DIR and CARGO_HOME (crates are downloaded),
+#       an empty PIP_CACHE_DIR and no PIP_FIND_LINKS (build.sh then downloads componentize-py
+#       from PyPI into the project's .venv), an empty npm cache (npm_config_cache), an empty
+#       host compile cache. Needs the package registries.
 #
 # Prints one line: `LANG MODE total=S new=S build=S run=S rows=N`. Uses the release host of
 # ${CARGO_TARGET_DIR:-target} (built if missing). Run from the repository root.
@@ -34,6 +35,12 @@ if command -v componentize-py >/dev/null; then
 fi
 
 export CARGO_TARGET_DIR="$work/cargo-target"
+# cold: crates and wheels are downloaded too (empty caches, no local wheel folder); the
+# toolchain stays rustup's.
+if [[ "$mode" == cold ]]; then
+    export CARGO_HOME="$work/cargo-home"
+    unset PIP_FIND_LINKS
+fi
 export PIP_CACHE_DIR="$work/pip-cache"
 export npm_config_cache="$work/npm-cache"
 cache="$work/host-cache"
