@@ -897,6 +897,18 @@ async fn mailchimp_users(rows: &[(i64, Option<&str>, bool)]) -> Option<(TestDb, 
     Some((db, host))
 }
 
+/// Members 1..=`count` with addresses `m<id>@example.com` (returned), none deleted.
+async fn mailchimp_members(count: i64) -> Option<(Vec<String>, TestDb, Host)> {
+    let emails: Vec<String> = (1..=count).map(|id| format!("m{id}@example.com")).collect();
+    let rows: Vec<(i64, Option<&str>, bool)> = emails
+        .iter()
+        .enumerate()
+        .map(|(n, email)| (n as i64 + 1, Some(email.as_str()), false))
+        .collect();
+    let (db, host) = mailchimp_users(&rows).await?;
+    Some((emails, db, host))
+}
+
 fn mailchimp_args(host: &Host, server: &Server, extra: &[&str]) -> Vec<String> {
     let base = format!("base_url={}", server.origin());
     let list = format!("list_id={LIST}");
@@ -1001,13 +1013,7 @@ async fn mailchimp_subscribes_rejects_and_archives() {
 /// requests (500, 500, 1) carry every address once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mailchimp_splits_a_batch_into_requests_of_500() {
-    let emails: Vec<String> = (1..=1001).map(|id| format!("m{id}@example.com")).collect();
-    let rows: Vec<(i64, Option<&str>, bool)> = emails
-        .iter()
-        .enumerate()
-        .map(|(n, email)| (n as i64 + 1, Some(email.as_str()), false))
-        .collect();
-    let Some((_db, host)) = mailchimp_users(&rows).await else {
+    let Some((emails, _db, host)) = mailchimp_members(1001).await else {
         return;
     };
     let server = Server::start(mailchimp_reply);
@@ -1035,6 +1041,53 @@ async fn mailchimp_splits_a_batch_into_requests_of_500() {
     expected.sort();
     assert_eq!(sent, expected, "every address once");
     assert_rows_synced(&host, 1001, "after the big batch").await;
+}
+
+/// Scenario: the same 1001 members with `--max-requests-per-batch 2`: the host refuses the
+/// third request, and Mailchimp, which cannot tell the refusal from a network error, asks to
+/// retry. The host knows the same cap would refuse it at every retry: the run stops at once
+/// (default back-off, which would wait for seconds, then minutes), naming the flag; the
+/// receiver got the two requests of the one attempt; the watermark stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailchimp_past_the_requests_per_batch_cap_stops_at_once() {
+    let Some((_, _db, host)) = mailchimp_members(1001).await else {
+        return;
+    };
+    let server = Server::start(mailchimp_reply);
+    let args = mailchimp_args(
+        &host,
+        &server,
+        &[
+            "--batch-size",
+            "1001",
+            "--max-requests-per-batch",
+            "2",
+            "--retry-backoff",
+            "1s",
+        ],
+    );
+    let started = Instant::now();
+    let outcome = host.run_once(&refs(&args)).await;
+    let took = started.elapsed();
+    eprintln!("a batch past --max-requests-per-batch stopped in {took:?}");
+    assert_exit(&outcome, 1, "a batch past the requests cap");
+    assert!(
+        took < Duration::from_secs(10),
+        "the run took {took:?}: the refused batch was retried"
+    );
+    let refused = format!("the host refused its request to {}", server.origin());
+    assert_mentions(
+        &outcome.stderr,
+        "the error of a batch past the requests cap",
+        &[
+            "mailchimp",
+            &refused,
+            "more than 2 requests in one batch; raise --max-requests-per-batch",
+            "retrying cannot help",
+        ],
+    );
+    assert_eq!(server.request_count(), 2, "requests of the one attempt");
+    assert_nothing_synced(&host, "a batch past the requests cap").await;
 }
 
 /// Scenario: Mailchimp answers 429 with `Retry-After: 1`, then as usual: the batch comes
@@ -1097,13 +1150,7 @@ async fn mailchimp_refused_key_is_fatal() {
 /// `--max-requests-per-second 5`: consecutive requests arrive at least ~200 ms apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_per_second_are_capped() {
-    let emails: Vec<String> = (1..=8).map(|id| format!("m{id}@example.com")).collect();
-    let rows: Vec<(i64, Option<&str>, bool)> = emails
-        .iter()
-        .enumerate()
-        .map(|(n, email)| (n as i64 + 1, Some(email.as_str()), false))
-        .collect();
-    let Some((_db, host)) = mailchimp_users(&rows).await else {
+    let Some((_, _db, host)) = mailchimp_members(8).await else {
         return;
     };
     let server = Server::start(mailchimp_reply);

@@ -6,7 +6,7 @@
 //!   sleepers and a hanging destination with `max_batches_in_flight = 2` do not stop the
 //!   healthy tenant.
 //! - Request bodies are capped (`--max-request-size`) and so are the requests one batch may
-//!   start (`--max-requests-per-batch`).
+//!   start (`--max-requests-per-batch`); a batch whose body the host refused is not retried.
 //! - An unread response body keeps its request's in-flight slot: a guest hoarding response
 //!   bodies holds at most `--max-in-flight` connections, and a guest that sends more requests
 //!   than that before reading any (`http::send_all`) still delivers.
@@ -276,11 +276,16 @@ async fn request_bodies_and_requests_per_batch_are_capped() {
             "past the cap of 50 per batch; raise --max-requests-per-batch",
         ],
     );
-    // The guest learns why its body was stopped, and asks to retry later saying so.
+    // The guest learns why its body was stopped, and asks to retry later saying so; the host,
+    // which refused the body, fails the batch for good rather than retry it.
     assert_mentions(
         &log,
-        "the host's log of huge's retries",
-        &["HttpRequestBodySize(Some(1048576))"],
+        "the host's log of huge's failures",
+        &[
+            "HttpRequestBodySize(Some(1048576))",
+            "but the host refused its request to",
+            "retrying cannot help",
+        ],
     );
 
     let requests = receiver.requests();

@@ -1068,7 +1068,8 @@ fn every_test_guest_has_a_test() {
 /// Scenario: a chain that ends in a destination module. The module is refused the network
 /// (no origin is allowed), the host says so with the module and pipeline, the batch counts as
 /// delivered and nothing goes to the JSON Lines output. A "retry later" or "fatal" answer
-/// fails the run with the destination's message and leaves the watermark where it was.
+/// fails the run with the destination's message and leaves the watermark where it was; as the
+/// host refused the call's request, the retry-later is not retried, and both name the refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destination_module_ends_the_chain() {
     let (_db, host) = sqlite_users(3).await;
@@ -1092,6 +1093,7 @@ async fn destination_module_ends_the_chain() {
     let status = pipeline_status(&host, "dest").await.expect("pipeline dest");
     assert_eq!(status["rows_synced"], 3, "{status}");
 
+    let refusal = "the host refused its request to https://example.com:443: its origin is not on the allow-list; allow it with --allow-host https://example.com:443";
     for (mode, says) in [
         ("retry", "asked to retry batch"),
         ("fatal", "bad credentials"),
@@ -1112,8 +1114,11 @@ async fn destination_module_ends_the_chain() {
         assert_mentions(
             error_report(&outcome),
             &config,
-            &["guest_denied_destination", says],
+            &["guest_denied_destination", says, refusal],
         );
+        if mode == "retry" {
+            assert_mentions(error_report(&outcome), &config, &["retrying cannot help"]);
+        }
         assert_nothing_synced(&host, mode, &config).await;
     }
 }

@@ -4,6 +4,8 @@
 //! what a module answers about the batch as a whole (retry later, fatal) becomes the error
 //! the sync loop acts on: retry later the same way for transforms and destinations, fatal
 //! as a stop for a destination and as a failure poison isolation may split for a transform.
+//! A retry-later after the host refused one of the call's requests by policy is a stop too:
+//! the same policy would refuse the same request at every retry ([`answer_error`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +17,7 @@ use super::bindings::{legacy, ConfigKey, Exports, ProcessorError, Rejection, Tra
 use super::host::ModuleState;
 use super::http::HttpPolicy;
 use super::module_config::{ModuleConfig, Tag};
+use super::refused::Refused;
 use super::{executor, fairness, limits, transfer, Batch, Module, World};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::Usage;
@@ -163,7 +166,10 @@ impl Module {
         };
         let result = match result {
             Ok(Ok(Ok(answer))) => Ok(answer),
-            Ok(Ok(Err(Refusal::Processor(error)))) => Err(self.processor_error(request, error)),
+            Ok(Ok(Err(Refusal::Processor(error)))) => {
+                let refused = store.data().refused_request();
+                Err(self.processor_error(request, error, refused.as_ref()))
+            }
             Ok(Ok(Err(Refusal::Message(message)))) => Err(self.refused(request, &message)),
             Ok(Err(err)) => Err(self.trap_error(request, &err, store.data().limiter.hit)),
             Err(_elapsed) => Err(self.past_deadline(request)),
@@ -247,41 +253,26 @@ impl Module {
         }
     }
 
-    /// What a module's retry-later or fatal answer means for the sync loop: the batch comes
-    /// again (after the delay asked), or it is not tried again. A destination's fatal is about
-    /// the destination (a 401): the pipeline stops. A transform's fatal is about its input,
-    /// and may be one row's fault (a `?` on a row it cannot parse): poison isolation looks
-    /// for the rows at fault before the pipeline stops ([`ErrorKind::TransformFatal`]).
-    fn processor_error(&self, request: Request<'_>, error: ProcessorError) -> Error {
+    /// What a module's retry-later or fatal answer means for the sync loop: see
+    /// [`answer_error`]. `refused` is the first request of the call the host refused.
+    fn processor_error(
+        &self,
+        request: Request<'_>,
+        error: ProcessorError,
+        refused: Option<&Refused>,
+    ) -> Error {
         let Request::Batch(batch) = request else {
             return self.failure(request, "answered a lifecycle call like a batch", None);
         };
         let module = format!("{} {}", self.world.name(), self.tag.module);
-        match error {
-            ProcessorError::RetryLater(retry) => Error::retry_later(
-                format!(
-                    "{module} asked to retry batch {} later: {}",
-                    batch.id,
-                    self.bounded(&retry.message)
-                ),
-                retry.after_ms.map(Duration::from_millis),
-            ),
-            ProcessorError::Fatal(message) if self.world == World::Transform => Error::new(
-                ErrorKind::TransformFatal,
-                format!(
-                    "{module} answered fatal for batch {} of pipeline {:?}: {}",
-                    batch.id,
-                    batch.pipeline,
-                    self.bounded(&message)
-                ),
-            ),
-            ProcessorError::Fatal(message) => Error::fatal(format!(
-                "{module} stopped pipeline {:?} at batch {}: {}",
-                batch.pipeline,
-                batch.id,
-                self.bounded(&message)
-            )),
-        }
+        answer_error(
+            &module,
+            self.world,
+            batch,
+            error,
+            |said| self.bounded(said),
+            refused,
+        )
     }
 
     fn trap_error(&self, request: Request<'_>, err: &wasmtime::Error, memory_hit: bool) -> Error {
@@ -390,3 +381,65 @@ impl Module {
         }
     }
 }
+
+/// What `module`'s retry-later or fatal answer on `batch` means for the sync loop: the batch
+/// comes again (after the delay asked), or it is not tried again. A destination's fatal is
+/// about the destination (a 401): the pipeline stops. A transform's fatal is about its input,
+/// and may be one row's fault (a `?` on a row it cannot parse): poison isolation looks for the
+/// rows at fault before the pipeline stops ([`ErrorKind::TransformFatal`]).
+///
+/// When the host refused one of the call's requests by policy (`refused`), the module may
+/// not know it (`fetch()` rejects alike whatever happened) and ask to retry; but the same
+/// policy refuses the same request at every retry, so the batch fails for good at once, as a
+/// destination's fatal does, saying what to fix. A fatal answer says it too. `said` keeps
+/// what of a module's message may be shown (bounded, secrets masked).
+fn answer_error(
+    module: &str,
+    world: World,
+    batch: &Batch,
+    error: ProcessorError,
+    said: impl Fn(&str) -> String,
+    refused: Option<&Refused>,
+) -> Error {
+    let because = |refused: &Refused| format!("the host refused its request to {refused}");
+    match error {
+        ProcessorError::RetryLater(retry) => match refused {
+            None => Error::retry_later(
+                format!(
+                    "{module} asked to retry batch {} later: {}",
+                    batch.id,
+                    said(&retry.message)
+                ),
+                retry.after_ms.map(Duration::from_millis),
+            ),
+            Some(refused) => Error::fatal(format!(
+                "{module} asked to retry batch {} of pipeline {:?} later ({}), but {}; retrying cannot help",
+                batch.id,
+                batch.pipeline,
+                said(&retry.message),
+                because(refused)
+            )),
+        },
+        ProcessorError::Fatal(message) => {
+            let also = refused.map_or_else(String::new, |refused| format!("; {}", because(refused)));
+            let message = said(&message);
+            match world {
+                World::Transform => Error::new(
+                    ErrorKind::TransformFatal,
+                    format!(
+                        "{module} answered fatal for batch {} of pipeline {:?}: {message}{also}",
+                        batch.id, batch.pipeline
+                    ),
+                ),
+                World::Destination => Error::fatal(format!(
+                    "{module} stopped pipeline {:?} at batch {}: {message}{also}",
+                    batch.pipeline, batch.id
+                )),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "call_tests.rs"]
+mod tests;

@@ -12,6 +12,7 @@ use super::guest_log::CallLog;
 use super::http::HttpPolicy;
 use super::limits::{host_resources, Limits, MemoryLimiter, FIELDS_BYTES};
 use super::module_config::Tag;
+use super::refused::Refused;
 
 pub struct ModuleState {
     table: ResourceTable,
@@ -52,6 +53,11 @@ impl ModuleState {
             tag,
             log,
         }
+    }
+
+    /// The first request of this call the host refused by policy, if any.
+    pub fn refused_request(&self) -> Option<Refused> {
+        self.policy.refused()
     }
 }
 

@@ -28,12 +28,15 @@
 //! The host's log names a request by its origin only: a path, query or user name may carry a
 //! secret.
 //!
+//! Each call keeps the first request the host refused ([`HttpPolicy::refused`], see
+//! `refused.rs` for why).
+//!
 //! One client per destination and pipeline keeps connections alive from batch to batch.
 
 use std::future::Future;
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -41,10 +44,11 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::origin::Origin;
+use super::pacer::Pacer;
+use super::refused::{FirstRefusal, NotSent, Refused};
 use super::resolve::{chain, find_cause, PublicResolver, ResolveError};
 use crate::error::{Error, Result};
 
@@ -138,26 +142,22 @@ impl Outbound {
         self: Arc<Self>,
         request: http::Request<WasiBody>,
         slot: Slot,
-    ) -> std::result::Result<http::Response<WasiBody>, HttpError> {
+    ) -> std::result::Result<http::Response<WasiBody>, NotSent> {
         let uri = request.uri().clone();
         let origin = match Origin::of(&uri) {
             Some(origin) if self.options.allow.contains(&origin) => origin,
             Some(origin) => {
-                self.refuse(
-                    &origin,
-                    &format!(
-                        "its origin is not on the allow-list; allow it with --allow-host {origin}"
-                    ),
+                let why = format!(
+                    "its origin is not on the allow-list; allow it with --allow-host {origin}"
                 );
-                return Err(HttpError::HttpRequestDenied);
+                return Err(self.refuse(&origin, why, HttpError::HttpRequestDenied));
             }
             None => {
-                tracing::warn!(
-                    module = &*self.module,
-                    pipeline = &*self.pipeline,
-                    "refused an outbound request without an http:// or https:// origin"
-                );
-                return Err(HttpError::HttpRequestDenied);
+                let refused = Refused {
+                    origin: "a URL without an http:// or https:// origin".into(),
+                    why: "only http:// and https:// origins can be allowed (--allow-host)".into(),
+                };
+                return Err(self.refused(refused, HttpError::HttpRequestDenied));
             }
         };
         let (parts, body) = request.into_parts();
@@ -186,7 +186,7 @@ impl Outbound {
                 pipeline = &*self.pipeline,
                 "response from {origin} has {length} bytes, over the cap of {max}; raise --max-response-size to accept it"
             );
-            return Err(HttpError::HttpResponseBodySize(Some(length)));
+            return Err(HttpError::HttpResponseBodySize(Some(length)).into());
         }
         let response: http::Response<reqwest::Body> = response.into();
         Ok(response.map(|body| {
@@ -211,7 +211,7 @@ impl Outbound {
         &self,
         mut body: WasiBody,
         origin: &Origin,
-    ) -> std::result::Result<(Bytes, Option<OwnedSemaphorePermit>), HttpError> {
+    ) -> std::result::Result<(Bytes, Option<OwnedSemaphorePermit>), NotSent> {
         let max = self.options.max_request_bytes;
         let mut taken = bytes::BytesMut::new();
         let mut held: Option<OwnedSemaphorePermit> = None;
@@ -220,13 +220,10 @@ impl Outbound {
                 continue;
             };
             if taken.len() as u64 + data.len() as u64 > max {
-                self.refuse(
-                    origin,
-                    &format!(
-                        "its body is over the cap of {max} bytes; raise --max-request-size to send it"
-                    ),
+                let why = format!(
+                    "its body is over the cap of {max} bytes; raise --max-request-size to send it"
                 );
-                return Err(HttpError::HttpRequestBodySize(Some(max)));
+                return Err(self.refuse(origin, why, HttpError::HttpRequestBodySize(Some(max))));
             }
             let share = u32::try_from(data.len()).map_err(|_| {
                 HttpError::InternalError(Some("a request body frame over 4 GiB".into()))
@@ -246,15 +243,25 @@ impl Outbound {
         Ok((taken.freeze(), held))
     }
 
-    fn refuse(&self, origin: &Origin, why: &str) {
+    /// A request refused by policy: logged, and told to the guest as `error`.
+    fn refuse(&self, origin: &Origin, why: String, error: HttpError) -> NotSent {
+        let refused = Refused {
+            origin: origin.to_string(),
+            why,
+        };
+        self.refused(refused, error)
+    }
+
+    fn refused(&self, refused: Refused, error: HttpError) -> NotSent {
         tracing::warn!(
             module = &*self.module,
             pipeline = &*self.pipeline,
-            "refused outbound request to {origin}: {why}"
+            "refused outbound request to {refused}"
         );
+        NotSent::Refused(refused, error)
     }
 
-    fn request_error(&self, origin: &Origin, err: reqwest::Error) -> HttpError {
+    fn request_error(&self, origin: &Origin, err: reqwest::Error) -> NotSent {
         // reqwest's message names the whole URL, which may carry a secret.
         let err = err.without_url();
         if let Some(refusal) = find_cause::<ResolveError>(&err) {
@@ -268,16 +275,13 @@ impl Outbound {
                         host: address.to_string(),
                         ..origin.clone()
                     };
-                    self.refuse(
-                        origin,
-                        &format!("{host} resolves to the {kind} address {address}; to reach it, list it by address: --allow-host {literal}"),
-                    );
-                    HttpError::DestinationIpProhibited
+                    let why = format!("{host} resolves to the {kind} address {address}; to reach it, list it by address: --allow-host {literal}");
+                    self.refuse(origin, why, HttpError::DestinationIpProhibited)
                 }
-                ResolveError::Lookup { host, source } => HttpError::DnsError {
+                ResolveError::Lookup { host, source } => NotSent::Failed(HttpError::DnsError {
                     rcode: Some(format!("cannot resolve {host}: {source}")),
                     info_code: None,
-                },
+                }),
             };
         }
         tracing::debug!(
@@ -286,7 +290,7 @@ impl Outbound {
             "request to {origin} failed: {}",
             chain(&err)
         );
-        if err.is_timeout() {
+        NotSent::Failed(if err.is_timeout() {
             if err.is_connect() {
                 HttpError::ConnectionTimeout
             } else {
@@ -296,7 +300,7 @@ impl Outbound {
             HttpError::ConnectionRefused
         } else {
             HttpError::InternalError(Some(chain(&err)))
-        }
+        })
     }
 }
 
@@ -322,6 +326,7 @@ pub struct HttpPolicy {
     outbound: Option<Arc<Outbound>>,
     /// Requests this call has started.
     started: usize,
+    refusals: FirstRefusal,
 }
 
 impl HttpPolicy {
@@ -329,7 +334,13 @@ impl HttpPolicy {
         HttpPolicy {
             outbound,
             started: 0,
+            refusals: FirstRefusal::default(),
         }
+    }
+
+    /// The first request of this call the host refused by policy, if any.
+    pub fn refused(&self) -> Option<Refused> {
+        self.refusals.first()
     }
 }
 
@@ -350,6 +361,10 @@ impl WasiHttpHooks for HttpPolicy {
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         let outbound = self.outbound.clone();
         self.started = self.started.saturating_add(1);
+        let origin = || {
+            Origin::of(request.uri())
+                .map_or_else(|| "a URL without an origin".to_owned(), |o| o.to_string())
+        };
         if let Some(outbound) = &outbound {
             let max = outbound.options.max_requests_per_batch;
             if self.started > max {
@@ -364,20 +379,29 @@ impl WasiHttpHooks for HttpPolicy {
                 let why = format!(
                     "more than {max} requests in one batch; raise --max-requests-per-batch"
                 );
+                self.refusals.keep(Refused {
+                    origin: origin(),
+                    why: why.clone(),
+                });
                 return Box::new(async move { Err(HttpError::InternalError(Some(why))) });
             }
         }
         let slot = outbound.as_ref().map(|outbound| outbound.queue_for_slot());
-        Box::new(async move {
-            let (Some(outbound), Some(slot)) = (outbound, slot) else {
-                let origin = Origin::of(request.uri())
-                    .map_or_else(|| "a URL without an origin".to_owned(), |o| o.to_string());
-                tracing::warn!(
-                    "refused outbound request to {origin}: this module has no network access"
-                );
-                return Err(HttpError::HttpRequestDenied);
+        let Some((outbound, slot)) = outbound.zip(slot) else {
+            let refused = Refused {
+                origin: origin(),
+                why: "this module has no network access".into(),
             };
-            let response = outbound.send(request, slot).await?;
+            tracing::warn!("refused outbound request to {refused}");
+            self.refusals.keep(refused);
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        };
+        let refusals = self.refusals.clone();
+        Box::new(async move {
+            let response = outbound
+                .send(request, slot)
+                .await
+                .map_err(|not_sent| refusals.error_code(not_sent))?;
             let done: Box<dyn Future<Output = std::result::Result<(), HttpError>> + Send> =
                 Box::new(async { Ok(()) });
             Ok((response, done))
@@ -388,36 +412,6 @@ impl WasiHttpHooks for HttpPolicy {
     /// module holds stay within what its memory limit allows (see `limits::host_resources`).
     fn p2_outgoing_body_chunk_size(&mut self) -> usize {
         super::limits::BODY_CHUNK_BYTES
-    }
-}
-
-/// Spaces requests `1 / rate` seconds apart: a destination's rate limit is met by waiting
-/// here, not by a storm of 429s.
-struct Pacer {
-    interval: Duration,
-    next: Mutex<Option<Instant>>,
-}
-
-impl Pacer {
-    fn new(rate: f64) -> Self {
-        Pacer {
-            interval: Duration::from_secs_f64(1.0 / rate),
-            next: Mutex::new(None),
-        }
-    }
-
-    async fn wait(&self) {
-        let slot = {
-            let mut next = self
-                .next
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
-            let now = Instant::now();
-            let slot = next.map_or(now, |next| next.max(now));
-            *next = Some(slot + self.interval);
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
     }
 }
 
@@ -472,25 +466,5 @@ impl Body for CappedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_pacer_spaces_requests_by_the_rate() {
-        let pacer = Pacer::new(50.0);
-        let start = Instant::now();
-        for _ in 0..5 {
-            pacer.wait().await;
-        }
-        // The first request goes at once, the next four 20 ms apart.
-        assert!(
-            start.elapsed() >= Duration::from_millis(80),
-            "{:?}",
-            start.elapsed()
-        );
     }
 }

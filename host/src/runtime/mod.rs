@@ -19,6 +19,8 @@ mod lifecycle;
 pub mod limits;
 mod module_config;
 mod origin;
+mod pacer;
+mod refused;
 mod rejections;
 mod request_text;
 mod resolve;
