@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Wall time from `host new` to a first `host run --once` delivering transformed rows, as a new
 # user does it (issue 17's closing note): `host new NAME --lang LANG`, the build command the
-# project's README gives, then `host run --once` on a small SQLite table, whose output must
-# hold the template's transformed rows (`email_domain` added, the `free` row left out).
+# project's README gives, then `host run --once` on the sample table the project holds
+# (`app.db`), whose output must hold the template's transformed rows (`email_domain` added,
+# the `free` row left out).
 #
 #   bench/first-module.sh rust|python|js warm|cold
 #
@@ -45,13 +46,6 @@ export PIP_CACHE_DIR="$work/pip-cache"
 export npm_config_cache="$work/npm-cache"
 cache="$work/host-cache"
 
-sqlite3 "$work/app.db" <<'SQL'
-CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, plan TEXT, updated_at TEXT NOT NULL);
-INSERT INTO users VALUES
-  (1, 'ada@example.com', 'pro', '2024-05-01 12:00:00.000001'),
-  (2, 'bob@example.org', 'free', '2024-05-01 12:00:01.000000'),
-  (3, 'cy@Example.NET', 'team', '2024-05-01 12:00:02.000000');
-SQL
 
 build_command() {
     case "$lang" in
@@ -81,7 +75,7 @@ project() {
         exit 1
     }
     local ran=$EPOCHREALTIME
-    "$host" run --source "sqlite://$work/app.db" --table users --once \
+    "$host" run --source "sqlite://$work/$name/app.db" --table users --once \
         --module "$(wasm_of "$name")" --cache-dir "$cache" \
         --state "sqlite://$work/$name.state.db" --output "$work/$name.jsonl" 2>"$work/$name.run.log" || {
         cat "$work/$name.run.log" >&2

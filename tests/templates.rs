@@ -128,8 +128,60 @@ async fn transform_passes_its_own_test(lang: &str, command: &str, path: Option<&
         "host test's log",
         &["output matches", "passed on 2 of 3 rows"],
     );
+    runs_on_its_sample_table(&host, &dir, &wasm).await;
 
     rejects_and_fails_as_contract_0_2_says(&host, &dir, &wasm, lang).await;
+}
+
+/// `host run` on the sample database `host new` wrote (`app.db`, table `users`), as the
+/// project's README says: users 1 and 3 come out with their `email_domain`, user 2 (plan
+/// free) is left out; a second run hands on nothing.
+async fn runs_on_its_sample_table(host: &Host, dir: &Path, wasm: &Path) {
+    let source = format!("sqlite://{}", dir.join("app.db").display());
+    let state = format!("sqlite://{}", dir.join("state.db").display());
+    let output = dir.join("out.jsonl");
+    let module = wasm.display().to_string();
+    let cache = shared_cache_dir().display().to_string();
+    let output_arg = output.display().to_string();
+    let run = [
+        "run",
+        "--source",
+        &source,
+        "--table",
+        "users",
+        "--module",
+        &module,
+        "--once",
+        "--state",
+        &state,
+        "--output",
+        &output_arg,
+        "--cache-dir",
+        &cache,
+    ];
+    for pass in ["first", "second"] {
+        let outcome = host.exec(run).await;
+        assert_eq!(
+            outcome.code(),
+            Some(0),
+            "{pass} host run on app.db: {outcome}"
+        );
+        let rows: Vec<Value> = std::fs::read_to_string(&output)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).expect("a JSON line")["row"].clone())
+            .collect();
+        assert_eq!(
+            rows.iter()
+                .map(|row| (row["id"].clone(), row["email_domain"].clone()))
+                .collect::<Vec<_>>(),
+            [
+                (json!(1), json!("example.com")),
+                (json!(3), json!("example.net"))
+            ],
+            "the output after the {pass} run on app.db: {outcome}"
+        );
+    }
 }
 
 /// Each template (contract 0.2.0) rejects a row whose email is no address, with its reason,

@@ -73,6 +73,7 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(&args.name));
     write_all(&dir, &project.files)?;
+    write_sample_table(&dir.join(SAMPLE_DATABASE))?;
     println!(
         "created {} ({} {} module) in {}",
         args.name,
@@ -85,7 +86,42 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
         "  host test --module {} --input rows.json {}",
         project.wasm, project.test_flags
     );
+    println!(
+        "  host run --source sqlite://{SAMPLE_DATABASE} --table users --module {} --once{}",
+        project.wasm, project.run_flags
+    );
     Ok(())
+}
+
+/// The SQLite database `host new` writes beside the sources, so that `host run` has a table to
+/// read on the first try.
+const SAMPLE_DATABASE: &str = "app.db";
+
+/// Table `users` of the sample database: three users with the columns of `rows.json` and the
+/// cursor `host run` reads by default (`updated_at`). The template's transform passes on
+/// users 1 and 3 (with `email_domain`) and leaves out 2 (plan free).
+const SAMPLE_TABLE: &str = "
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    email TEXT,
+    plan TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+-- What host run reads by: changed rows in (cursor, key) order, without a table scan.
+CREATE INDEX users_by_change ON users (updated_at, id);
+INSERT INTO users VALUES
+    (1, 'ada@example.com', 'pro', '2024-05-01 12:00:00.000001'),
+    (2, 'bob@example.org', 'free', '2024-05-01 12:00:01.000000'),
+    (3, 'cy@Example.NET', 'team', '2024-05-01 12:00:02.000000');
+";
+
+/// Writes the sample database, a file of its own: `app.db` in a project `host new` just made.
+fn write_sample_table(path: &Path) -> Result<()> {
+    let connection = rusqlite::Connection::open(path)
+        .map_err(|err| Error::sqlite(format!("cannot create {}", path.display()), err))?;
+    connection
+        .execute_batch(SAMPLE_TABLE)
+        .map_err(|err| Error::sqlite(format!("cannot fill {}", path.display()), err))
 }
 
 struct Project {
@@ -93,6 +129,7 @@ struct Project {
     build: &'static str,
     wasm: String,
     test_flags: &'static str,
+    run_flags: &'static str,
 }
 
 fn project(args: &NewArgs) -> Result<Project> {
@@ -129,6 +166,10 @@ fn project(args: &NewArgs) -> Result<Project> {
             "--set url=http://127.0.0.1:8080/hook --allow-host http://127.0.0.1:8080"
         }
     };
+    let run_flags = match args.world {
+        NewWorld::Transform => "",
+        NewWorld::Destination => " --set url=https://… --allow-host https://…",
+    };
     let sdk = match args.lang {
         Lang::Rust => sdk_dependency(args.sdk.as_deref())?,
         _ => String::new(),
@@ -151,13 +192,7 @@ fn project(args: &NewArgs) -> Result<Project> {
             .replace("{{wasm}}", &wasm)
             .replace("{{test_flags}}", test_flags)
             .replace("{{js_disabled}}", js_disabled)
-            .replace(
-                "{{run_flags}}",
-                match args.world {
-                    NewWorld::Transform => "",
-                    NewWorld::Destination => "--set url=https://… --allow-host https://…",
-                },
-            )
+            .replace("{{run_flags}}", run_flags)
     };
     let mut files = vec![
         ("README.md".to_owned(), fill(README)),
@@ -165,7 +200,7 @@ fn project(args: &NewArgs) -> Result<Project> {
         (source.to_owned(), fill(code)),
         (
             ".gitignore".to_owned(),
-            "target/\n*.wasm\nnode_modules/\n.venv/\n__pycache__/\n".to_owned(),
+            "target/\n*.wasm\nnode_modules/\n.venv/\n__pycache__/\n.tidemark/\n".to_owned(),
         ),
     ];
     if args.world == NewWorld::Transform {
@@ -193,6 +228,7 @@ fn project(args: &NewArgs) -> Result<Project> {
         build,
         wasm,
         test_flags,
+        run_flags,
     })
 }
 
