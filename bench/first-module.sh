@@ -46,7 +46,6 @@ export PIP_CACHE_DIR="$work/pip-cache"
 export npm_config_cache="$work/npm-cache"
 cache="$work/host-cache"
 
-
 build_command() {
     case "$lang" in
         rust) echo "cargo build --release --quiet" ;;
