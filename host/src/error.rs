@@ -94,7 +94,9 @@ impl Error {
             | sqlx::Error::WorkerCrashed
             | sqlx::Error::Protocol(_) => ErrorKind::Transient,
             sqlx::Error::Tls(_) | sqlx::Error::Configuration(_) => ErrorKind::Invalid,
-            sqlx::Error::Database(db) if is_transient_sqlstate(db.code().as_deref()) => {
+            sqlx::Error::Database(db)
+                if is_transient_sqlstate(db.code().as_deref()) || is_sqlite_busy(db.as_ref()) =>
+            {
                 ErrorKind::Transient
             }
             _ => ErrorKind::Fatal,
@@ -169,6 +171,21 @@ fn is_transient_sqlstate(code: Option<&str>) -> bool {
         }
         None => false,
     }
+}
+
+/// SQLite's "database is busy" and "is locked" (primary codes 5 and 6, with their extended
+/// codes): another connection holds the lock. Most waits end in the busy timeout, but SQLite
+/// returns some without waiting (a connection opening a WAL database while the last one is
+/// closing it, or recovering it), so they are worth trying again.
+fn is_sqlite_busy(err: &(dyn sqlx::error::DatabaseError + 'static)) -> bool {
+    let is_sqlite = err
+        .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .is_some();
+    is_sqlite
+        && err
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6))
 }
 
 /// `{}` shows the message alone, as error chains (anyhow's `{:#}`) expect of an error that

@@ -17,11 +17,12 @@ mod leases;
 mod schema;
 
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::AnyPool;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::source::redact_url;
 
 pub use accounting::Accounting;
@@ -70,6 +71,30 @@ impl StateStore {
     /// A new SQLite store is readable by its owner only: it holds source URLs and rows that
     /// destinations rejected.
     pub async fn open(url: &str) -> Result<Self> {
+        // A SQLite store another process is just closing (the last connection to a WAL file
+        // checkpoints it under an exclusive lock) or recovering answers "database is locked"
+        // without waiting for the busy timeout, so a host starting beside `host status` could
+        // fail. Such an error passes in milliseconds: try again for a while.
+        const BUSY_FOR_AT_MOST: Duration = Duration::from_secs(10);
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match Self::open_once(url).await {
+                Err(err)
+                    if url.starts_with("sqlite://")
+                        && err.kind() == ErrorKind::Transient
+                        && start.elapsed() < BUSY_FOR_AT_MOST =>
+                {
+                    tracing::debug!("the state store is busy, trying again: {err:#}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                opened => return opened,
+            }
+        }
+    }
+
+    async fn open_once(url: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let (url, prefix) = if let Some(path) = url.strip_prefix("sqlite://") {
             file::prepare(path)?;
@@ -348,7 +373,6 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::TempDir;
     use super::*;
-    use crate::error::ErrorKind;
 
     #[tokio::test]
     async fn unknown_state_urls_are_refused() {
@@ -379,5 +403,20 @@ mod tests {
             .map(|state| state.name)
             .collect();
         assert_eq!(names, ["users"]);
+    }
+
+    /// Hosts starting side by side on a new store (a `host run` and the `host status` watching
+    /// it) each turn it to WAL at once; SQLite refuses all but one without waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+    async fn hosts_opening_a_new_store_at_once_all_open_it() {
+        for _ in 0..20 {
+            let dir = TempDir::new();
+            let url = dir.url();
+            let opens = (0..3).map(|_| StateStore::open(&url));
+            for opened in futures_util::future::join_all(opens).await {
+                let store = opened.expect("every host opens the store");
+                assert!(store.list().await.unwrap().is_empty());
+            }
+        }
     }
 }
