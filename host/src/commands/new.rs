@@ -116,12 +116,22 @@ INSERT INTO users VALUES
 ";
 
 /// Writes the sample database, a file of its own: `app.db` in a project `host new` just made.
+/// The table is made in one transaction, and a file that could not be filled (a full disk) is
+/// removed: the next `host new` into the folder, or a `host run` on it, finds no half table.
 fn write_sample_table(path: &Path) -> Result<()> {
-    let connection = rusqlite::Connection::open(path)
-        .map_err(|err| Error::sqlite(format!("cannot create {}", path.display()), err))?;
-    connection
-        .execute_batch(SAMPLE_TABLE)
-        .map_err(|err| Error::sqlite(format!("cannot fill {}", path.display()), err))
+    let fill = || -> rusqlite::Result<()> {
+        let mut connection = rusqlite::Connection::open(path)?;
+        let transaction = connection.transaction()?;
+        transaction.execute_batch(SAMPLE_TABLE)?;
+        transaction.commit()
+    };
+    fill().map_err(|err| {
+        let _ = std::fs::remove_file(path);
+        Error::sqlite(
+            format!("cannot write the sample table {}", path.display()),
+            err,
+        )
+    })
 }
 
 struct Project {
