@@ -5,8 +5,9 @@
 //!   only in a batch of the same id).
 //! - kill -9 a worker: its pipelines deliver again on the others within the lease TTL plus a
 //!   round, nothing missed.
-//! - SIGSTOP a worker past its lease, change rows, SIGCONT: its checkpoint is fenced, it gives
-//!   the pipeline up, no watermark moves backwards, every row's final version arrives.
+//! - SIGSTOP a worker past its lease, change rows, SIGCONT: its checkpoint is fenced (paused
+//!   after a delivery) or its delivery is (paused before one), it gives the pipeline up having
+//!   delivered nothing more, no watermark moves backwards, every row's final version arrives.
 //! - A fourth worker joins: pipelines move to it at batch boundaries, never run twice at once.
 //! - SIGTERM: the worker's pipelines move at once, not after the TTL.
 //! - 100 pipelines on one PostgreSQL database: at most `max_source_connections` source
@@ -222,6 +223,22 @@ async fn a_killed_worker_s_pipelines_resume_within_the_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_worker_is_fenced_and_gives_its_pipeline_up() {
+    // Paused after handing its batch on: the checkpoint that follows is refused.
+    pause_a_worker_past_its_lease("after_deliver", "another worker took the pipeline over").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_paused_before_delivering_hands_nothing_on_after_its_lease() {
+    // Paused with its batch recorded as pending, about to hand it on (a worker cut off from the
+    // state store while the destination still answers is in the same place): once resumed, it
+    // must not deliver rows older than those the other worker delivered meanwhile.
+    pause_a_worker_past_its_lease("before_deliver", "this one hands no batch on").await;
+}
+
+/// Two workers; the new one stops at `failpoint` in its first batch and is SIGSTOPped past its
+/// lease; the other takes the pipeline over and delivers newer rows; once resumed, the paused
+/// one logs `fenced` and gives the pipeline up, having delivered nothing more.
+async fn pause_a_worker_past_its_lease(failpoint: &str, fenced: &str) {
     let Some(fleet) = Fleet::new(4, 3, &ttl_line()).await else {
         return;
     };
@@ -237,11 +254,10 @@ async fn a_paused_worker_is_fenced_and_gives_its_pipeline_up() {
         "--state".to_owned(),
         fleet.state.url().to_owned(),
     ];
-    // The paused worker stops right after handing its first batch on, before its checkpoint.
     let mut a = fleet
         .tenants
         .host
-        .spawn_exact(args, Some("after_deliver=wait@1"));
+        .spawn_exact(args, Some(&format!("{failpoint}=wait@1")));
     let shares = wait_balanced(&fleet.state, &mut [&mut a, &mut b], 4, SETTLE).await;
     let paused_name = worker_name(&shares, &a).expect("the new worker holds pipelines");
     let held = fleet.state.held().await;
@@ -253,7 +269,7 @@ async fn a_paused_worker_is_fenced_and_gives_its_pipeline_up() {
     let mut marks = vec![fleet.state.watermarks().await[&target].clone()];
 
     fleet.insert(std::slice::from_ref(&target), &[4, 5]).await;
-    a.reached("after_deliver", 1).await;
+    a.reached(failpoint, 1).await;
     a.signal("STOP");
     // Past its lease: the other worker takes the pipeline over and redelivers the batch.
     let start = Instant::now();
@@ -291,11 +307,18 @@ async fn a_paused_worker_is_fenced_and_gives_its_pipeline_up() {
     }
     marks.push(fleet.state.watermarks().await[&target].clone());
 
-    // Resumed, the paused worker tries its checkpoint: refused, the pipeline given up.
-    a.go("after_deliver", 1);
+    // Resumed, the paused worker goes on from its failpoint: refused, the pipeline given up.
+    let delivered_before = fleet.tenants.lines(&target).len();
+    a.go(failpoint, 1);
     a.signal("CONT");
-    wait_for_log(&mut a, "another worker took the pipeline over", SETTLE).await;
+    wait_for_log(&mut a, fenced, SETTLE).await;
     wait_for_log(&mut a, "giving the pipeline up", SETTLE).await;
+    assert_eq!(
+        fleet.tenants.lines(&target).len(),
+        delivered_before,
+        "the resumed worker delivered rows after its lease was taken over:\n{}",
+        a.stderr()
+    );
     marks.push(fleet.state.watermarks().await[&target].clone());
     // The workers settle again, and later changes still arrive.
     wait_balanced(&fleet.state, &mut [&mut a, &mut b], 4, SETTLE).await;

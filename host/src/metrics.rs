@@ -209,7 +209,7 @@ async fn register_workers(store: &StateStore, registry: &mut Registry) -> Result
     let fenced = Family::<WorkerLabel, Counter>::default();
     registry.register(
         "worker_fenced_checkpoints",
-        "Checkpoints and dead-letter writes refused because their lease was no longer current",
+        "Pipelines given up because a checkpoint, dead-letter write or delivery found their lease no longer current",
         fenced.clone(),
     );
     for worker in workers {

@@ -16,6 +16,7 @@ use crate::runtime::{self, Module, Runtime};
 use crate::source::{self, redact_url, Source};
 use crate::state::{Identity, StateStore};
 use crate::sync::{self, Shutdown, Totals};
+use crate::workers::{Fence, LeaseClock};
 
 /// Loads the modules of a pipeline, in order, and starts them before any row is read: each
 /// module's configuration keys are checked against those it declares, then its `init` runs.
@@ -45,15 +46,16 @@ pub async fn load_modules(
 /// Runs one pipeline until `--once` is done, a stop is requested, or an error the sync loop
 /// does not retry by itself. `permits`, when given, bounds the batches in flight across
 /// pipelines: each delivery attempt waits its turn, first come first served. `fence`, the
-/// token of the lease a worker holds on the pipeline, makes every checkpoint fail with
-/// [`ErrorKind::Fenced`] once another worker took the pipeline over.
+/// lease a worker holds on the pipeline, makes every checkpoint fail with
+/// [`ErrorKind::Fenced`] once another worker took the pipeline over, and every delivery
+/// attempt once the worker could not renew the lease in time.
 pub async fn run(
     config: &RunConfig,
     runtime: Option<&Runtime>,
     store: &StateStore,
     shutdown: &Shutdown,
     permits: Option<Arc<Semaphore>>,
-    fence: Option<i64>,
+    fence: Option<&Fence>,
 ) -> Result<Totals> {
     let modules = match runtime {
         Some(runtime) => load_modules(runtime, &config.modules_config, &config.pipeline).await?,
@@ -69,8 +71,10 @@ pub async fn run(
     let mut output = Throttled {
         inner: chain,
         permits,
+        lease: fence.map(|fence| fence.clock.clone()),
     };
-    let result = connect_and_sync(config, &mut output, store, shutdown, fence).await;
+    let token = fence.map(|fence| fence.token);
+    let result = connect_and_sync(config, &mut output, store, shutdown, token).await;
     let Err(err) = result else { return result };
     // The pipeline is another worker's now: its errors are not this one's to record.
     if err.kind() == ErrorKind::Fenced {
@@ -144,10 +148,13 @@ async fn sync_with<S: Source, O: Output>(
 }
 
 /// An output that waits for a process-wide permit before each delivery attempt. Tokio's
-/// semaphore queues waiters in order, so every pipeline gets its turn: none starves.
+/// semaphore queues waiters in order, so every pipeline gets its turn: none starves. A
+/// worker then makes sure it still holds the pipeline's lease: the wait may have been long.
 struct Throttled<O> {
     inner: O,
     permits: Option<Arc<Semaphore>>,
+    /// A worker's hold on the pipeline's lease, looked at once the attempt's turn has come.
+    lease: Option<LeaseClock>,
 }
 
 impl<O: Output> Output for Throttled<O> {
@@ -166,6 +173,11 @@ impl<O: Output> Output for Throttled<O> {
             },
             None => None,
         };
+        if let Some(lease) = &self.lease {
+            if let Err(fenced) = lease.wait_held(batch.pipeline).await {
+                return (Err(fenced), Usage::default());
+            }
+        }
         self.inner.deliver_from(stage, batch).await
     }
 

@@ -38,7 +38,7 @@ use crate::runtime::engine::EngineOptions;
 use crate::runtime::Runtime;
 use crate::state::StateStore;
 use crate::sync::Shutdown;
-use crate::workers::{self, Membership};
+use crate::workers::{self, Fence, Membership};
 
 #[path = "supervisor_balance.rs"]
 mod balance;
@@ -57,8 +57,8 @@ struct Running {
     fingerprint: String,
     shutdown: Shutdown,
     task: JoinHandle<bool>,
-    /// The token of the lease the pipeline runs under, when the process is a worker.
-    fence: Option<i64>,
+    /// The lease the pipeline runs under, when the process is a worker.
+    fence: Option<Fence>,
 }
 
 pub struct Supervisor {
@@ -151,7 +151,7 @@ impl Supervisor {
         Ok(self.stop().await)
     }
 
-    fn start(&mut self, config: RunConfig, fence: Option<i64>) {
+    fn start(&mut self, config: RunConfig, fence: Option<Fence>) {
         let shutdown = Shutdown::default();
         let task = tokio::spawn(supervise(
             config.clone(),
@@ -159,7 +159,7 @@ impl Supervisor {
             self.store.clone(),
             self.permits.clone(),
             shutdown.clone(),
-            fence,
+            fence.clone(),
         ));
         self.running.insert(
             config.pipeline.clone(),
@@ -223,7 +223,7 @@ impl Supervisor {
             .collect();
         let fences: BTreeMap<String, i64> = stopping
             .iter()
-            .filter_map(|(name, run)| Some((name.clone(), run.fence?)))
+            .filter_map(|(name, run)| Some((name.clone(), run.fence.as_ref()?.token)))
             .collect();
         for (name, _) in stop_all(stopping, self.file.stop_timeout).await {
             // A worker gives the lease back: the next round claims the pipeline again, here
@@ -319,14 +319,14 @@ async fn supervise(
     store: Arc<StateStore>,
     permits: Arc<Semaphore>,
     shutdown: Shutdown,
-    fence: Option<i64>,
+    fence: Option<Fence>,
 ) -> bool {
     let mut backoff = FIRST_RESTART;
     loop {
         let runtime = (!config.modules_config.modules.is_empty()).then_some(&*runtime);
         let started = tokio::time::Instant::now();
         let permits = Some(permits.clone());
-        match pipeline::run(&config, runtime, &store, &shutdown, permits, fence).await {
+        match pipeline::run(&config, runtime, &store, &shutdown, permits, fence.as_ref()).await {
             Ok(_) => return true,
             // Another worker runs the pipeline now: restarting here could only be fenced again.
             Err(err) if err.kind() == ErrorKind::Fenced => {

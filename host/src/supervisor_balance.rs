@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{stop_all, Supervisor};
+use crate::workers::{Fence, LeaseClock};
 
 impl Supervisor {
     /// One round of membership: pipelines that ended by themselves (fenced) give their lease
@@ -20,14 +21,14 @@ impl Supervisor {
             .map(|(name, _)| name.clone())
             .collect();
         for name in ended {
-            if let Some(token) = self.running.remove(&name).and_then(|run| run.fence) {
-                membership.release(&name, token).await;
+            if let Some(fence) = self.running.remove(&name).and_then(|run| run.fence) {
+                membership.release(&name, fence.token).await;
             }
         }
         let owned: BTreeMap<String, i64> = self
             .running
             .iter()
-            .filter_map(|(name, run)| Some((name.clone(), run.fence?)))
+            .filter_map(|(name, run)| Some((name.clone(), run.fence.as_ref()?.token)))
             .collect();
         let plan = match membership.tick(&self.file.weighted(), &owned).await {
             Ok(plan) => plan,
@@ -36,6 +37,7 @@ impl Supervisor {
                 return;
             }
         };
+        let held_until = plan.held_until.unwrap_or_else(tokio::time::Instant::now);
         for name in plan.lost {
             tracing::warn!(
                 "pipeline {name:?}: its lease was taken over by another worker (this one was paused past it); stopping it here"
@@ -48,6 +50,10 @@ impl Supervisor {
             );
             self.leave(name, true);
         }
+        // Renewed: what is left running after the lost and handed over pipelines went.
+        for fence in self.running.values().filter_map(|run| run.fence.as_ref()) {
+            fence.clock.renewed(held_until);
+        }
         for (name, token) in plan.claimed {
             let config = self
                 .file
@@ -57,7 +63,8 @@ impl Supervisor {
                 .cloned();
             if let Some(config) = config {
                 tracing::info!("pipeline {name:?}: claimed (lease {token})");
-                self.start(config, Some(token));
+                let clock = LeaseClock::new(held_until, self.file.lease_ttl);
+                self.start(config, Some(Fence { token, clock }));
             }
         }
     }
@@ -68,7 +75,11 @@ impl Supervisor {
         let Some(run) = self.running.remove(&name) else {
             return;
         };
-        let fence = run.fence.filter(|_| release);
+        let fence = run
+            .fence
+            .as_ref()
+            .map(|fence| fence.token)
+            .filter(|_| release);
         let store = self.store.clone();
         let timeout = self.file.stop_timeout;
         self.leaving.push(tokio::spawn(async move {

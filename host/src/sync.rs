@@ -311,6 +311,7 @@ async fn deliver<O: Output>(
         pipeline: &state.name,
         rows: &page.rows,
     };
+    failpoint::hit("before_deliver").await;
     let (delivered, usage) =
         deliver_with_retries(output, 0, batch, &options.retry, shutdown, Some(store)).await;
     let delivered = match delivered {

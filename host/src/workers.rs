@@ -15,6 +15,11 @@
 //! that dies loses them when they expire. Leases, tokens and fencing live in the state store
 //! (`state::leases`); this module decides what to claim and what to give up.
 //!
+//! Checkpoints are fenced by the lease's token in the store; deliveries by the worker's own
+//! clock ([`LeaseClock`]): a worker that has not renewed a lease for its TTL (paused, or cut
+//! off from the state store while the destination still answers) hands no batch of that
+//! pipeline on, since another worker may be delivering newer ones.
+//!
 //! An SQLite state store has no server to hold leases against: one worker per file, enforced
 //! by a lock on a file beside it ([`lock_sqlite`]).
 
@@ -22,18 +27,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use tokio::time::Instant;
+
+use crate::error::{Error, ErrorKind, Result};
 use crate::state::{StateStore, WorkerFigures};
 
 /// Leases this process lost to another worker (it was paused past them), since it started.
 /// Process-wide because a process is one worker.
 pub static LEASES_LOST: AtomicU64 = AtomicU64::new(0);
 
-/// Checkpoints and dead-letter writes this process had refused because their lease was no
-/// longer current.
+/// Checkpoints, dead-letter writes and deliveries this process had refused because their
+/// lease was no longer current (counted once per pipeline given up).
 pub static FENCED: AtomicU64 = AtomicU64::new(0);
 
 /// The default `lease_ttl` of a pipelines file.
@@ -48,6 +55,76 @@ pub struct Plan {
     pub lost: Vec<String>,
     /// Pipelines above the fair share: stop each after its batch in hand, then release it.
     pub hand_over: Vec<String>,
+    /// Until when the leases this round renewed or claimed are surely held: the round's start
+    /// plus the TTL (the store counts the TTL from when its statement ran, later).
+    pub held_until: Option<Instant>,
+}
+
+/// A lease this process runs a pipeline under: the token that fences its writes, and the
+/// clock that fences its deliveries.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    pub token: i64,
+    pub clock: LeaseClock,
+}
+
+/// Until when this worker surely holds a lease, by its own monotonic clock, which goes on
+/// while the process is paused. Membership moves it on at each round that renews the lease;
+/// a lease another worker took over is never moved on again.
+#[derive(Debug, Clone)]
+pub struct LeaseClock {
+    held_until: Arc<Mutex<Instant>>,
+    ttl: Duration,
+}
+
+impl LeaseClock {
+    pub fn new(held_until: Instant, ttl: Duration) -> Self {
+        LeaseClock {
+            held_until: Arc::new(Mutex::new(held_until)),
+            ttl,
+        }
+    }
+
+    fn held_until(&self) -> Instant {
+        *self
+            .held_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Moves the clock on after a round renewed the lease.
+    pub fn renewed(&self, held_until: Instant) {
+        let mut current = self
+            .held_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *current = (*current).max(held_until);
+    }
+
+    /// Returns once the lease is surely held. A lease not renewed on time (a slow round of a
+    /// busy store) gets one TTL to be renewed; then [`ErrorKind::Fenced`]: another worker
+    /// may run `pipeline` now, and this one must hand nothing more on.
+    pub async fn wait_held(&self, pipeline: &str) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            let held_until = self.held_until();
+            let now = Instant::now();
+            if now < held_until {
+                return Ok(());
+            }
+            if now.duration_since(started) >= self.ttl {
+                return Err(Error::new(
+                    ErrorKind::Fenced,
+                    format!(
+                        "pipeline {pipeline:?}: this worker has not renewed its lease for {:?}, past its lease_ttl of {:?} (it was paused, or cannot reach the state store): another worker may run the pipeline now, so this one hands no batch on",
+                        now.duration_since(held_until) + self.ttl,
+                        self.ttl
+                    ),
+                ));
+            }
+            tokio::time::sleep((self.ttl / 20).max(Duration::from_millis(10))).await;
+        }
+    }
 }
 
 /// This worker's place among the workers of a state store.
@@ -117,6 +194,7 @@ impl Membership {
         let mut plan = Plan {
             lost,
             hand_over: surplus(&kept, fair),
+            held_until: Some(started + self.ttl),
             ..Plan::default()
         };
         let mut held: u64 = kept.iter().map(|(_, weight)| weight).sum();
@@ -244,8 +322,35 @@ fn worker_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorKind;
     use crate::state::testing::TempDir;
+
+    #[tokio::test]
+    async fn a_delivery_waits_for_a_late_renewal_and_is_fenced_without_one() {
+        let ttl = Duration::from_millis(200);
+        let held = LeaseClock::new(Instant::now() + ttl, ttl);
+        held.wait_held("p").await.expect("a current lease");
+
+        // Expired, then renewed by the next round: the delivery goes on.
+        let late = LeaseClock::new(Instant::now(), ttl);
+        let renewer = late.clone();
+        let renewal = tokio::spawn(async move {
+            tokio::time::sleep(ttl / 4).await;
+            renewer.renewed(Instant::now() + ttl);
+        });
+        late.wait_held("p").await.expect("renewed in time");
+        renewal.await.unwrap();
+
+        // Never renewed (taken over, or the store out of reach): fenced after one TTL.
+        let lost = LeaseClock::new(Instant::now() - ttl, ttl);
+        let started = Instant::now();
+        let err = lost.wait_held("p").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Fenced);
+        assert!(started.elapsed() >= ttl, "{:?}", started.elapsed());
+        assert!(err.to_string().contains("hands no batch on"), "{err}");
+        // A round can only move the clock on.
+        lost.renewed(Instant::now() - 2 * ttl);
+        assert!(lost.wait_held("p").await.is_err());
+    }
 
     #[test]
     fn the_fair_share_rounds_up() {
