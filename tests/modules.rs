@@ -1069,7 +1069,8 @@ fn every_test_guest_has_a_test() {
 /// (no origin is allowed), the host says so with the module and pipeline, the batch counts as
 /// delivered and nothing goes to the JSON Lines output. A "retry later" or "fatal" answer
 /// fails the run with the destination's message and leaves the watermark where it was; as the
-/// host refused the call's request, the retry-later is not retried, and both name the refusal.
+/// host refused the call's request, the retry-later is not retried, and both name the refusal;
+/// so does a panic after the refusal, neither retried nor split.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destination_module_ends_the_chain() {
     let (_db, host) = sqlite_users(3).await;
@@ -1097,6 +1098,7 @@ async fn destination_module_ends_the_chain() {
     for (mode, says) in [
         ("retry", "asked to retry batch"),
         ("fatal", "bad credentials"),
+        ("panic", "panicked"),
     ] {
         let (_db, host) = sqlite_users(2).await;
         let config = format!("mode={mode}");
@@ -1116,9 +1118,15 @@ async fn destination_module_ends_the_chain() {
             &config,
             &["guest_denied_destination", says, refusal],
         );
-        if mode == "retry" {
+        if mode != "fatal" {
             assert_mentions(error_report(&outcome), &config, &["retrying cannot help"]);
         }
+        // Stopped at the first call: neither retried nor split to look for a row at fault.
+        assert_eq!(
+            outcome.stderr.matches("refused outbound request").count(),
+            1,
+            "calls with {config}: {outcome}"
+        );
         assert_nothing_synced(&host, mode, &config).await;
     }
 }

@@ -5,7 +5,8 @@
 //! the sync loop acts on: retry later the same way for transforms and destinations, fatal
 //! as a stop for a destination and as a failure poison isolation may split for a transform.
 //! A retry-later after the host refused one of the call's requests by policy is a stop too:
-//! the same policy would refuse the same request at every retry ([`answer_error`]).
+//! the same policy would refuse the same request at every retry ([`answer_error`]); so is a
+//! trap or a deadline after one ([`after_refusal`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -164,15 +165,20 @@ impl Module {
             },
             peak_memory: store.data().limiter.peak,
         };
+        let refused = store.data().refused_request();
         let result = match result {
             Ok(Ok(Ok(answer))) => Ok(answer),
             Ok(Ok(Err(Refusal::Processor(error)))) => {
-                let refused = store.data().refused_request();
                 Err(self.processor_error(request, error, refused.as_ref()))
             }
-            Ok(Ok(Err(Refusal::Message(message)))) => Err(self.refused(request, &message)),
-            Ok(Err(err)) => Err(self.trap_error(request, &err, store.data().limiter.hit)),
-            Err(_elapsed) => Err(self.past_deadline(request)),
+            Ok(Ok(Err(Refusal::Message(message)))) => {
+                Err(after_refusal(self.refused(request, &message), refused))
+            }
+            Ok(Err(err)) => Err(after_refusal(
+                self.trap_error(request, &err, store.data().limiter.hit),
+                refused,
+            )),
+            Err(_elapsed) => Err(after_refusal(self.past_deadline(request), refused)),
         };
         drop(store);
         (result, usage)
@@ -379,6 +385,27 @@ impl Module {
             Some(hint) => error.with_hint(hint),
             None => error,
         }
+    }
+}
+
+/// A call that failed after the host refused one of its requests by policy (a panic on the
+/// refused response, a deadline spent trying it again) failed for the refusal, most likely:
+/// the same policy refuses the same request at every retry, so a batch is not retried (nor
+/// split to look for a row at fault) but stops the pipeline at once, and every error says what
+/// the host refused and how to allow it.
+fn after_refusal(error: Error, refused: Option<Refused>) -> Error {
+    let Some(refused) = refused else {
+        return error;
+    };
+    let hint = error.hint().map(str::to_owned);
+    let message = format!("{error}, after the host refused its request to {refused}");
+    let error = match error.kind() {
+        ErrorKind::Module => Error::fatal(format!("{message}; retrying cannot help")),
+        kind => Error::new(kind, message),
+    };
+    match hint {
+        Some(hint) => error.with_hint(hint),
+        None => error,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Test guest: a destination that tries to reach the network (the host refuses, as no origin
 //! is allowed), rejects every delete, and accepts the rest. With `--config mode=retry` or
-//! `mode=fatal` it fails the whole batch that way instead.
+//! `mode=fatal` it fails the whole batch that way instead; with `mode=panic` it panics, as a
+//! module that unwraps the response would.
 
 use tidemark_sdk::http::Request;
 use tidemark_sdk::{log, Batch, Error, Rejection};
@@ -17,6 +18,7 @@ fn deliver(batch: Batch) -> Result<Vec<Rejection>, Error> {
             after: Some(std::time::Duration::from_millis(10)),
         }),
         Some("fatal") => Err(Error::Fatal("bad credentials".into())),
+        Some("panic") => panic!("no response from the receiver"),
         _ => Ok(batch
             .changes
             .iter()
