@@ -175,8 +175,8 @@ fn is_transient_sqlstate(code: Option<&str>) -> bool {
 
 /// SQLite's "database is busy" and "is locked" (primary codes 5 and 6, with their extended
 /// codes): another connection holds the lock. Most waits end in the busy timeout, but SQLite
-/// returns some without waiting (a connection opening a WAL database while the last one is
-/// closing it, or recovering it), so they are worth trying again.
+/// returns some without waiting (two connections turning a new file to WAL at once, one that
+/// opens a WAL file while another recovers it), so they are worth trying again.
 fn is_sqlite_busy(err: &(dyn sqlx::error::DatabaseError + 'static)) -> bool {
     let is_sqlite = err
         .try_downcast_ref::<sqlx::sqlite::SqliteError>()

@@ -71,10 +71,11 @@ impl StateStore {
     /// A new SQLite store is readable by its owner only: it holds source URLs and rows that
     /// destinations rejected.
     pub async fn open(url: &str) -> Result<Self> {
-        // A SQLite store another process is just closing (the last connection to a WAL file
-        // checkpoints it under an exclusive lock) or recovering answers "database is locked"
-        // without waiting for the busy timeout, so a host starting beside `host status` could
-        // fail. Such an error passes in milliseconds: try again for a while.
+        // SQLite answers some lock conflicts with "database is locked" at once, without waiting
+        // for the busy timeout: hosts turning a new store to WAL at the same time (a `host run`
+        // starting and the `host status` watching it) all fail but one, and a connection meets
+        // the same while another recovers the file or cleans up after the last connection.
+        // Such a conflict passes in milliseconds: try again for a while.
         const BUSY_FOR_AT_MOST: Duration = Duration::from_secs(10);
         let start = Instant::now();
         let mut pause = Duration::from_millis(5);
