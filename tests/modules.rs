@@ -1129,4 +1129,28 @@ async fn destination_module_ends_the_chain() {
         );
         assert_nothing_synced(&host, mode, &config).await;
     }
+
+    // An init that fails after a refused request names the refusal: exit 2, nothing read.
+    let (_db, host) = sqlite_users(2).await;
+    let args = with_modules(
+        &host,
+        &["guest_denied_destination"],
+        &["--pipeline", "init", "--set", "mode=init"],
+    );
+    let outcome = host.run_once(&refs(&args)).await;
+    assert_eq!(
+        outcome.code(),
+        Some(2),
+        "exit code with mode=init; {outcome}"
+    );
+    assert_mentions(
+        error_report(&outcome),
+        "mode=init",
+        &[
+            "refused its configuration",
+            "cannot reach the receiver",
+            refusal,
+        ],
+    );
+    assert_nothing_synced(&host, "init", "mode=init").await;
 }

@@ -1,10 +1,21 @@
 //! Test guest: a destination that tries to reach the network (the host refuses, as no origin
 //! is allowed), rejects every delete, and accepts the rest. With `--config mode=retry` or
 //! `mode=fatal` it fails the whole batch that way instead; with `mode=panic` it panics, as a
-//! module that unwraps the response would.
+//! module that unwraps the response would; with `mode=init` its `init` tries the receiver and
+//! refuses to start without an answer.
 
 use tidemark_sdk::http::Request;
 use tidemark_sdk::{log, Batch, Error, Rejection};
+
+fn init() -> Result<(), Error> {
+    if tidemark_sdk::config("mode").as_deref() != Some("init") {
+        return Ok(());
+    }
+    Request::get("https://example.com/")
+        .send()
+        .map(drop)
+        .map_err(|err| Error::Fatal(format!("cannot reach the receiver: {err}")))
+}
 
 fn deliver(batch: Batch) -> Result<Vec<Rejection>, Error> {
     match Request::get("https://example.com/").send() {
@@ -32,4 +43,4 @@ fn deliver(batch: Batch) -> Result<Vec<Rejection>, Error> {
     }
 }
 
-tidemark_sdk::destination!(deliver);
+tidemark_sdk::destination!(deliver, init = init);
