@@ -260,6 +260,14 @@ impl Turn {
         let asked = Instant::now();
         loop {
             let woken = self.wake.notified();
+            // Past its deadline, a call takes no slot, not even one a stalled holder just lost:
+            // its wall-clock timeout drops it at that instant.
+            if self
+                .deadline
+                .is_some_and(|deadline| Instant::now() >= deadline)
+            {
+                return Err(Trap::Interrupt);
+            }
             let mut recheck = None;
             {
                 let mut state = self.fairness.lock();
@@ -310,9 +318,6 @@ impl Turn {
                 }
             }
             if let Some(deadline) = self.deadline {
-                if Instant::now() >= deadline {
-                    return Err(Trap::Interrupt);
-                }
                 recheck = Some(recheck.map_or(deadline, |at| at.min(deadline)));
             }
             match recheck {
