@@ -398,7 +398,7 @@ fn after_refusal(error: Error, refused: Option<Refused>) -> Error {
         return error;
     };
     let hint = error.hint().map(str::to_owned);
-    let message = format!("{error}, after the host refused its request to {refused}");
+    let message = format!("{error}, after {}", refused.because());
     let error = match error.kind() {
         ErrorKind::Module => Error::fatal(format!("{message}; retrying cannot help")),
         kind => Error::new(kind, message),
@@ -428,7 +428,6 @@ fn answer_error(
     said: impl Fn(&str) -> String,
     refused: Option<&Refused>,
 ) -> Error {
-    let because = |refused: &Refused| format!("the host refused its request to {refused}");
     match error {
         ProcessorError::RetryLater(retry) => match refused {
             None => Error::retry_later(
@@ -444,11 +443,11 @@ fn answer_error(
                 batch.id,
                 batch.pipeline,
                 said(&retry.message),
-                because(refused)
+                refused.because()
             )),
         },
         ProcessorError::Fatal(message) => {
-            let also = refused.map_or_else(String::new, |refused| format!("; {}", because(refused)));
+            let also = refused.map_or_else(String::new, |refused| format!("; {}", refused.because()));
             let message = said(&message);
             match world {
                 World::Transform => Error::new(

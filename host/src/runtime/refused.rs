@@ -16,6 +16,13 @@ pub struct Refused {
     pub why: String,
 }
 
+impl Refused {
+    /// What a module's error adds about the refusal, in one wording for every kind of error.
+    pub fn because(&self) -> String {
+        format!("the host refused its request to {self}")
+    }
+}
+
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.origin, self.why)
