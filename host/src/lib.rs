@@ -1,38 +1,26 @@
 //! Tidemark: a delta-based ("high watermark") sync engine.
 //!
 //! Data flows one way: a [`source`] reads the rows changed since the last checkpoint in
-//! keyset pages, the [`sync`] loop hands each [`model::Batch`] to its [`output::Output`]
-//! (JSON Lines, or the module chain of [`runtime::chain`]), and only then moves the
-//! checkpoint in the [`state`] store. [`model`] holds the vocabulary all of them share.
+//! keyset pages, the [`engine::sync`] loop hands each [`model::Batch`] to its
+//! [`delivery::output::Output`] (JSON Lines, or the module chain of [`delivery::chain`]), and
+//! only then moves the checkpoint in the [`state`] store. [`model`] holds the vocabulary all of
+//! them share.
+//!
+//! The folders are layers, and imports only go down this list (`scripts/check-layout` keeps
+//! it so): [`commands`] (one file per subcommand), [`front`] (flags, one validated
+//! configuration, the pipelines file), [`cluster`] (many pipelines, workers, metrics),
+//! [`engine`] (one pipeline, its sync loop, fencing, replay, hard deletes), [`delivery`] (where a
+//! batch goes: outputs, the chain, attempts, poison isolation, dead letters), [`runtime`] (the
+//! WebAssembly sandbox), [`source`] and [`state`], then [`model`].
 
-pub mod attempt;
-pub mod cli;
+pub mod cluster;
 pub mod commands;
-pub mod config;
-pub mod deletes;
-pub mod error;
-pub mod failpoint;
-pub mod ids;
-pub mod json;
-pub mod key;
-pub mod letters;
-pub mod metrics;
+pub mod delivery;
+pub mod engine;
+pub mod front;
 pub mod model;
-pub mod output;
-pub mod pipeline;
-pub mod pipelines_file;
-pub mod poison;
-pub mod progress;
-pub mod relative_paths;
-pub mod replay;
-pub mod retry;
 pub mod runtime;
-pub mod shutdown;
 pub mod source;
 pub mod state;
-pub mod supervisor;
-pub mod sync;
-pub mod sync_log;
-pub mod workers;
 
-pub use error::{Error, ErrorKind, Result};
+pub use model::error::{Error, ErrorKind, Result};

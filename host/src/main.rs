@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
-use tidemark::cli::{Cli, Command};
 use tidemark::commands;
+use tidemark::front::cli::{Cli, Command};
 use tidemark::{Error, ErrorKind};
 
 fn main() -> ExitCode {

@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 
-use crate::cli::CheckArgs;
+use crate::front::cli::CheckArgs;
 use crate::runtime::{self, engine::EngineOptions, ConfigKey, HttpOptions, Limits, Runtime};
 
 /// Runs `host check`. The declared keys are asked of the module itself (`config-keys` of
@@ -15,7 +15,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
         cache_dir: args.cache_dir.or_else(runtime::engine::default_cache_dir),
     })?;
     let limits = Limits {
-        compile: crate::config::compile_limits(&args.compile)?,
+        compile: crate::front::config::compile_limits(&args.compile)?,
         ..Limits::default()
     };
     let checking = || format!("checking module {}", args.module.display());

@@ -2,7 +2,7 @@
 //! failed on alone (parked).
 
 use super::{open_store, unknown_pipeline};
-use crate::cli::DeadLettersArgs;
+use crate::front::cli::DeadLettersArgs;
 use crate::state::DeadLetter;
 
 /// Runs `host dead-letters`.

@@ -19,12 +19,12 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::config::ModulesConfig;
-use crate::error::Error;
-use crate::pipeline;
+use crate::engine::pipeline;
+use crate::engine::settings::ModulesConfig;
+use crate::engine::sync::Shutdown;
+use crate::model::error::Error;
 use crate::runtime::{Module, Runtime};
 use crate::state::StateStore;
-use crate::sync::Shutdown;
 
 /// Log lines go to standard error, filtered by `TIDEMARK_LOG` (default `info`), so that
 /// standard output carries only what a command prints (rows, status, JSON).

@@ -6,8 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{Lang, NewArgs, NewWorld};
-use crate::error::{Error, Result};
+use crate::front::cli::{Lang, NewArgs, NewWorld};
+use crate::model::error::{Error, Result};
 use crate::runtime::PACKAGE_VERSION;
 
 /// The guest SDK of the tree this binary was built from; a project made on another machine

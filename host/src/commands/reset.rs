@@ -1,7 +1,7 @@
 //! `host reset`: forget a pipeline's watermark, so that its next run is a full sync.
 
 use super::{open_store, unknown_pipeline};
-use crate::cli::ResetArgs;
+use crate::front::cli::ResetArgs;
 
 /// Runs `host reset`.
 pub async fn run(args: ResetArgs) -> anyhow::Result<()> {

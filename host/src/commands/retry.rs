@@ -1,15 +1,16 @@
 //! `host retry`: a pipeline's dead letters, sent through its chain again with the retry
 //! policy of a run, each from the module that left it behind; the loop itself is
-//! [`crate::replay::replay`].
+//! [`crate::engine::replay::replay`].
 
 use super::{load_modules, module_values_only, open_store, unknown_pipeline, watch_signals};
-use crate::cli::RetryArgs;
-use crate::config::{check_batch_size, retry_policy, ModulesConfig};
-use crate::error::Error;
-use crate::letters::Letters;
-use crate::replay;
-use crate::runtime::chain::Chain;
-use crate::sync::Shutdown;
+use crate::delivery::chain::Chain;
+use crate::delivery::letters::Letters;
+use crate::engine::replay;
+use crate::engine::settings::ModulesConfig;
+use crate::engine::sync::Shutdown;
+use crate::front::cli::RetryArgs;
+use crate::front::config::{check_batch_size, retry_policy};
+use crate::model::error::Error;
 
 /// Runs `host retry`.
 pub async fn run(mut args: RetryArgs) -> anyhow::Result<()> {

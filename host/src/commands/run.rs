@@ -5,13 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{new_runtime, open_store, split_config, watch_signals};
-use crate::cli::RunArgs;
-use crate::config::RunConfig;
-use crate::error::Error;
-use crate::pipelines_file::PipelinesFile;
-use crate::supervisor::Supervisor;
-use crate::sync::Shutdown;
-use crate::{metrics, pipeline};
+use crate::cluster::metrics;
+use crate::cluster::settings::PipelinesFile;
+use crate::cluster::supervisor::Supervisor;
+use crate::engine::pipeline;
+use crate::engine::settings::RunConfig;
+use crate::engine::sync::Shutdown;
+use crate::front::cli::RunArgs;
+use crate::model::error::Error;
 
 /// Flags that may go with a pipelines file, by clap id (`StateArgs` is the group `--state`
 /// comes in); the file sets everything else.
@@ -75,7 +76,7 @@ async fn run_file(args: RunArgs, path: &Path, explicit: &[String]) -> anyhow::Re
         file.state_url = args.state.state.clone();
     }
     let metrics = args.metrics.or(file.metrics);
-    let supervisor = Supervisor::new(file, args.once).await?;
+    let supervisor = Supervisor::new(file, args.once, PipelinesFile::load).await?;
     if let Some(address) = metrics {
         metrics::serve(address, supervisor.store()).await?;
     }

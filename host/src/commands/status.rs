@@ -1,7 +1,7 @@
 //! `host status`: every pipeline of a state store, as a table or as JSON.
 
 use super::open_store;
-use crate::cli::StatusArgs;
+use crate::front::cli::StatusArgs;
 use crate::model::Position;
 use crate::source::Driver;
 use crate::state::{LeaseRow, PipelineState};

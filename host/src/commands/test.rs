@@ -15,15 +15,15 @@ use anyhow::Context as _;
 use serde_json::Value;
 
 use super::{load_modules, module_values_only};
-use crate::cli::TestArgs;
-use crate::config::ModulesConfig;
-use crate::error::{Error, ErrorKind};
+use crate::delivery::chain::Chain;
+use crate::delivery::output::{JsonLines, Output};
+use crate::delivery::poison;
+use crate::delivery::retry::RetryPolicy;
+use crate::engine::settings::ModulesConfig;
+use crate::front::cli::TestArgs;
+use crate::model::error::{Error, ErrorKind};
+use crate::model::shutdown::Shutdown;
 use crate::model::{self, Rows};
-use crate::output::{JsonLines, Output};
-use crate::poison;
-use crate::retry::RetryPolicy;
-use crate::runtime::chain::Chain;
-use crate::shutdown::Shutdown;
 
 /// How many differences `--expect` lists before it stops counting them one by one.
 const SHOWN_DIFFERENCES: usize = 20;

@@ -1,18 +1,18 @@
 //! What a module's store holds: WASI with no ambient authority, outbound HTTP behind the
 //! pipeline's policy, the memory limiter, the cap on host resources, and the
-//! `tidemark:processor/host` interface of each contract version (logging, through [`super::guest_log`], and
+//! `tidemark:processor/host` interface of each contract version (logging, through [`super::text::log`], and
 //! configuration).
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::bindings::{legacy, HostApi, Level};
-use super::guest_log::CallLog;
+use super::contract::bindings::{legacy, HostApi, Level};
+use super::http::refused::Refused;
 use super::http::HttpPolicy;
-use super::limits::{host_resources, Limits, MemoryLimiter, FIELDS_BYTES};
 use super::module_config::Tag;
-use super::refused::Refused;
+use super::sched::limits::{host_resources, Limits, MemoryLimiter, FIELDS_BYTES};
+use super::text::log::CallLog;
 
 pub struct ModuleState {
     table: ResourceTable,
@@ -98,7 +98,7 @@ impl HostApi for ModuleState {
     }
 }
 
-impl super::bindings::transform::tidemark::processor::types::Host for ModuleState {}
+impl super::contract::bindings::transform::tidemark::processor::types::Host for ModuleState {}
 
 /// Contract 0.1's `host` interface: the same two functions.
 impl legacy::HostApi for ModuleState {
@@ -111,4 +111,7 @@ impl legacy::HostApi for ModuleState {
     }
 }
 
-impl super::bindings::legacy::transform::tidemark::processor::types::Host for ModuleState {}
+impl super::contract::bindings::legacy::transform::tidemark::processor::types::Host
+    for ModuleState
+{
+}

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use super::call::{Answer, Request};
 use super::{ConfigKey, Module, ModuleConfig};
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
 
 impl Module {
     /// The configuration keys the module declares; `None` when it does not say (then it takes

@@ -6,28 +6,16 @@
 //! state survives from one batch (or one pipeline) to the next, and a trapped instance is
 //! never reused.
 
-mod bindings;
 mod call;
-pub mod chain;
+mod contract;
 pub mod engine;
-mod executor;
-mod fairness;
-mod guest_log;
 mod host;
 mod http;
 mod lifecycle;
-pub mod limits;
 mod module_config;
-mod origin;
-mod pacer;
-mod refused;
-mod rejections;
-mod request_text;
-mod resolve;
+mod sched;
 mod sniff;
 pub mod text;
-mod transfer;
-mod world;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,22 +24,21 @@ use std::time::Duration;
 use wasmtime::component::{InstancePre, Linker};
 use wasmtime::Engine;
 
-use crate::error::{Error, Result};
-pub use bindings::{Batch, ConfigKey, Rejection};
-use bindings::{Exports, LifecycleIndices};
+use crate::model::error::{Error, Result};
 pub use call::Outcome;
+pub use contract::bindings::{Batch, ConfigKey, Rejection};
+use contract::bindings::{Exports, LifecycleIndices};
 use host::ModuleState;
+pub use http::origin::Origin;
 pub use http::HttpOptions;
 use http::Outbound;
 pub use lifecycle::{check_keys, flagged as flagged_key, start as start_modules};
-pub use limits::Limits;
 pub use module_config::ModuleConfig;
 use module_config::Tag;
-pub use origin::Origin;
-pub(crate) use rejections::bounded_reason;
+pub use sched::limits::{self, Limits};
 
-use world::world_of;
-pub use world::{Contract, Implements, World, PACKAGE, PACKAGE_VERSION};
+use contract::world::world_of;
+pub use contract::world::{Contract, Implements, World, PACKAGE, PACKAGE_VERSION};
 
 /// The engine and the linkers, shared by every module of the process.
 pub struct Runtime {
@@ -104,7 +91,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut destination_linker).map_err(link_error)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut destination_linker)
             .map_err(link_error)?;
-        request_text::cap_request_text(&mut destination_linker).map_err(link_error)?;
+        http::request_text::cap_request_text(&mut destination_linker).map_err(link_error)?;
         add_host_interfaces(&mut destination_linker).map_err(link_error)?;
         Ok(Runtime {
             engine,
@@ -217,25 +204,25 @@ impl Runtime {
         let instance = linker.instantiate_pre(&component).map_err(unlinkable)?;
         let exports_of = match (world, implements.contract) {
             (World::Transform, Contract::V0_2) => Exports::Transform(
-                bindings::transform::exports::tidemark::processor::transformer::GuestIndices::new(
+                contract::bindings::transform::exports::tidemark::processor::transformer::GuestIndices::new(
                     &instance,
                 )
                 .map_err(unlinkable)?,
             ),
             (World::Destination, Contract::V0_2) => Exports::Destination(
-                bindings::destination::exports::tidemark::processor::deliverer::GuestIndices::new(
+                contract::bindings::destination::exports::tidemark::processor::deliverer::GuestIndices::new(
                     &instance,
                 )
                 .map_err(unlinkable)?,
             ),
             (World::Transform, Contract::V0_1) => Exports::LegacyTransform(
-                bindings::legacy::transform::exports::tidemark::processor::transformer::GuestIndices::new(
+                contract::bindings::legacy::transform::exports::tidemark::processor::transformer::GuestIndices::new(
                     &instance,
                 )
                 .map_err(unlinkable)?,
             ),
             (World::Destination, Contract::V0_1) => Exports::LegacyDestination(
-                bindings::legacy::destination::exports::tidemark::processor::deliverer::GuestIndices::new(
+                contract::bindings::legacy::destination::exports::tidemark::processor::deliverer::GuestIndices::new(
                     &instance,
                 )
                 .map_err(unlinkable)?,
@@ -265,7 +252,7 @@ impl Runtime {
 
 /// Both versions of the `host` interface (and of `types`): a linker serves modules of either.
 fn add_host_interfaces(linker: &mut Linker<ModuleState>) -> wasmtime::Result<()> {
-    use bindings::{legacy, transform};
+    use contract::bindings::{legacy, transform};
     use wasmtime::component::HasSelf;
     transform::tidemark::processor::host::add_to_linker::<_, HasSelf<ModuleState>>(
         linker,
@@ -322,7 +309,7 @@ impl Module {
     /// An error message or reason this module returned, as the host keeps it: redacted, and
     /// cut to 1 KiB (masked before the cut; see `rejections.rs`).
     pub fn bounded(&self, text: &str) -> String {
-        rejections::bounded_reason(text, |text| self.redact(text))
+        crate::model::rejections::bounded_reason(text, |text| self.redact(text))
     }
 
     pub fn world(&self) -> World {

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::error::Error;
+use crate::model::error::Error;
 
 /// Why `bytes` cannot be a component, told from its first bytes, with the fix for each usual
 /// mistake; `None` when it starts like one. Checked before wasmtime sees the file, whose text

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use super::keyset::Keyset;
 use super::plan::Plan;
 use super::{Page, Until};
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
 use crate::model::{Position, Rows};
 
 /// Finished pages that may wait for the loop.

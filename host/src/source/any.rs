@@ -8,8 +8,9 @@ use std::time::Duration;
 use super::mysql::MySqlSource;
 use super::postgres::PgSource;
 use super::sqlite::SqliteSource;
-use super::{redact_url, Clock, Page, Source, TableSpec, Until};
-use crate::error::{Error, Result};
+use super::{Clock, Page, Source, TableSpec, Until};
+use crate::model::error::{Error, Result};
+use crate::model::redact::redact_url;
 use crate::model::Position;
 
 /// The kinds of database Tidemark reads, picked by the URL's scheme.

@@ -4,33 +4,28 @@
 //! in the same order (see [`Source`]): it describes its table from the catalog, and the one
 //! [`plan`] checks the user's cursor, key and deleted column against that description. The SQL
 //! that pages through a table by keyset lives in `keyset`, the JSON rendering of values in
-//! [`crate::json`]. A driver owns its connection, its type mapping and clock, and the exact
+//! [`crate::model::json`]. A driver owns its connection, its type mapping and clock, and the exact
 //! text form of its cursor and key values.
 
 mod ahead;
 mod any;
-mod ids;
+mod horizon;
 pub mod keys;
 mod keyset;
 pub mod mysql;
-mod mysql_pages;
-mod pg_copy;
 pub mod plan;
 pub mod pools;
 pub mod postgres;
 mod query;
-mod redact;
 pub mod sqlite;
-mod sqlite_pages;
 
 pub use any::{connect, AnySource, Driver};
 pub use keys::TableKeys;
-pub use redact::redact_url;
 
 use std::fmt;
 use std::future::Future;
 
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
 use crate::model::{Position, Rows};
 
 /// A table name as the user gave it, optionally schema-qualified.
@@ -120,7 +115,8 @@ pub(crate) fn timestamp_lag(is_time: bool, now: &str, cursor: &str) -> Option<f6
     if !is_time {
         return None;
     }
-    let lag = crate::json::parse_timestamp(now)? - crate::json::parse_timestamp(cursor)?;
+    let lag =
+        crate::model::json::parse_timestamp(now)? - crate::model::json::parse_timestamp(cursor)?;
     Some(lag.num_microseconds()? as f64 / 1e6)
 }
 

@@ -7,7 +7,7 @@
 //! differs between drivers (type mapping, clock, value rendering, keyset SQL) stays with them.
 
 use super::TableSpec;
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
 
 /// How a column can serve as the cursor, as its driver classifies the column's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,7 +204,7 @@ fn find_column(names: &[&str], name: &str, table: &str, flag: &str) -> Result<us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorKind;
+    use crate::model::error::ErrorKind;
     use crate::source::TableRef;
 
     const DIALECT: Dialect = Dialect {

@@ -5,7 +5,7 @@ use sqlx::{Database, Executor, Pool};
 
 use super::keyset::{Keyset, Statement};
 use super::plan::Plan;
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
 use crate::model::Op;
 
 /// The pool a source reads through (see [`super::pools`]).

@@ -11,7 +11,7 @@ use std::time::Duration;
 use sqlx::any::AnyRow;
 
 use super::{column, now_rfc3339, to_bigint, Bind, Identity, StateStore};
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
 use crate::model::Usage;
 
 /// What a pipeline has cost and suffered, over its life.
@@ -180,7 +180,7 @@ impl StateStore {
 mod tests {
     use std::time::Duration;
 
-    use crate::error::Error;
+    use crate::model::error::Error;
     use crate::model::{Delivered, Usage};
 
     fn used(time: Duration, fuel: u64, peak_memory: u64) -> Usage {

@@ -7,7 +7,7 @@ use super::accounting::{Accounting, Charge};
 use super::inventory::DeleteChecks;
 use super::key_log::KeyLog;
 use super::{now_rfc3339, to_bigint, Bind, Identity, StateStore};
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
 use crate::model::{Delivered, Position, Rows, Usage, Watermark};
 
 /// A batch that was handed on but whose checkpoint was not yet written.
@@ -331,7 +331,7 @@ pub(super) fn decode_position(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorKind;
+    use crate::model::error::ErrorKind;
     use crate::state::testing::{after, identity, rows, users, TempDir};
 
     fn delivered() -> Delivered {

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use sqlx::any::AnyRow;
 
 use super::{column, now_rfc3339, StateStore};
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
 use crate::model::RejectedRow;
 
 /// A row a module rejected or parked, kept until it is delivered by `host retry`.

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
 
 /// Makes ready the file of `sqlite://PATH[?params]` (given without the scheme).
 pub(super) fn prepare(path_and_params: &str) -> Result<()> {

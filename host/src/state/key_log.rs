@@ -15,8 +15,8 @@ use sqlx::AnyConnection;
 
 use super::inventory::{inventory_error, KeyChanges};
 use super::{Bind, PipelineState, StateStore};
-use crate::error::Result;
-use crate::key::{key_of_row, Key};
+use crate::model::error::Result;
+use crate::model::key::{key_of_row, Key};
 use crate::model::{Op, Rows};
 
 /// Keys folded into the inventory per transaction, about: bounds the memory of a fold.

@@ -12,7 +12,7 @@
 //! On PostgreSQL the check reads the lease `FOR SHARE`, so a takeover (an `UPDATE` of the
 //! lease) waits for a checkpoint already under way and every later checkpoint sees the new
 //! token. SQLite runs one writer at a time, and one worker per file (see
-//! [`crate::workers`]).
+//! [`crate::cluster::membership`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use sqlx::query::Query;
 use sqlx::{Any, AnyConnection};
 
 use super::{column, now_rfc3339, to_bigint, StateStore};
-use crate::error::{Error, ErrorKind, Result};
+use crate::model::error::{Error, ErrorKind, Result};
 
 /// A pipeline's lease as the store holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]

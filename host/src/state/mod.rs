@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::AnyPool;
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::source::redact_url;
+use crate::model::error::{Error, ErrorKind, Result};
+use crate::model::redact::redact_url;
 
 pub use accounting::Accounting;
 use checkpoint::decode_position;

@@ -8,7 +8,7 @@
 
 use sqlx::AnyPool;
 
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
 
 /// One step of the schema. `{p}` in a statement stands for the schema prefix (`tidemark.` on
 /// PostgreSQL, nothing on SQLite).
@@ -319,7 +319,7 @@ pub(super) async fn migrate(pool: &AnyPool, sqlite: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorKind;
+    use crate::model::error::ErrorKind;
     use crate::state::testing::{after, users, TempDir};
     use crate::state::StateStore;
 

@@ -1,0 +1,98 @@
+//! How long to wait before a destination gets the same batch again, and when to give up.
+
+use std::time::Duration;
+
+use crate::model::error::Error;
+
+/// The longest wait between two attempts of a batch.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// The longest `Retry-After` honoured as given; longer asks wait this long.
+const MAX_ASKED_WAIT: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct RetryPolicy {
+    /// Attempts after the first before the pipeline stops.
+    pub max_retries: u32,
+    /// The first wait; each retry doubles it, up to five minutes.
+    pub backoff: Duration,
+    /// What to do once a module has failed a batch on every attempt.
+    pub on_poison: OnPoison,
+}
+
+/// What to do with a batch that a module fails on every attempt (`--on-poison`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+pub enum OnPoison {
+    /// Retry the batch (not after a transform's fatal answer), then find the rows it fails on
+    /// alone, keep them as dead letters and deliver the rest.
+    Park,
+    /// Fail the batch at once, watermark unmoved (the pipeline stops, or a polling host tries
+    /// the batch again later).
+    Stop,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 8,
+            backoff: Duration::from_secs(1),
+            on_poison: OnPoison::Park,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (from 1): what the destination asked for when it
+    /// said, else exponential backoff with jitter, so that many pipelines behind one failing
+    /// destination do not come back in step.
+    pub fn wait(&self, retry: u32, asked: Option<Duration>) -> Duration {
+        if let Some(asked) = asked {
+            return asked.min(MAX_ASKED_WAIT);
+        }
+        let doubled = self
+            .backoff
+            .saturating_mul(1 << retry.saturating_sub(1).min(20))
+            .min(MAX_BACKOFF);
+        // Somewhere in the upper half: never much shorter than the backoff promises.
+        doubled.mul_f64(0.5 + fastrand::f64() / 2.0)
+    }
+
+    /// The error that stops a pipeline whose destination kept asking to retry.
+    pub fn gave_up(&self, last: &Error) -> Error {
+        Error::fatal(format!(
+            "{last}; gave up after {} retries",
+            self.max_retries
+        ))
+        .with_hint(
+            "the watermark did not move: the next run delivers the same batch again; \
+             raise --max-retries or --retry-backoff to keep trying longer",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_double_with_jitter_and_honour_what_was_asked() {
+        let policy = RetryPolicy {
+            max_retries: 8,
+            backoff: Duration::from_millis(100),
+            ..RetryPolicy::default()
+        };
+        for retry in 1..=4 {
+            let full = Duration::from_millis(100 << (retry - 1));
+            let wait = policy.wait(retry, None);
+            assert!(wait >= full / 2 && wait <= full, "retry {retry}: {wait:?}");
+        }
+        assert!(policy.wait(40, None) <= MAX_BACKOFF);
+        assert_eq!(
+            policy.wait(3, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            policy.wait(1, Some(Duration::from_secs(86_400))),
+            MAX_ASKED_WAIT
+        );
+    }
+}

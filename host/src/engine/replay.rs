@@ -1,0 +1,294 @@
+//! Dead letters sent again (`host retry`): a pipeline's letters go through its chain again,
+//! a batch at a time, each from the module that left it behind (a row a transform rejected or
+//! failed on goes through that transform and everything after it), through
+//! [`sync::deliver_with_retries`] as in a run. A row that gets through is dropped from the
+//! dead letters; one the same module leaves behind again keeps its place, with one more
+//! attempt and the new reason; one a later module leaves behind becomes that module's letter.
+//!
+//! Never older over newer: a letter whose row came through again later with another cursor
+//! (a newer version, delivered or itself kept as a letter) is superseded; it is skipped,
+//! dropped and named in the log, so that the older version never overwrites the newer one.
+//!
+//! Each batch's id is derived from its dead letters' ids ([`sync::retry_batch_id`]), so a retry
+//! that is itself retried carries the same id and a destination can drop what it has seen.
+
+use crate::delivery::letters::Letters;
+use crate::delivery::output::Output;
+use crate::delivery::retry::RetryPolicy;
+use crate::engine::sync::{self, Shutdown};
+use crate::model::error::{Error, Result};
+use crate::model::{Batch, Delivered, Rows};
+use crate::state::{DeadLetter, StateStore};
+
+/// What a replay did with the dead letters it read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    pub retried: usize,
+    pub delivered: usize,
+    pub rejected: usize,
+    /// Letters skipped (and dropped) because a newer version of their row came through.
+    pub superseded: usize,
+}
+
+/// Sends the dead letters of `pipeline` through `output` (the pipeline's chain), `batch_size`
+/// at a time, in the order they were stored, each from its module's stage, until none is
+/// left or a stop is requested; retries and what the modules used are counted in `store`.
+/// Rows a later module leaves behind are kept as its letters, keyed by `letters`' columns.
+pub async fn replay<O: Output>(
+    output: &mut O,
+    store: &StateStore,
+    letters: &mut Letters,
+    pipeline: &str,
+    batch_size: usize,
+    policy: &RetryPolicy,
+    shutdown: &Shutdown,
+) -> Result<Replayed> {
+    let mut replayed = Replayed::default();
+    let mut after = 0;
+    while !shutdown.is_requested() {
+        let page = store
+            .dead_letters(pipeline, after, batch_size as i64)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        let mut live = Vec::with_capacity(page.len());
+        for letter in page {
+            if letter.superseded_at.is_none() {
+                live.push(letter);
+                continue;
+            }
+            tracing::info!(
+                "{pipeline}: skipped dead letter {} (row key {}): superseded by a newer version \
+                 at cursor {}, which is not overwritten",
+                letter.id,
+                letter.key.as_deref().unwrap_or("?"),
+                letter.superseded_cursor.as_deref().unwrap_or("?")
+            );
+            store.remove_dead_letter(letter.id).await?;
+            replayed.superseded += 1;
+        }
+        for group in live.chunk_by(|a, b| a.stage == b.stage) {
+            let stage = match &group[0].stage {
+                Some(module) => output.stage_of(module).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "dead letter {} of pipeline {pipeline:?} was left behind by module \
+                         {module}, which is not in the chain",
+                        group[0].id
+                    ))
+                    .with_hint(format!(
+                        "pass the pipeline's modules to host retry, {module} among them, as \
+                         --module flags in the order of the run"
+                    ))
+                })?,
+                None => output.last_stage(),
+            };
+            let delivered = send(output, store, pipeline, stage, group, policy, shutdown).await?;
+            replayed.retried += group.len();
+            // The letters the same module left behind again, by position in the batch; the
+            // rest is new: left behind by a later module, or in a part split off the batch.
+            let batch_id = retry_batch_id(pipeline, group);
+            let mut again: Vec<Option<&str>> = vec![None; group.len()];
+            let mut onward = Delivered::default();
+            for (row, parked) in delivered
+                .rejected
+                .iter()
+                .map(|row| (row, false))
+                .chain(delivered.parked.iter().map(|row| (row, true)))
+            {
+                let here = output.stage_of(&row.stage).unwrap_or(output.last_stage()) == stage
+                    && row.batch.as_deref().is_none_or(|batch| batch == batch_id);
+                match (here, again.get_mut(row.index as usize)) {
+                    // A row rejected twice in one answer: the first reason stands.
+                    (true, Some(slot)) => {
+                        slot.get_or_insert(&row.reason);
+                    }
+                    (true, None) => tracing::warn!(
+                        "{pipeline}: batch {batch_id} has no row {}; that rejection is ignored",
+                        row.index
+                    ),
+                    (false, _) if parked => onward.parked.push(row.clone()),
+                    (false, _) => onward.rejected.push(row.clone()),
+                }
+            }
+            for (letter, reason) in group.iter().zip(again) {
+                match reason {
+                    Some(reason) => {
+                        store.reject_again(letter.id, reason).await?;
+                        replayed.rejected += 1;
+                    }
+                    None => {
+                        store.remove_dead_letter(letter.id).await?;
+                        replayed.delivered += 1;
+                    }
+                }
+            }
+            letters
+                .keep(store, pipeline, &batch_id, &Rows::default(), &onward)
+                .await?;
+        }
+    }
+    Ok(replayed)
+}
+
+fn retry_batch_id(pipeline: &str, letters: &[DeadLetter]) -> String {
+    let ids: Vec<i64> = letters.iter().map(|letter| letter.id).collect();
+    sync::retry_batch_id(pipeline, &ids)
+}
+
+/// Sends `letters` from stage `stage` of `output`, charging what it used.
+async fn send<O: Output>(
+    output: &mut O,
+    store: &StateStore,
+    pipeline: &str,
+    stage: usize,
+    letters: &[DeadLetter],
+    policy: &RetryPolicy,
+    shutdown: &Shutdown,
+) -> Result<Delivered> {
+    let rows = rows_of(pipeline, letters)?;
+    let batch_id = retry_batch_id(pipeline, letters);
+    let batch = Batch {
+        id: &batch_id,
+        pipeline,
+        rows: &rows,
+    };
+    let (delivered, usage) =
+        sync::deliver_with_retries(output, stage, batch, policy, shutdown, Some(store)).await;
+    store.charge(pipeline, usage).await?;
+    delivered.map_err(|err| err.context(format!("retrying dead letters of pipeline {pipeline:?}")))
+}
+
+/// The rows of `letters`, each as its module received it the first time.
+fn rows_of(pipeline: &str, letters: &[DeadLetter]) -> Result<Rows> {
+    let mut rows = Rows::with_capacity(letters.len());
+    for letter in letters {
+        rows.push_element(letter.row.get()).map_err(|detail| {
+            Error::fatal(format!(
+                "dead letter {} of pipeline {pipeline:?} holds a damaged row: {detail}",
+                letter.id
+            ))
+            .with_hint(format!(
+                "delete or repair dead letter {} in the state store's dead_letters table",
+                letter.id
+            ))
+        })?;
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::{Delivered, RejectedRow, Usage};
+    use crate::state::testing::TempDir;
+
+    /// Rejects the same indexes of every batch and keeps what it was sent.
+    struct Rejecting {
+        indexes: Vec<u32>,
+        sent: Vec<(String, String)>,
+    }
+
+    impl Output for Rejecting {
+        async fn deliver(&mut self, batch: Batch<'_>) -> (Result<Delivered>, Usage) {
+            self.sent
+                .push((batch.id.to_owned(), batch.rows.to_json_array()));
+            let rejected = self
+                .indexes
+                .iter()
+                .map(|&index| RejectedRow {
+                    index,
+                    row: String::new(),
+                    reason: format!("not {index}"),
+                    stage: String::new(),
+                    batch: None,
+                })
+                .collect();
+            let delivered = Delivered {
+                rejected,
+                parked: Vec::new(),
+                passed_on: 0,
+            };
+            (Ok(delivered), Usage::default())
+        }
+    }
+
+    fn element(id: u32) -> String {
+        format!(r#"{{"op":"upsert","row":{{"id":{id}}}}}"#)
+    }
+
+    #[tokio::test]
+    async fn rejections_are_matched_by_index_and_out_of_range_ones_ignored() {
+        let dir = TempDir::new();
+        let store = dir.open().await;
+        let letters: Vec<RejectedRow> = (0..3)
+            .map(|index| RejectedRow {
+                index,
+                row: element(index),
+                reason: "bad".into(),
+                stage: String::new(),
+                batch: None,
+            })
+            .collect();
+        store.record_rejections("p", "b1", &letters).await.unwrap();
+        let ids: Vec<i64> = store
+            .dead_letters("p", 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|letter| letter.id)
+            .collect();
+        // Batches of two letters: index 1 is the second letter of the first batch only; index
+        // 7 is in neither, and a second rejection of index 1 changes nothing.
+        let mut destination = Rejecting {
+            indexes: vec![1, 7, 1],
+            sent: Vec::new(),
+        };
+        let policy = RetryPolicy {
+            max_retries: 0,
+            backoff: Duration::from_millis(1),
+            on_poison: crate::delivery::retry::OnPoison::Park,
+        };
+
+        let mut letters = Letters::for_pipeline(&store, "p").await.unwrap();
+        let replayed = replay(
+            &mut destination,
+            &store,
+            &mut letters,
+            "p",
+            2,
+            &policy,
+            &Shutdown::default(),
+        )
+        .await
+        .unwrap();
+
+        let left = store.dead_letters("p", 0, 10).await.unwrap();
+        assert_eq!(
+            replayed,
+            Replayed {
+                retried: 3,
+                delivered: 2,
+                rejected: 1,
+                superseded: 0,
+            }
+        );
+        assert_eq!(
+            destination.sent,
+            [
+                (
+                    sync::retry_batch_id("p", &ids[..2]),
+                    format!("[{},{}]", element(0), element(1))
+                ),
+                (
+                    sync::retry_batch_id("p", &ids[2..]),
+                    format!("[{}]", element(2))
+                ),
+            ]
+        );
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!((left[0].index, left[0].attempts), (1, 2));
+        assert_eq!(left[0].reason, "not 1");
+    }
+}
