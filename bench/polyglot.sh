@@ -162,7 +162,7 @@ done
 
 # --- report ----------------------------------------------------------------------------
 echo
-echo "Processors in other languages: $ROWS rows, batch size $BATCH_SIZE, $(nproc) CPUs, medians"
+echo "Modules in other languages: $ROWS rows, batch size $BATCH_SIZE, $(nproc) CPUs, medians"
 printf '%-12s %10s %14s %12s %12s %12s %8s\n' module "size KiB" "compile wall" "compile" "cached load" "rows/s" "ratio"
 printf '%-12s %10s %14s %12s %12s %12d %8s\n' "(none)" "" "" "" "" \
     "$((ROWS * 1000 / run_ms[none]))" "1.00"

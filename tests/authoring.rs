@@ -243,7 +243,7 @@ async fn host_test_names_the_rows_host_run_would_park() {
 }
 
 /// Scenario: the first mistakes with a module file. A path that does not exist is input to
-/// fix (exit 2, as the README says), for `host run` and `host check` alike; a source file, an
+/// fix (exit 2, as docs/guide/run.md says), for `host run` and `host check` alike; a source file, an
 /// `.rlib` and a core module are each refused with what they are and how to build a component.
 #[tokio::test]
 async fn a_wrong_module_file_names_the_fix() {

@@ -1234,7 +1234,7 @@ async fn kill_9_during_delivery_redelivers_the_batch() {
 /// 3. While the receiver holds batch 1, the test updates a row of batch 1 and a row of batch
 /// 2 and inserts a new row, all stamped with the database's clock. After the runs, the last
 /// version the receiver got of each row is the database's. (A row stamped with a time before
-/// the pass's safe horizon, written later, is outside the guarantee: see the README.)
+/// the pass's safe horizon, written later, is outside the guarantee: see docs/guarantees.md.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_changed_while_a_batch_is_in_flight_arrive() {
     let Some((db, table, host)) = users(Backend::Postgres, 6).await else {

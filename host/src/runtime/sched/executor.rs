@@ -8,7 +8,7 @@
 //! pipelines takes turns on this thread as the fairness scheduler ([`super::fairness`]) says.
 //! `bench/many-pipelines.sh --fault-isolation` measured the healthy tenant at a median 0.40x
 //! of its solo speed with guests on the host's workers, and 0.59x with them here (a loaded
-//! machine; see the README).
+//! machine; see docs/internals/runtime.md).
 //!
 //! Everything a call starts runs here too: wasi-http spawns its outgoing requests on the
 //! current runtime, and the HTTP client its connections. All of it belongs to the call's
