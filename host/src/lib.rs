@@ -29,6 +29,7 @@ pub mod retry;
 pub mod runtime;
 pub mod shutdown;
 pub mod source;
+pub mod sqlite_quotes;
 pub mod state;
 pub mod supervisor;
 pub mod sync;
