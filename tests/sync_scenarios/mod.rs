@@ -5,7 +5,8 @@
 //! [`post`] has the six scenarios of "Building a Sync Engine", [`keyset`] what reading by
 //! `(cursor, key)` promises beyond them (ties, microseconds, settle, open transactions),
 //! [`crashes`] kill -9 and SIGTERM at failpoints, [`writers`] a writer racing a polling host,
-//! [`columns`] soft deletes and NULL cursors, [`deletes`] hard deletes (`--detect-deletes`).
+//! [`columns`] soft deletes, NULL cursors and columns dropped or renamed while the host polls,
+//! [`deletes`] hard deletes (`--detect-deletes`).
 //!
 //! Fixed past timestamps (`at(µs)`) make most scenarios deterministic; the settle, open
 //! transaction and concurrent writer scenarios use the database's clock.
@@ -57,6 +58,8 @@ on_each_database! {
         soft_deletes_are_delivered_as_deletes,
         null_cursor_oldest_delivers_null_rows_first,
         null_cursor_refused_with_exit_2_then_oldest_delivers_all,
+        a_dropped_column_is_never_delivered_as_its_name,
+        a_renamed_column_is_never_delivered_as_its_name,
         hard_deletes_arrive_once_each_and_nothing_else_comes_again,
         a_key_deleted_and_inserted_again_ends_present,
         text_and_sparse_keys_are_deleted,

@@ -99,6 +99,7 @@ impl StateStore {
         sqlx::any::install_default_drivers();
         let (url, prefix) = if let Some(path) = url.strip_prefix("sqlite://") {
             file::prepare(path)?;
+            crate::sqlite_quotes::refuse_double_quoted_strings()?;
             let separator = if path.contains('?') { '&' } else { '?' };
             (format!("sqlite://{path}{separator}mode=rwc"), "")
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -404,6 +405,23 @@ mod tests {
             .map(|state| state.name)
             .collect();
         assert_eq!(names, ["users"]);
+    }
+
+    /// SQLite takes a double-quoted name that is no column for a string literal (issue 24):
+    /// the store's connections, the reader's too, refuse it, as every SQLite connection of
+    /// the host does (`crate::sqlite_quotes`).
+    #[tokio::test]
+    async fn the_store_refuses_double_quoted_strings() {
+        let dir = TempDir::new();
+        let store = dir.open().await;
+        for handle in [&store, &store.reader()] {
+            let err = sqlx::query("SELECT \"no_such_column\" FROM pipelines")
+                .fetch_all(&handle.pool)
+                .await
+                .err()
+                .expect("a double-quoted name that is no column must not be a string");
+            assert!(err.to_string().contains("no such column"), "{err}");
+        }
     }
 
     /// Hosts starting side by side on a new store (a `host run` and the `host status` watching

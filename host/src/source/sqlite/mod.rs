@@ -130,6 +130,7 @@ impl SqliteSource {
                     .with_hint("use sqlite://PATH")
             })?
             .read_only(true);
+        crate::sqlite_quotes::refuse_double_quoted_strings()?;
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
@@ -213,7 +214,9 @@ impl SqliteSource {
 
 impl Source for SqliteSource {
     async fn null_cursor_count(&mut self) -> Result<u64> {
-        query::count_null_cursors(&self.plan, &self.keyset, &self.pool).await
+        query::count_null_cursors(&self.plan, &self.keyset, &self.pool)
+            .await
+            .map_err(|err| columns_changed(&self.plan.table, err))
     }
 
     async fn clock(&mut self, settle: Duration) -> Result<Clock> {
@@ -230,7 +233,8 @@ impl Source for SqliteSource {
         let newest = sqlx::query(&sql)
             .fetch_optional(&self.pool)
             .await
-            .map_err(|err| Error::database("cannot read the newest cursor", err))?;
+            .map_err(|err| Error::database("cannot read the newest cursor", err))
+            .map_err(|err| columns_changed(&self.plan.table, err))?;
         let Some(newest) = newest else {
             // Nothing to read yet; rows written from now on are taken by the next pass.
             return Ok(Clock {
@@ -293,12 +297,17 @@ impl Source for SqliteSource {
 
     async fn count(&mut self, after: &Position, until: Until<'_>) -> Result<u64> {
         let statement = self.keyset.count(after, until);
-        query::count(self.bind(&statement), &self.pool, "pending rows").await
+        query::count(self.bind(&statement), &self.pool, "pending rows")
+            .await
+            .map_err(|err| columns_changed(&self.plan.table, err))
     }
 
     async fn read(&mut self, after: &Position, until: Until<'_>, limit: usize) -> Result<Page> {
         let statement = self.keyset.select(after, until, limit);
-        self.pages.read(&statement, limit).await
+        self.pages
+            .read(&statement, limit)
+            .await
+            .map_err(|err| columns_changed(&self.plan.table, err))
     }
 
     fn lag_seconds(&self, now: &str, cursor: &str) -> Option<f64> {
@@ -316,6 +325,38 @@ impl Source for SqliteSource {
     fn key_column(&self) -> &str {
         &self.plan.key_column
     }
+}
+
+/// `err`, or what it means when SQLite finds a column of the table gone ("no such column:
+/// score"): the table was altered while the pipeline ran. (Without `sqlite_quotes`, SQLite
+/// would have read the column's quoted name as a string, and delivered it in every row.)
+fn columns_changed(table: &str, err: Error) -> Error {
+    match vanished_column(&format!("{err:#}")) {
+        Some(column) => Error::fatal(format!(
+            "table {table:?} no longer has column {column:?} (dropped or renamed while the \
+             pipeline ran)"
+        ))
+        .with_hint(
+            "restart the pipeline: it reads the table's columns when it starts, then every \
+             row it has not delivered yet",
+        ),
+        None => err,
+    }
+}
+
+/// The column of SQLite's "no such column: "score" - should this be a string literal in
+/// single-quotes?" (or "no such column: score"), in an error's text.
+fn vanished_column(text: &str) -> Option<&str> {
+    let rest = text.split_once("no such column: ")?.1;
+    Some(match rest.strip_prefix('"') {
+        Some(quoted) => {
+            quoted
+                .split_once("\" - should this be")
+                .or_else(|| quoted.split_once('"'))?
+                .0
+        }
+        None => rest.split(':').next().unwrap_or(rest).trim(),
+    })
 }
 
 enum Class {
@@ -342,4 +383,21 @@ fn decode<'r, T: Decode<'r, Sqlite>>(
     value: SqliteValueRef<'r>,
 ) -> Result<T, sqlx::error::BoxDynError> {
     T::decode(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vanished_column_is_named_as_sqlite_names_it() {
+        let quoted = "cannot read from \"users\": no such column: \"last \"name\" - should this \
+                      be a string literal in single-quotes?: Error code 1: SQL error";
+        assert_eq!(vanished_column(quoted), Some("last \"name"));
+        assert_eq!(
+            vanished_column("(code: 1) no such column: score"),
+            Some("score")
+        );
+        assert_eq!(vanished_column("database is locked"), None);
+    }
 }
