@@ -21,7 +21,6 @@ pub mod front;
 pub mod model;
 pub mod runtime;
 pub mod source;
-pub mod sqlite_quotes;
 pub mod state;
 
 pub use model::error::{Error, ErrorKind, Result};

@@ -119,7 +119,7 @@ INSERT INTO users VALUES
 /// The table is made in one transaction, and a file that could not be filled (a full disk) is
 /// removed: the next `host new` into the folder, or a `host run` on it, finds no half table.
 fn write_sample_table(path: &Path) -> Result<()> {
-    crate::sqlite_quotes::refuse_double_quoted_strings()?;
+    crate::model::sqlite_quotes::refuse_double_quoted_strings()?;
     let fill = || -> rusqlite::Result<()> {
         let mut connection = rusqlite::Connection::open(path)?;
         let transaction = connection.transaction()?;

@@ -1,7 +1,8 @@
 //! The engine's vocabulary: rows, positions, batches, what a delivery left behind and what a
 //! module call used, and the one rule for a row's text (one line of JSON). Beside them, the
 //! leaf words every layer speaks: the typed error, deterministic ids, a row's key, values as
-//! JSON, the stop request, failpoints and URLs with their passwords masked. Every other layer
+//! JSON, the stop request, failpoints, URLs with their passwords masked, and the one setting
+//! every SQLite connection of the process is opened with. Every other layer
 //! speaks these types; this folder imports nothing from outside itself, so it can never be
 //! part of an import circle.
 
@@ -17,6 +18,7 @@ pub mod redact;
 pub mod rejections;
 mod scan;
 pub mod shutdown;
+pub mod sqlite_quotes;
 
 /// Whether a row is delivered as a change or as a delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

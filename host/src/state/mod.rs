@@ -99,7 +99,7 @@ impl StateStore {
         sqlx::any::install_default_drivers();
         let (url, prefix) = if let Some(path) = url.strip_prefix("sqlite://") {
             file::prepare(path)?;
-            crate::sqlite_quotes::refuse_double_quoted_strings()?;
+            crate::model::sqlite_quotes::refuse_double_quoted_strings()?;
             let separator = if path.contains('?') { '&' } else { '?' };
             (format!("sqlite://{path}{separator}mode=rwc"), "")
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -409,7 +409,7 @@ mod tests {
 
     /// SQLite takes a double-quoted name that is no column for a string literal (issue 24):
     /// the store's connections, the reader's too, refuse it, as every SQLite connection of
-    /// the host does (`crate::sqlite_quotes`).
+    /// the host does (`crate::model::sqlite_quotes`).
     #[tokio::test]
     async fn the_store_refuses_double_quoted_strings() {
         let dir = TempDir::new();

@@ -130,7 +130,7 @@ impl SqliteSource {
                     .with_hint("use sqlite://PATH")
             })?
             .read_only(true);
-        crate::sqlite_quotes::refuse_double_quoted_strings()?;
+        crate::model::sqlite_quotes::refuse_double_quoted_strings()?;
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())

@@ -63,7 +63,7 @@ impl PageReader {
     /// Opens `path` read-only, waiting for a writer's lock as long as sqlx's pool does.
     pub fn open(path: &Path, layout: Layout) -> Result<Self> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        crate::sqlite_quotes::refuse_double_quoted_strings()?;
+        crate::model::sqlite_quotes::refuse_double_quoted_strings()?;
         let connection = Connection::open_with_flags(path, flags)
             .and_then(|connection| {
                 connection.busy_timeout(Duration::from_secs(5))?;

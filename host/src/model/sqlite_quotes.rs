@@ -19,7 +19,7 @@ use rusqlite::auto_extension::{init_auto_extension, register_auto_extension};
 use rusqlite::config::DbConfig;
 use rusqlite::ffi;
 
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
 
 /// Makes every SQLite connection opened from now on refuse double-quoted string literals, in
 /// statements (DML) and in schema definitions (DDL). A connection that cannot be set so fails
