@@ -391,6 +391,38 @@ mod tests {
         assert_eq!(backoff.next(ErrorKind::Transient), Duration::from_secs(60));
     }
 
+    /// Pins both sequences whole, and that a new `Backoff` (what a pass that went well leaves)
+    /// starts them over.
+    #[test]
+    fn the_waits_between_failed_passes_stay_as_they_are() {
+        let mut backoff = Backoff::default();
+        let transient: Vec<u128> = (0..10)
+            .map(|_| backoff.next(ErrorKind::Transient).as_millis())
+            .collect();
+        assert_eq!(
+            transient,
+            [500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]
+        );
+        // Every kind but a module's failure counts as a lost connection.
+        assert_eq!(backoff.next(ErrorKind::Fatal), Duration::from_secs(60));
+        let module: Vec<u64> = (0..12)
+            .map(|_| backoff.next(ErrorKind::Module).as_secs())
+            .collect();
+        assert_eq!(module, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        for _ in 0..100 {
+            backoff.next(ErrorKind::Module);
+            backoff.next(ErrorKind::Transient);
+        }
+        assert_eq!(backoff.next(ErrorKind::Module), Duration::from_secs(300));
+        assert_eq!(backoff.next(ErrorKind::Transient), Duration::from_secs(60));
+        backoff = Backoff::default();
+        assert_eq!(backoff.next(ErrorKind::Module), Duration::from_secs(1));
+        assert_eq!(
+            backoff.next(ErrorKind::Transient),
+            Duration::from_millis(500)
+        );
+    }
+
     fn after(cursor: &str, key: &str) -> Position {
         Position::After(Watermark {
             cursor: cursor.into(),

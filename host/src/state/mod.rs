@@ -88,7 +88,7 @@ impl StateStore {
                 {
                     tracing::debug!("the state store is busy, trying again: {err:#}");
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(200));
+                    pause = next_busy_pause(pause);
                 }
                 opened => return opened,
             }
@@ -284,6 +284,11 @@ impl<'a> Bind<'a> {
     }
 }
 
+/// The pause before opening a busy SQLite store again, after one of `pause`.
+fn next_busy_pause(pause: Duration) -> Duration {
+    (pause * 2).min(Duration::from_millis(200))
+}
+
 /// A count or size as the store keeps it: a BIGINT, saturated rather than wrapped.
 fn to_bigint(value: impl TryInto<i64>) -> i64 {
     value.try_into().unwrap_or(i64::MAX)
@@ -404,6 +409,24 @@ mod tests {
             .map(|state| state.name)
             .collect();
         assert_eq!(names, ["users"]);
+    }
+
+    /// The pauses between the first `tries` opens of a busy SQLite store.
+    fn busy_pauses(tries: usize) -> Vec<u128> {
+        let mut pause = Duration::from_millis(5);
+        let mut pauses = Vec::new();
+        for _ in 0..tries {
+            pauses.push(pause.as_millis());
+            pause = next_busy_pause(pause);
+        }
+        pauses
+    }
+
+    /// Pins the pauses of the open retry: 5 ms doubling to 200 ms.
+    #[test]
+    fn busy_pauses_stay_as_they_are() {
+        assert_eq!(busy_pauses(9), [5, 10, 20, 40, 80, 160, 200, 200, 200]);
+        assert_eq!(busy_pauses(100)[99], 200);
     }
 
     /// Hosts starting side by side on a new store (a `host run` and the `host status` watching

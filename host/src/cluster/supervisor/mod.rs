@@ -368,10 +368,15 @@ async fn supervise(
                 if shutdown.is_requested() {
                     return true;
                 }
-                backoff = (backoff * 2).min(LAST_RESTART);
+                backoff = next_restart(backoff);
             }
         }
     }
+}
+
+/// The wait before the restart after one that waited `wait`.
+fn next_restart(wait: Duration) -> Duration {
+    (wait * 2).min(LAST_RESTART)
 }
 
 /// `--once` applies to every pipeline of the file.
@@ -436,5 +441,31 @@ impl Summary {
             self.failed.join(", ")
         ))
         .with_hint("the log above has each pipeline's error; `host status` shows the last one"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The waits before the first `restarts` restarts of a pipeline that keeps failing.
+    fn restart_waits(restarts: usize) -> Vec<u64> {
+        let mut backoff = FIRST_RESTART;
+        let mut waits = Vec::new();
+        for _ in 0..restarts {
+            waits.push(backoff.as_secs());
+            backoff = next_restart(backoff);
+        }
+        waits
+    }
+
+    /// Pins the restart sequence: 1 s doubling to five minutes.
+    #[test]
+    fn restart_waits_stay_as_they_are() {
+        assert_eq!(
+            restart_waits(12),
+            [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]
+        );
+        assert_eq!(restart_waits(100)[99], 300);
     }
 }
