@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::model::backoff::Backoff;
 use crate::model::error::Error;
 
 /// The longest wait between two attempts of a batch.
@@ -48,10 +49,7 @@ impl RetryPolicy {
         if let Some(asked) = asked {
             return asked.min(MAX_ASKED_WAIT);
         }
-        let doubled = self
-            .backoff
-            .saturating_mul(1 << retry.saturating_sub(1).min(20))
-            .min(MAX_BACKOFF);
+        let doubled = Backoff::new(self.backoff, MAX_BACKOFF).nth(retry.saturating_sub(1));
         // Somewhere in the upper half: never much shorter than the backoff promises.
         doubled.mul_f64(0.5 + fastrand::f64() / 2.0)
     }

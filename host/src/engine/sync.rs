@@ -23,6 +23,7 @@ use crate::delivery::retry::RetryPolicy;
 use crate::engine::deletes;
 use crate::engine::progress::Progress;
 use crate::engine::sync_log::log_waiting;
+use crate::model::backoff;
 use crate::model::error::{Error, ErrorKind, Result};
 use crate::model::failpoint;
 use crate::model::ids::digest;
@@ -99,30 +100,29 @@ pub async fn run<S: Source, O: Output>(
 /// Waits between failed passes. A lost connection is tried again soon (from 0.5 s, doubling to
 /// a minute); a module that fails (its deadline, its memory, a trap) waits longer each time,
 /// from 1 s doubling to 5 minutes, so that a module spinning to its deadline on every batch
-/// costs little guest CPU once it has failed a few times.
-#[derive(Debug, Default)]
+/// costs little guest CPU once it has failed a few times. Each kind counts its own failures
+/// with a [`backoff::Backoff`].
+#[derive(Debug)]
 struct Backoff {
-    transient: u32,
-    module: u32,
+    transient: backoff::Backoff,
+    module: backoff::Backoff,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            transient: backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
+            module: backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+        }
+    }
 }
 
 impl Backoff {
     fn next(&mut self, kind: ErrorKind) -> Duration {
-        let (failures, first, last) = match kind {
-            ErrorKind::Module => (
-                &mut self.module,
-                Duration::from_secs(1),
-                Duration::from_secs(300),
-            ),
-            _ => (
-                &mut self.transient,
-                Duration::from_millis(500),
-                Duration::from_secs(60),
-            ),
-        };
-        let wait = first.saturating_mul(1 << (*failures).min(16)).min(last);
-        *failures += 1;
-        wait
+        match kind {
+            ErrorKind::Module => self.module.next_wait(),
+            _ => self.transient.next_wait(),
+        }
     }
 }
 

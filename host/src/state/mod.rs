@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::AnyPool;
 
+use crate::model::backoff::Backoff;
 use crate::model::error::{Error, ErrorKind, Result};
 use crate::model::redact::redact_url;
 
@@ -78,7 +79,7 @@ impl StateStore {
         // Such a conflict passes in milliseconds: try again for a while.
         const BUSY_FOR_AT_MOST: Duration = Duration::from_secs(10);
         let start = Instant::now();
-        let mut pause = Duration::from_millis(5);
+        let mut pauses = BUSY_PAUSES;
         loop {
             match Self::open_once(url).await {
                 Err(err)
@@ -87,8 +88,7 @@ impl StateStore {
                         && start.elapsed() < BUSY_FOR_AT_MOST =>
                 {
                     tracing::debug!("the state store is busy, trying again: {err:#}");
-                    tokio::time::sleep(pause).await;
-                    pause = next_busy_pause(pause);
+                    tokio::time::sleep(pauses.next_wait()).await;
                 }
                 opened => return opened,
             }
@@ -284,10 +284,8 @@ impl<'a> Bind<'a> {
     }
 }
 
-/// The pause before opening a busy SQLite store again, after one of `pause`.
-fn next_busy_pause(pause: Duration) -> Duration {
-    (pause * 2).min(Duration::from_millis(200))
-}
+/// The pauses before opening a busy SQLite store again: 5 ms doubling to 200 ms.
+const BUSY_PAUSES: Backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(200));
 
 /// A count or size as the store keeps it: a BIGINT, saturated rather than wrapped.
 fn to_bigint(value: impl TryInto<i64>) -> i64 {
@@ -413,13 +411,8 @@ mod tests {
 
     /// The pauses between the first `tries` opens of a busy SQLite store.
     fn busy_pauses(tries: usize) -> Vec<u128> {
-        let mut pause = Duration::from_millis(5);
-        let mut pauses = Vec::new();
-        for _ in 0..tries {
-            pauses.push(pause.as_millis());
-            pause = next_busy_pause(pause);
-        }
-        pauses
+        let mut pauses = BUSY_PAUSES;
+        (0..tries).map(|_| pauses.next_wait().as_millis()).collect()
     }
 
     /// Pins the pauses of the open retry: 5 ms doubling to 200 ms.

@@ -37,6 +37,7 @@ use crate::engine::fence::Fence;
 use crate::engine::pipeline;
 use crate::engine::settings::RunConfig;
 use crate::engine::sync::Shutdown;
+use crate::model::backoff::Backoff;
 use crate::model::error::{Error, ErrorKind, Result};
 use crate::runtime::engine::EngineOptions;
 use crate::runtime::Runtime;
@@ -44,8 +45,9 @@ use crate::state::StateStore;
 
 mod balance;
 
-const FIRST_RESTART: Duration = Duration::from_secs(1);
 const LAST_RESTART: Duration = Duration::from_secs(300);
+/// The waits before the restarts of a failing pipeline: 1 s doubling to five minutes.
+const RESTARTS: Backoff = Backoff::new(Duration::from_secs(1), LAST_RESTART);
 
 /// How a multi-pipeline run ended.
 #[derive(Debug)]
@@ -326,7 +328,7 @@ async fn supervise(
     shutdown: Shutdown,
     fence: Option<Fence>,
 ) -> bool {
-    let mut backoff = FIRST_RESTART;
+    let mut backoff = RESTARTS;
     loop {
         let runtime = (!config.modules_config.modules.is_empty()).then_some(&*runtime);
         let started = tokio::time::Instant::now();
@@ -350,33 +352,28 @@ async fn supervise(
                 }
                 // A run that went well for a while starts its backoff over.
                 if started.elapsed() > LAST_RESTART {
-                    backoff = FIRST_RESTART;
+                    backoff.reset();
                 }
+                let wait = backoff.next_wait();
                 let kind = if err.kind() == ErrorKind::Invalid {
                     "configuration error"
                 } else {
                     "error"
                 };
                 tracing::error!(
-                    "{err:#}{hint}; {kind}, restarting pipeline {:?} in {backoff:?}",
+                    "{err:#}{hint}; {kind}, restarting pipeline {:?} in {wait:?}",
                     config.pipeline
                 );
-                shutdown.sleep(backoff).await;
+                shutdown.sleep(wait).await;
                 // Stopped as asked while waiting to restart: a polling host's stop is clean
                 // (exit 0), as it is for a pipeline stopped between passes; the failure was
                 // logged and counted in the state store.
                 if shutdown.is_requested() {
                     return true;
                 }
-                backoff = next_restart(backoff);
             }
         }
     }
-}
-
-/// The wait before the restart after one that waited `wait`.
-fn next_restart(wait: Duration) -> Duration {
-    (wait * 2).min(LAST_RESTART)
 }
 
 /// `--once` applies to every pipeline of the file.
@@ -450,13 +447,10 @@ mod tests {
 
     /// The waits before the first `restarts` restarts of a pipeline that keeps failing.
     fn restart_waits(restarts: usize) -> Vec<u64> {
-        let mut backoff = FIRST_RESTART;
-        let mut waits = Vec::new();
-        for _ in 0..restarts {
-            waits.push(backoff.as_secs());
-            backoff = next_restart(backoff);
-        }
-        waits
+        let mut backoff = RESTARTS;
+        (0..restarts)
+            .map(|_| backoff.next_wait().as_secs())
+            .collect()
     }
 
     /// Pins the restart sequence: 1 s doubling to five minutes.
