@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::model::backoff::Backoff;
 use crate::model::error::Error;
 
 /// The longest wait between two attempts of a batch.
@@ -48,10 +49,7 @@ impl RetryPolicy {
         if let Some(asked) = asked {
             return asked.min(MAX_ASKED_WAIT);
         }
-        let doubled = self
-            .backoff
-            .saturating_mul(1 << retry.saturating_sub(1).min(20))
-            .min(MAX_BACKOFF);
+        let doubled = Backoff::new(self.backoff, MAX_BACKOFF).nth(retry.saturating_sub(1));
         // Somewhere in the upper half: never much shorter than the backoff promises.
         doubled.mul_f64(0.5 + fastrand::f64() / 2.0)
     }
@@ -93,6 +91,69 @@ mod tests {
         assert_eq!(
             policy.wait(1, Some(Duration::from_secs(86_400))),
             MAX_ASKED_WAIT
+        );
+    }
+
+    /// Pins the whole sequence: retry `n` waits between half and all of `backoff · 2^(n-1)`,
+    /// capped at five minutes, and the doubling stops after 20 doublings whatever the backoff.
+    #[test]
+    fn the_waits_of_a_retry_policy_stay_as_they_are() {
+        let waits = |backoff: Duration, retries: u32| -> Vec<(Duration, Duration)> {
+            let policy = RetryPolicy {
+                backoff,
+                ..RetryPolicy::default()
+            };
+            (1..=retries)
+                .map(|retry| {
+                    let samples: Vec<Duration> =
+                        (0..200).map(|_| policy.wait(retry, None)).collect();
+                    (
+                        *samples.iter().min().unwrap(),
+                        *samples.iter().max().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let full = |backoff: Duration, retries: u32| -> Vec<Duration> {
+            let mut full = Vec::new();
+            let mut wait = backoff;
+            for retry in 1..=retries {
+                full.push(wait.min(MAX_BACKOFF));
+                if retry <= 20 {
+                    wait *= 2;
+                }
+            }
+            full
+        };
+        for (backoff, retries) in [
+            (Duration::from_secs(1), 12),
+            (Duration::from_millis(100), 16),
+            (Duration::from_micros(100), 30),
+            (Duration::from_nanos(1), 30),
+        ] {
+            for (retry, ((shortest, longest), full)) in waits(backoff, retries)
+                .into_iter()
+                .zip(full(backoff, retries))
+                .enumerate()
+            {
+                assert!(
+                    shortest >= full / 2 && longest <= full,
+                    "{backoff:?}, retry {}: {shortest:?}..{longest:?}, not within {full:?}",
+                    retry + 1
+                );
+            }
+        }
+        assert_eq!(
+            full(Duration::from_secs(1), 12)
+                .iter()
+                .map(Duration::as_secs)
+                .collect::<Vec<_>>(),
+            [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]
+        );
+        // 100 µs doubles 20 times, to 104.9 s, and no further.
+        assert_eq!(
+            full(Duration::from_micros(100), 30)[29],
+            Duration::from_micros(100 << 20)
         );
     }
 }

@@ -23,6 +23,7 @@ use crate::delivery::retry::RetryPolicy;
 use crate::engine::deletes;
 use crate::engine::progress::Progress;
 use crate::engine::sync_log::log_waiting;
+use crate::model::backoff;
 use crate::model::error::{Error, ErrorKind, Result};
 use crate::model::failpoint;
 use crate::model::ids::digest;
@@ -99,30 +100,29 @@ pub async fn run<S: Source, O: Output>(
 /// Waits between failed passes. A lost connection is tried again soon (from 0.5 s, doubling to
 /// a minute); a module that fails (its deadline, its memory, a trap) waits longer each time,
 /// from 1 s doubling to 5 minutes, so that a module spinning to its deadline on every batch
-/// costs little guest CPU once it has failed a few times.
-#[derive(Debug, Default)]
+/// costs little guest CPU once it has failed a few times. Each kind counts its own failures
+/// with a [`backoff::Backoff`].
+#[derive(Debug)]
 struct Backoff {
-    transient: u32,
-    module: u32,
+    transient: backoff::Backoff,
+    module: backoff::Backoff,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            transient: backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
+            module: backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+        }
+    }
 }
 
 impl Backoff {
     fn next(&mut self, kind: ErrorKind) -> Duration {
-        let (failures, first, last) = match kind {
-            ErrorKind::Module => (
-                &mut self.module,
-                Duration::from_secs(1),
-                Duration::from_secs(300),
-            ),
-            _ => (
-                &mut self.transient,
-                Duration::from_millis(500),
-                Duration::from_secs(60),
-            ),
-        };
-        let wait = first.saturating_mul(1 << (*failures).min(16)).min(last);
-        *failures += 1;
-        wait
+        match kind {
+            ErrorKind::Module => self.module.next_wait(),
+            _ => self.transient.next_wait(),
+        }
     }
 }
 
@@ -389,6 +389,38 @@ mod tests {
             backoff.next(ErrorKind::Transient);
         }
         assert_eq!(backoff.next(ErrorKind::Transient), Duration::from_secs(60));
+    }
+
+    /// Pins both sequences whole, and that a new `Backoff` (what a pass that went well leaves)
+    /// starts them over.
+    #[test]
+    fn the_waits_between_failed_passes_stay_as_they_are() {
+        let mut backoff = Backoff::default();
+        let transient: Vec<u128> = (0..10)
+            .map(|_| backoff.next(ErrorKind::Transient).as_millis())
+            .collect();
+        assert_eq!(
+            transient,
+            [500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]
+        );
+        // Every kind but a module's failure counts as a lost connection.
+        assert_eq!(backoff.next(ErrorKind::Fatal), Duration::from_secs(60));
+        let module: Vec<u64> = (0..12)
+            .map(|_| backoff.next(ErrorKind::Module).as_secs())
+            .collect();
+        assert_eq!(module, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        for _ in 0..100 {
+            backoff.next(ErrorKind::Module);
+            backoff.next(ErrorKind::Transient);
+        }
+        assert_eq!(backoff.next(ErrorKind::Module), Duration::from_secs(300));
+        assert_eq!(backoff.next(ErrorKind::Transient), Duration::from_secs(60));
+        backoff = Backoff::default();
+        assert_eq!(backoff.next(ErrorKind::Module), Duration::from_secs(1));
+        assert_eq!(
+            backoff.next(ErrorKind::Transient),
+            Duration::from_millis(500)
+        );
     }
 
     fn after(cursor: &str, key: &str) -> Position {

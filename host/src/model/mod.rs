@@ -1,14 +1,16 @@
 //! The engine's vocabulary: rows, positions, batches, what a delivery left behind and what a
 //! module call used, and the one rule for a row's text (one line of JSON). Beside them, the
 //! leaf words every layer speaks: the typed error, deterministic ids, a row's key, values as
-//! JSON, the stop request, failpoints, URLs with their passwords masked, and the one setting
-//! every SQLite connection of the process is opened with. Every other layer
+//! JSON, the stop request, the doubling back-off, failpoints, URLs with their passwords
+//! masked, and the one setting every SQLite connection of the process is opened with. Every
+//! other layer
 //! speaks these types; this folder imports nothing from outside itself, so it can never be
 //! part of an import circle.
 
 use std::fmt;
 use std::time::Duration;
 
+pub mod backoff;
 pub mod error;
 pub mod failpoint;
 pub mod ids;

@@ -6,6 +6,7 @@
 //! state survives from one batch (or one pipeline) to the next, and a trapped instance is
 //! never reused.
 
+mod answer;
 mod call;
 mod contract;
 pub mod engine;

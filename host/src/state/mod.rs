@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::AnyPool;
 
+use crate::model::backoff::Backoff;
 use crate::model::error::{Error, ErrorKind, Result};
 use crate::model::redact::redact_url;
 
@@ -78,7 +79,7 @@ impl StateStore {
         // Such a conflict passes in milliseconds: try again for a while.
         const BUSY_FOR_AT_MOST: Duration = Duration::from_secs(10);
         let start = Instant::now();
-        let mut pause = Duration::from_millis(5);
+        let mut pauses = BUSY_PAUSES;
         loop {
             match Self::open_once(url).await {
                 Err(err)
@@ -87,8 +88,7 @@ impl StateStore {
                         && start.elapsed() < BUSY_FOR_AT_MOST =>
                 {
                     tracing::debug!("the state store is busy, trying again: {err:#}");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(200));
+                    tokio::time::sleep(pauses.next_wait()).await;
                 }
                 opened => return opened,
             }
@@ -285,6 +285,9 @@ impl<'a> Bind<'a> {
     }
 }
 
+/// The pauses before opening a busy SQLite store again: 5 ms doubling to 200 ms.
+const BUSY_PAUSES: Backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(200));
+
 /// A count or size as the store keeps it: a BIGINT, saturated rather than wrapped.
 fn to_bigint(value: impl TryInto<i64>) -> i64 {
     value.try_into().unwrap_or(i64::MAX)
@@ -422,6 +425,19 @@ mod tests {
                 .expect("a double-quoted name that is no column must not be a string");
             assert!(err.to_string().contains("no such column"), "{err}");
         }
+    }
+
+    /// The pauses between the first `tries` opens of a busy SQLite store.
+    fn busy_pauses(tries: usize) -> Vec<u128> {
+        let mut pauses = BUSY_PAUSES;
+        (0..tries).map(|_| pauses.next_wait().as_millis()).collect()
+    }
+
+    /// Pins the pauses of the open retry: 5 ms doubling to 200 ms.
+    #[test]
+    fn busy_pauses_stay_as_they_are() {
+        assert_eq!(busy_pauses(9), [5, 10, 20, 40, 80, 160, 200, 200, 200]);
+        assert_eq!(busy_pauses(100)[99], 200);
     }
 
     /// Hosts starting side by side on a new store (a `host run` and the `host status` watching

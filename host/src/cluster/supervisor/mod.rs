@@ -37,6 +37,7 @@ use crate::engine::fence::Fence;
 use crate::engine::pipeline;
 use crate::engine::settings::RunConfig;
 use crate::engine::sync::Shutdown;
+use crate::model::backoff::Backoff;
 use crate::model::error::{Error, ErrorKind, Result};
 use crate::runtime::engine::EngineOptions;
 use crate::runtime::Runtime;
@@ -44,8 +45,9 @@ use crate::state::StateStore;
 
 mod balance;
 
-const FIRST_RESTART: Duration = Duration::from_secs(1);
 const LAST_RESTART: Duration = Duration::from_secs(300);
+/// The waits before the restarts of a failing pipeline: 1 s doubling to five minutes.
+const RESTARTS: Backoff = Backoff::new(Duration::from_secs(1), LAST_RESTART);
 
 /// How a multi-pipeline run ended.
 #[derive(Debug)]
@@ -326,7 +328,7 @@ async fn supervise(
     shutdown: Shutdown,
     fence: Option<Fence>,
 ) -> bool {
-    let mut backoff = FIRST_RESTART;
+    let mut backoff = RESTARTS;
     loop {
         let runtime = (!config.modules_config.modules.is_empty()).then_some(&*runtime);
         let started = tokio::time::Instant::now();
@@ -350,25 +352,25 @@ async fn supervise(
                 }
                 // A run that went well for a while starts its backoff over.
                 if started.elapsed() > LAST_RESTART {
-                    backoff = FIRST_RESTART;
+                    backoff.reset();
                 }
+                let wait = backoff.next_wait();
                 let kind = if err.kind() == ErrorKind::Invalid {
                     "configuration error"
                 } else {
                     "error"
                 };
                 tracing::error!(
-                    "{err:#}{hint}; {kind}, restarting pipeline {:?} in {backoff:?}",
+                    "{err:#}{hint}; {kind}, restarting pipeline {:?} in {wait:?}",
                     config.pipeline
                 );
-                shutdown.sleep(backoff).await;
+                shutdown.sleep(wait).await;
                 // Stopped as asked while waiting to restart: a polling host's stop is clean
                 // (exit 0), as it is for a pipeline stopped between passes; the failure was
                 // logged and counted in the state store.
                 if shutdown.is_requested() {
                     return true;
                 }
-                backoff = (backoff * 2).min(LAST_RESTART);
             }
         }
     }
@@ -436,5 +438,28 @@ impl Summary {
             self.failed.join(", ")
         ))
         .with_hint("the log above has each pipeline's error; `host status` shows the last one"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The waits before the first `restarts` restarts of a pipeline that keeps failing.
+    fn restart_waits(restarts: usize) -> Vec<u64> {
+        let mut backoff = RESTARTS;
+        (0..restarts)
+            .map(|_| backoff.next_wait().as_secs())
+            .collect()
+    }
+
+    /// Pins the restart sequence: 1 s doubling to five minutes.
+    #[test]
+    fn restart_waits_stay_as_they_are() {
+        assert_eq!(
+            restart_waits(12),
+            [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]
+        );
+        assert_eq!(restart_waits(100)[99], 300);
     }
 }

@@ -2,7 +2,7 @@
 //! code (`HttpRequestDenied` and the like), which some languages blur into "no response"
 //! (JavaScript's `fetch()` rejects alike whatever happened), so a module may ask to retry a
 //! batch that the same policy will refuse every time. Each call keeps the first request the
-//! host refused, and the call's answer is judged with it (`call.rs`).
+//! host refused, and the call's answer is judged with it (`answer.rs`).
 
 use std::sync::{Arc, Mutex};
 
