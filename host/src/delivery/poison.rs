@@ -25,8 +25,8 @@
 //! delay it asked for, never split), a lost database.
 //!
 //! Each part has its own id, derived from the batch's id, the stage and the rows it holds
-//! ([`part_id`]): a batch split again after a crash is split the same way, under the same
-//! ids, so a destination can drop parts it has seen.
+//! ([`crate::model::ids::part_id`]): a batch split again after a crash is split the same
+//! way, under the same ids, so a destination can drop parts it has seen.
 
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ use crate::delivery::attempt;
 use crate::delivery::output::{Output, StageFailure};
 use crate::delivery::retry::{OnPoison, RetryPolicy};
 use crate::model::error::{Error, ErrorKind, Result};
-use crate::model::ids::digest;
+use crate::model::ids::part_id;
 use crate::model::rejections::bounded_reason;
 use crate::model::shutdown::Shutdown;
 use crate::model::{Batch, Delivered, RejectedRow, Rows, Usage};
@@ -82,36 +82,6 @@ pub async fn isolate<O: Output>(
         }
     }
     (Ok(search.delivered), search.used)
-}
-
-/// The id of the part of batch `batch` (as stage `stage` received it) that holds the rows at
-/// `indexes`.
-pub fn part_id(batch: &str, stage: usize, indexes: &[u32]) -> String {
-    let stage = stage.to_string();
-    let rows = ranges(indexes);
-    digest([batch, "part", &stage, &rows])
-}
-
-/// `indexes` as runs: `0-4,7,9-10`.
-fn ranges(indexes: &[u32]) -> String {
-    let mut text = String::new();
-    let mut rest = indexes.iter().copied().peekable();
-    while let Some(first) = rest.next() {
-        let mut last = first;
-        while rest.peek() == Some(&(last + 1)) {
-            last += 1;
-            rest.next();
-        }
-        if !text.is_empty() {
-            text.push(',');
-        }
-        text.push_str(&first.to_string());
-        if last != first {
-            text.push('-');
-            text.push_str(&last.to_string());
-        }
-    }
-    text
 }
 
 /// A stage to split the rows of: what it was given and how it failed on all of them.
@@ -721,14 +691,5 @@ mod tests {
             first.delivered.len(),
             "each part has an id of its own"
         );
-    }
-
-    #[test]
-    fn part_ids_depend_on_the_batch_the_stage_and_the_rows() {
-        assert_eq!(part_id("b", 0, &[0, 1, 2]), part_id("b", 0, &[0, 1, 2]));
-        assert_ne!(part_id("b", 0, &[0, 1, 2]), part_id("b", 1, &[0, 1, 2]));
-        assert_ne!(part_id("b", 0, &[0, 1, 2]), part_id("c", 0, &[0, 1, 2]));
-        assert_ne!(part_id("b", 0, &[0, 1]), part_id("b", 0, &[0, 1, 2]));
-        assert_eq!(ranges(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
     }
 }

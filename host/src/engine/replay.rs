@@ -9,14 +9,16 @@
 //! (a newer version, delivered or itself kept as a letter) is superseded; it is skipped,
 //! dropped and named in the log, so that the older version never overwrites the newer one.
 //!
-//! Each batch's id is derived from its dead letters' ids ([`sync::retry_batch_id`]), so a retry
-//! that is itself retried carries the same id and a destination can drop what it has seen.
+//! Each batch's id is derived from its dead letters' ids
+//! ([`crate::model::ids::retry_batch_id`]), so a retry that is itself retried carries the same
+//! id and a destination can drop what it has seen.
 
 use crate::delivery::letters::Letters;
 use crate::delivery::output::Output;
 use crate::delivery::retry::RetryPolicy;
 use crate::engine::sync::{self, Shutdown};
 use crate::model::error::{Error, Result};
+use crate::model::ids;
 use crate::model::{Batch, Delivered, Rows};
 use crate::state::{DeadLetter, StateStore};
 
@@ -131,8 +133,8 @@ pub async fn replay<O: Output>(
 }
 
 fn retry_batch_id(pipeline: &str, letters: &[DeadLetter]) -> String {
-    let ids: Vec<i64> = letters.iter().map(|letter| letter.id).collect();
-    sync::retry_batch_id(pipeline, &ids)
+    let letter_ids: Vec<i64> = letters.iter().map(|letter| letter.id).collect();
+    ids::retry_batch_id(pipeline, &letter_ids)
 }
 
 /// Sends `letters` from stage `stage` of `output`, charging what it used.
@@ -181,6 +183,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::model::ids::retry_batch_id;
     use crate::model::{Delivered, RejectedRow, Usage};
     use crate::state::testing::TempDir;
 
@@ -278,13 +281,10 @@ mod tests {
             destination.sent,
             [
                 (
-                    sync::retry_batch_id("p", &ids[..2]),
+                    retry_batch_id("p", &ids[..2]),
                     format!("[{},{}]", element(0), element(1))
                 ),
-                (
-                    sync::retry_batch_id("p", &ids[2..]),
-                    format!("[{}]", element(2))
-                ),
+                (retry_batch_id("p", &ids[2..]), format!("[{}]", element(2))),
             ]
         );
         assert_eq!(left.len(), 1, "{left:?}");

@@ -25,7 +25,7 @@ use crate::engine::progress::Progress;
 use crate::engine::sync_log::log_waiting;
 use crate::model::error::{Error, ErrorKind, Result};
 use crate::model::failpoint;
-use crate::model::ids::digest;
+use crate::model::ids::batch_id;
 pub use crate::model::shutdown::Shutdown;
 use crate::model::{Batch, NullCursorPolicy, Position};
 use crate::source::{Driver, Page, Source, Until};
@@ -346,30 +346,9 @@ async fn deliver<O: Output>(
     Ok(())
 }
 
-/// The id of the batch of `pipeline` that starts after `start` and ends at `end`: the same
-/// range always gets the same id, so a destination can drop a batch it has seen.
-pub fn batch_id(pipeline: &str, start: &Position, end: &Position) -> String {
-    digest([pipeline, &describe(start), &describe(end)])
-}
-
-/// The id of a batch of dead letters sent again: the same letters always get the same id.
-pub fn retry_batch_id(pipeline: &str, dead_letters: &[i64]) -> String {
-    let ids: Vec<String> = dead_letters.iter().map(i64::to_string).collect();
-    digest([pipeline, "retry", &ids.join(",")])
-}
-
-fn describe(position: &Position) -> String {
-    match position {
-        Position::Nulls { after_key } => format!("nulls\0{}", after_key.as_deref().unwrap_or("")),
-        Position::Start => "start".to_owned(),
-        Position::After(mark) => format!("after\0{}\0{}", mark.cursor, mark.key),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Watermark;
 
     #[test]
     fn failing_modules_back_off_longer_than_lost_connections() {
@@ -389,49 +368,6 @@ mod tests {
             backoff.next(ErrorKind::Transient);
         }
         assert_eq!(backoff.next(ErrorKind::Transient), Duration::from_secs(60));
-    }
-
-    fn after(cursor: &str, key: &str) -> Position {
-        Position::After(Watermark {
-            cursor: cursor.into(),
-            key: key.into(),
-        })
-    }
-
-    #[test]
-    fn batch_ids_depend_only_on_pipeline_and_range() {
-        let a = batch_id(
-            "users",
-            &Position::Start,
-            &after("2024-01-01T00:00:00.000001Z", "7"),
-        );
-        let b = batch_id(
-            "users",
-            &Position::Start,
-            &after("2024-01-01T00:00:00.000001Z", "7"),
-        );
-        assert_eq!(a, b);
-        assert_eq!(a.len(), 32);
-        assert_ne!(
-            a,
-            batch_id(
-                "orders",
-                &Position::Start,
-                &after("2024-01-01T00:00:00.000001Z", "7")
-            )
-        );
-        assert_ne!(
-            a,
-            batch_id(
-                "users",
-                &Position::Start,
-                &after("2024-01-01T00:00:00.000002Z", "7")
-            )
-        );
-        assert_ne!(
-            batch_id("users", &after("a", "b"), &after("c", "d")),
-            batch_id("users", &after("a\0b", ""), &after("c", "d"))
-        );
     }
 }
 

@@ -15,7 +15,7 @@ use crate::delivery::poison::deliver_with_retries;
 use crate::engine::sync_log::Totals;
 use crate::model::error::Result;
 use crate::model::failpoint;
-use crate::model::ids::digest;
+use crate::model::ids::delete_batch_id;
 use crate::model::key::Key;
 use crate::model::{Batch, Op, Rows};
 use crate::source::Source;
@@ -55,7 +55,7 @@ impl<'a> Batches<'a> {
         totals: &mut Totals,
     ) -> Result<()> {
         keys.sort();
-        let id = batch_id(&state.name, &keys);
+        let id = delete_batch_id(&state.name, &keys);
         store.begin_deletes(&state.name, &id, &keys).await?;
         self.hand_on(source, output, store, state, &id, keys, totals)
             .await
@@ -123,13 +123,6 @@ impl<'a> Batches<'a> {
     }
 }
 
-/// The id of the delete batch of `keys` (sorted): the same keys always get the same id, and
-/// never the id of a batch of rows (those hash a range of positions).
-pub fn batch_id(pipeline: &str, keys: &[Key]) -> String {
-    let keys: Vec<&str> = keys.iter().map(Key::json).collect();
-    digest([pipeline, "deletes", &keys.join("\0")])
-}
-
 /// `{"KEY": value}` of each key, as delete rows.
 fn delete_rows(key_column: &str, keys: &[Key]) -> Rows {
     let column = serde_json::Value::String(key_column.to_owned()).to_string();
@@ -158,8 +151,11 @@ mod tests {
             rows.to_json_array(),
             r#"[{"op":"delete","row":{"id":7}},{"op":"delete","row":{"id":"a\"b"}}]"#
         );
-        assert_eq!(batch_id("p", &keys), batch_id("p", &keys[..]));
-        assert_ne!(batch_id("p", &keys), batch_id("p", &keys[..1]));
-        assert_ne!(batch_id("p", &keys), batch_id("q", &keys));
+        assert_eq!(delete_batch_id("p", &keys), delete_batch_id("p", &keys[..]));
+        assert_ne!(
+            delete_batch_id("p", &keys),
+            delete_batch_id("p", &keys[..1])
+        );
+        assert_ne!(delete_batch_id("p", &keys), delete_batch_id("q", &keys));
     }
 }
