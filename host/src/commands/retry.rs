@@ -7,10 +7,10 @@ use crate::delivery::chain::Chain;
 use crate::delivery::letters::Letters;
 use crate::engine::replay;
 use crate::engine::settings::ModulesConfig;
-use crate::engine::sync::Shutdown;
 use crate::front::cli::RetryArgs;
 use crate::front::config::{check_batch_size, retry_policy};
 use crate::model::error::Error;
+use crate::model::shutdown::Shutdown;
 
 /// Runs `host retry`.
 pub async fn run(mut args: RetryArgs) -> anyhow::Result<()> {

@@ -1,9 +1,10 @@
 //! Dead letters sent again (`host retry`): a pipeline's letters go through its chain again,
 //! a batch at a time, each from the module that left it behind (a row a transform rejected or
-//! failed on goes through that transform and everything after it), through
-//! [`sync::deliver_with_retries`] as in a run. A row that gets through is dropped from the
-//! dead letters; one the same module leaves behind again keeps its place, with one more
-//! attempt and the new reason; one a later module leaves behind becomes that module's letter.
+//! failed on goes through that transform and everything after it), with the attempts of a run
+//! ([`crate::delivery::attempt::deliver_with_retries`]). A row that gets through is dropped
+//! from the dead letters; one the same module leaves behind again keeps its place, with one
+//! more attempt and the new reason; one a later module leaves behind becomes that module's
+//! letter.
 //!
 //! Never older over newer: a letter whose row came through again later with another cursor
 //! (a newer version, delivered or itself kept as a letter) is superseded; it is skipped,
@@ -13,12 +14,13 @@
 //! ([`crate::model::ids::retry_batch_id`]), so a retry that is itself retried carries the same
 //! id and a destination can drop what it has seen.
 
+use crate::delivery::attempt;
 use crate::delivery::letters::Letters;
 use crate::delivery::output::Output;
 use crate::delivery::retry::RetryPolicy;
-use crate::engine::sync::{self, Shutdown};
 use crate::model::error::{Error, Result};
 use crate::model::ids;
+use crate::model::shutdown::Shutdown;
 use crate::model::{Batch, Delivered, Rows};
 use crate::state::{DeadLetter, StateStore};
 
@@ -155,7 +157,7 @@ async fn send<O: Output>(
         rows: &rows,
     };
     let (delivered, usage) =
-        sync::deliver_with_retries(output, stage, batch, policy, shutdown, Some(store)).await;
+        attempt::deliver_with_retries(output, stage, batch, policy, shutdown, Some(store)).await;
     store.charge(pipeline, usage).await?;
     delivered.map_err(|err| err.context(format!("retrying dead letters of pipeline {pipeline:?}")))
 }

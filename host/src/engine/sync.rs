@@ -16,17 +16,17 @@
 
 use std::time::Duration;
 
+use crate::delivery::attempt::deliver_with_retries;
 use crate::delivery::letters::Letters;
 use crate::delivery::output::Output;
-pub use crate::delivery::poison::deliver_with_retries;
 use crate::delivery::retry::RetryPolicy;
 use crate::engine::deletes;
 use crate::engine::progress::Progress;
-use crate::engine::sync_log::log_waiting;
+use crate::engine::sync_log::{log_waiting, Totals};
 use crate::model::error::{Error, ErrorKind, Result};
 use crate::model::failpoint;
 use crate::model::ids::batch_id;
-pub use crate::model::shutdown::Shutdown;
+use crate::model::shutdown::Shutdown;
 use crate::model::{Batch, NullCursorPolicy, Position};
 use crate::source::{Driver, Page, Source, Until};
 use crate::state::{PipelineState, StateStore};
@@ -43,8 +43,6 @@ pub struct SyncOptions {
     /// How often to look for hard deletes (`--detect-deletes`); `None`: never.
     pub detect_deletes: Option<Duration>,
 }
-
-pub use crate::engine::sync_log::Totals;
 
 /// Runs passes until `--once` is done or a stop is requested. Transient errors (a lost
 /// connection) are retried with backoff when polling; everything else ends the run.

@@ -7,11 +7,11 @@
 //! is handed on, the keys are looked up once more and those present again are left out: a key
 //! deleted and inserted again is then delivered as an upsert by the next pass, and never
 //! deleted after it. Retries, parking and dead letters are those of every batch
-//! ([`crate::delivery::poison::deliver_with_retries`], [`Letters`]).
+//! ([`crate::delivery::attempt::deliver_with_retries`], [`Letters`]).
 
+use crate::delivery::attempt::deliver_with_retries;
 use crate::delivery::letters::Letters;
 use crate::delivery::output::Output;
-use crate::delivery::poison::deliver_with_retries;
 use crate::engine::sync_log::Totals;
 use crate::model::error::Result;
 use crate::model::failpoint;
