@@ -2,7 +2,7 @@
 //! retry later), given again while a module fails it, and, once a module has failed it on
 //! every attempt, handed to poison isolation ([`poison`]), which sets aside the rows at fault.
 //! The attempts every delivery makes: a run's batches, delete batches and dead letters sent
-//! again.
+//! again, all through [`crate::delivery::step`].
 
 use std::time::Duration;
 
