@@ -21,8 +21,8 @@ use anyhow::Context as _;
 
 use crate::engine::pipeline;
 use crate::engine::settings::ModulesConfig;
-use crate::engine::sync::Shutdown;
 use crate::model::error::Error;
+use crate::model::shutdown::Shutdown;
 use crate::runtime::{Module, Runtime};
 use crate::state::StateStore;
 

@@ -5,12 +5,13 @@
 use super::{load_modules, module_values_only, open_store, unknown_pipeline, watch_signals};
 use crate::delivery::chain::Chain;
 use crate::delivery::letters::Letters;
+use crate::delivery::step::Step;
 use crate::engine::replay;
 use crate::engine::settings::ModulesConfig;
-use crate::engine::sync::Shutdown;
 use crate::front::cli::RetryArgs;
 use crate::front::config::{check_batch_size, retry_policy};
 use crate::model::error::Error;
+use crate::model::shutdown::Shutdown;
 
 /// Runs `host retry`.
 pub async fn run(mut args: RetryArgs) -> anyhow::Result<()> {
@@ -37,17 +38,15 @@ pub async fn run(mut args: RetryArgs) -> anyhow::Result<()> {
     }
     let shutdown = Shutdown::default();
     watch_signals(shutdown.clone());
-    let mut letters = Letters::for_pipeline(&store, &args.pipeline).await?;
-    let done = replay::replay(
-        &mut chain,
-        &store,
-        &mut letters,
-        &args.pipeline,
-        args.batch_size,
-        &policy,
-        &shutdown,
-    )
-    .await?;
+    let mut step = Step {
+        output: &mut chain,
+        store: &store,
+        retry: &policy,
+        shutdown: &shutdown,
+        pipeline: args.pipeline.clone(),
+        letters: Letters::for_pipeline(&store, &args.pipeline).await?,
+    };
+    let done = replay::replay(&mut step, args.batch_size).await?;
     tracing::info!(
         "{}: retried {} rows: {} delivered, {} left behind again; {} superseded by newer \
          versions, skipped",

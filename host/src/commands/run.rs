@@ -10,9 +10,9 @@ use crate::cluster::settings::PipelinesFile;
 use crate::cluster::supervisor::Supervisor;
 use crate::engine::pipeline;
 use crate::engine::settings::RunConfig;
-use crate::engine::sync::Shutdown;
 use crate::front::cli::RunArgs;
 use crate::model::error::Error;
+use crate::model::shutdown::Shutdown;
 
 /// Flags that may go with a pipelines file, by clap id (`StateArgs` is the group `--state`
 /// comes in); the file sets everything else.

@@ -1,22 +1,28 @@
-//! One delivery of a batch to an output, offered again while the destination asks to retry
-//! later: the step every delivery takes, a run's batches, the parts of a batch split to find
-//! a bad row ([`crate::delivery::poison`]) and dead letters sent again ([`crate::engine::replay`]).
+//! A batch's attempts: offered to the chain ([`retry_later`] waits while a destination asks to
+//! retry later), given again while a module fails it, and, once a module has failed it on
+//! every attempt, handed to poison isolation ([`poison`]), which sets aside the rows at fault.
+//! The attempts every delivery makes: a run's batches, delete batches and dead letters sent
+//! again, all through [`crate::delivery::step`].
 
 use std::time::Duration;
 
 use crate::delivery::output::Output;
-use crate::delivery::retry::RetryPolicy;
-use crate::model::error::{Error, ErrorKind, Result};
+use crate::delivery::poison;
+use crate::delivery::retry::{OnPoison, RetryPolicy};
+use crate::delivery::retry_later;
+use crate::model::error::{ErrorKind, Result};
 use crate::model::shutdown::Shutdown;
 use crate::model::{Batch, Delivered, Usage};
 use crate::state::StateStore;
 
-/// Delivers `batch` from stage `stage` of `output`, again and again while the destination
-/// asks to retry later, waiting as `policy` says; gives up after `policy.max_retries`
-/// retries. A stop request ends the wait and returns the destination's last answer. Each
-/// retry is counted in `store` as it happens, so a destination that never recovers shows its
-/// retries too. Returns what module calls used over all attempts, whatever the result.
-pub async fn deliver_retrying_later<O: Output>(
+/// Delivers `batch` from stage `stage` of `output` (0: the whole chain), as
+/// [`retry_later::deliver_retrying_later`] does while a destination asks to retry later. A
+/// module that fails the batch is given the batch again at once, up to `policy.max_retries`
+/// times; once it has failed every attempt (a transform's fatal answer: at once),
+/// [`poison::isolate`] sets aside the rows it fails on alone and delivers the rest (`--on-poison
+/// park`, the default). With `--on-poison stop` a module failure ends the delivery at once.
+/// Returns what module calls used over all attempts, whatever the result.
+pub async fn deliver_with_retries<O: Output>(
     output: &mut O,
     stage: usize,
     batch: Batch<'_>,
@@ -24,66 +30,46 @@ pub async fn deliver_retrying_later<O: Output>(
     shutdown: &Shutdown,
     store: Option<&StateStore>,
 ) -> (Result<Delivered>, Usage) {
-    let mut retry = 0;
     let mut used = Usage::default();
+    let mut retry = 0;
     loop {
-        let (result, usage) = output.deliver_from(stage, batch).await;
-        used.add(usage);
-        match result {
-            Err(err) if err.kind() == ErrorKind::RetryLater => {
-                if retry >= policy.max_retries {
-                    return (Err(policy.gave_up(&err)), used);
-                }
-                retry += 1;
-                let waited = wait_to_retry(Retry {
-                    pipeline: batch.pipeline,
-                    retry,
-                    error: &err,
-                    asked: err.retry_after(),
-                    policy,
-                    shutdown,
-                    store,
-                })
+        let (result, usage) =
+            retry_later::deliver_retrying_later(output, stage, batch, policy, shutdown, store)
                 .await;
-                if !waited {
-                    return (Err(err), used);
-                }
-            }
+        used.add(usage);
+        let err = match result {
+            Err(err) if err.kind().may_be_a_row() && policy.on_poison == OnPoison::Park => err,
             result => return (result, used),
+        };
+        // A transform that answered fatal said another attempt would fail the same way.
+        if retry < policy.max_retries && err.kind() == ErrorKind::Module {
+            retry += 1;
+            let waited = retry_later::wait_to_retry(retry_later::Retry {
+                pipeline: batch.pipeline,
+                retry,
+                error: &err,
+                // At once: a module fails the same input the same way, so waiting would only
+                // delay finding the row at fault (and a `--once` run's exit), while a failure
+                // that was chance (a deadline missed under load) gets its second try anyway.
+                asked: Some(Duration::ZERO),
+                policy,
+                shutdown,
+                store,
+            })
+            .await;
+            if !waited {
+                return (Err(err), used);
+            }
+            continue;
         }
+        // Failed on every attempt: a row may be at fault. The module's stage and input come
+        // from the failed call (none when no module failed: nothing to split).
+        let Some(failure) = output.take_failure() else {
+            return (Err(err), used);
+        };
+        let (result, usage) =
+            poison::isolate(output, batch, failure, err, policy, shutdown, store).await;
+        used.add(usage);
+        return (result, used);
     }
-}
-
-/// One retry of a batch about to wait: whose, which, why, and what governs the wait.
-pub struct Retry<'a> {
-    pub pipeline: &'a str,
-    /// From 1.
-    pub retry: u32,
-    pub error: &'a Error,
-    /// How long the destination asked to wait, if it said.
-    pub asked: Option<Duration>,
-    pub policy: &'a RetryPolicy,
-    pub shutdown: &'a Shutdown,
-    pub store: Option<&'a StateStore>,
-}
-
-/// Counts the retry in the store (as it happens, so a batch that never gets through shows
-/// its retries too; a count that cannot be written is only logged), says why in the log, and
-/// waits as the policy says. Returns false when a stop was requested meanwhile.
-pub async fn wait_to_retry(retry: Retry<'_>) -> bool {
-    if let Some(store) = retry.store {
-        if let Err(unrecorded) = store.record_retry(retry.pipeline).await {
-            tracing::warn!("{}: {unrecorded:#}", retry.pipeline);
-        }
-    }
-    let wait = retry.policy.wait(retry.retry, retry.asked);
-    tracing::warn!(
-        "{}: {:#}; retry {} of {} (--max-retries) in {wait:.1?}",
-        retry.pipeline,
-        retry.error,
-        retry.retry,
-        retry.policy.max_retries
-    );
-    retry.shutdown.sleep(wait).await;
-    !retry.shutdown.is_requested()
 }

@@ -17,7 +17,9 @@ use crate::model::error::Result;
 use crate::model::{Delivered, Rows};
 use crate::state::{NewLetter, PipelineState, StateStore};
 
-/// The letters of one pipeline that a newer version of their row could supersede.
+/// The letters of one pipeline that a newer version of their row could supersede. The
+/// default holds none, and keys none: a placeholder until they are loaded.
+#[derive(Default)]
 pub struct Letters {
     key_column: String,
     cursor_column: String,

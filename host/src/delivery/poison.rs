@@ -3,7 +3,7 @@
 //! A module that fails a batch on every attempt (an error, a trap, its deadline, its memory
 //! limit) may be failing on one row of it. So may a transform that answers *fatal* for it
 //! (contract 0.2: the Rust SDK's `Err` or `?` on a row it cannot parse, an uncaught
-//! JavaScript or Python exception; [`ErrorKind::TransformFatal`]): that answer says another
+//! JavaScript or Python exception; [`crate::model::error::ErrorKind::TransformFatal`]): that answer says another
 //! attempt would fail the same way, so the batch is split at once, without the retries.
 //! [`isolate`] splits the batch in halves, and the failing halves again, calling the failing
 //! stage of the chain on each part under the usual limits, until it holds the rows that
@@ -25,16 +25,16 @@
 //! delay it asked for, never split), a lost database.
 //!
 //! Each part has its own id, derived from the batch's id, the stage and the rows it holds
-//! ([`part_id`]): a batch split again after a crash is split the same way, under the same
-//! ids, so a destination can drop parts it has seen.
+//! ([`crate::model::ids::part_id`]): a batch split again after a crash is split the same
+//! way, under the same ids, so a destination can drop parts it has seen.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::delivery::attempt;
 use crate::delivery::output::{Output, StageFailure};
-use crate::delivery::retry::{OnPoison, RetryPolicy};
-use crate::model::error::{Error, ErrorKind, Result};
-use crate::model::ids::digest;
+use crate::delivery::retry::RetryPolicy;
+use crate::delivery::retry_later;
+use crate::model::error::{Error, Result};
+use crate::model::ids::part_id;
 use crate::model::rejections::bounded_reason;
 use crate::model::shutdown::Shutdown;
 use crate::model::{Batch, Delivered, RejectedRow, Rows, Usage};
@@ -82,36 +82,6 @@ pub async fn isolate<O: Output>(
         }
     }
     (Ok(search.delivered), search.used)
-}
-
-/// The id of the part of batch `batch` (as stage `stage` received it) that holds the rows at
-/// `indexes`.
-pub fn part_id(batch: &str, stage: usize, indexes: &[u32]) -> String {
-    let stage = stage.to_string();
-    let rows = ranges(indexes);
-    digest([batch, "part", &stage, &rows])
-}
-
-/// `indexes` as runs: `0-4,7,9-10`.
-fn ranges(indexes: &[u32]) -> String {
-    let mut text = String::new();
-    let mut rest = indexes.iter().copied().peekable();
-    while let Some(first) = rest.next() {
-        let mut last = first;
-        while rest.peek() == Some(&(last + 1)) {
-            last += 1;
-            rest.next();
-        }
-        if !text.is_empty() {
-            text.push(',');
-        }
-        text.push_str(&first.to_string());
-        if last != first {
-            text.push('-');
-            text.push_str(&last.to_string());
-        }
-    }
-    text
 }
 
 /// A stage to split the rows of: what it was given and how it failed on all of them.
@@ -272,7 +242,7 @@ impl<O: Output> Search<'_, O> {
             pipeline: self.pipeline,
             rows: &rows,
         };
-        let (result, usage) = attempt::deliver_retrying_later(
+        let (result, usage) = retry_later::deliver_retrying_later(
             self.output,
             task.stage,
             batch,
@@ -364,63 +334,6 @@ fn list(indexes: &[u32]) -> String {
     shown.join(", ")
 }
 
-/// Delivers `batch` from stage `stage` of `output` (0: the whole chain), as
-/// [`attempt::deliver_retrying_later`] does while a destination asks to retry later. A
-/// module that fails the batch is given the batch again at once, up to `policy.max_retries`
-/// times; once it has failed every attempt (a transform's fatal answer: at once),
-/// [`isolate`] sets aside the rows it fails on alone and delivers the rest (`--on-poison
-/// park`, the default). With `--on-poison stop` a module failure ends the delivery at once.
-/// Returns what module calls used over all attempts, whatever the result.
-pub async fn deliver_with_retries<O: Output>(
-    output: &mut O,
-    stage: usize,
-    batch: Batch<'_>,
-    policy: &RetryPolicy,
-    shutdown: &Shutdown,
-    store: Option<&StateStore>,
-) -> (Result<Delivered>, Usage) {
-    let mut used = Usage::default();
-    let mut retry = 0;
-    loop {
-        let (result, usage) =
-            attempt::deliver_retrying_later(output, stage, batch, policy, shutdown, store).await;
-        used.add(usage);
-        let err = match result {
-            Err(err) if err.kind().may_be_a_row() && policy.on_poison == OnPoison::Park => err,
-            result => return (result, used),
-        };
-        // A transform that answered fatal said another attempt would fail the same way.
-        if retry < policy.max_retries && err.kind() == ErrorKind::Module {
-            retry += 1;
-            let waited = attempt::wait_to_retry(attempt::Retry {
-                pipeline: batch.pipeline,
-                retry,
-                error: &err,
-                // At once: a module fails the same input the same way, so waiting would only
-                // delay finding the row at fault (and a `--once` run's exit), while a failure
-                // that was chance (a deadline missed under load) gets its second try anyway.
-                asked: Some(Duration::ZERO),
-                policy,
-                shutdown,
-                store,
-            })
-            .await;
-            if !waited {
-                return (Err(err), used);
-            }
-            continue;
-        }
-        // Failed on every attempt: a row may be at fault. The module's stage and input come
-        // from the failed call (none when no module failed: nothing to split).
-        let Some(failure) = output.take_failure() else {
-            return (Err(err), used);
-        };
-        let (result, usage) = isolate(output, batch, failure, err, policy, shutdown, store).await;
-        used.add(usage);
-        return (result, used);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! Poison isolation against a scripted one-module output: each test states one promise.
@@ -429,8 +342,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::delivery::attempt::deliver_with_retries;
     use crate::delivery::retry::{OnPoison, RetryPolicy};
-    use crate::engine::sync::deliver_with_retries;
+    use crate::model::error::ErrorKind;
     use crate::model::{Delivered, Op, Rows, Usage};
 
     /// One module (stage 0, "picky") that fails any call holding one of its bad ids, or every
@@ -721,14 +635,5 @@ mod tests {
             first.delivered.len(),
             "each part has an id of its own"
         );
-    }
-
-    #[test]
-    fn part_ids_depend_on_the_batch_the_stage_and_the_rows() {
-        assert_eq!(part_id("b", 0, &[0, 1, 2]), part_id("b", 0, &[0, 1, 2]));
-        assert_ne!(part_id("b", 0, &[0, 1, 2]), part_id("b", 1, &[0, 1, 2]));
-        assert_ne!(part_id("b", 0, &[0, 1, 2]), part_id("c", 0, &[0, 1, 2]));
-        assert_ne!(part_id("b", 0, &[0, 1]), part_id("b", 0, &[0, 1, 2]));
-        assert_eq!(ranges(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
     }
 }

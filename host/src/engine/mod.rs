@@ -5,6 +5,7 @@
 
 pub mod deletes;
 pub mod fence;
+pub mod pass;
 pub mod pipeline;
 pub mod progress;
 pub mod replay;

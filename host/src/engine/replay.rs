@@ -1,24 +1,25 @@
 //! Dead letters sent again (`host retry`): a pipeline's letters go through its chain again,
 //! a batch at a time, each from the module that left it behind (a row a transform rejected or
-//! failed on goes through that transform and everything after it), through
-//! [`sync::deliver_with_retries`] as in a run. A row that gets through is dropped from the
-//! dead letters; one the same module leaves behind again keeps its place, with one more
-//! attempt and the new reason; one a later module leaves behind becomes that module's letter.
+//! failed on goes through that transform and everything after it), with the attempts of a run
+//! ([`crate::delivery::attempt::deliver_with_retries`]). A row that gets through is dropped
+//! from the dead letters; one the same module leaves behind again keeps its place, with one
+//! more attempt and the new reason; one a later module leaves behind becomes that module's
+//! letter.
 //!
 //! Never older over newer: a letter whose row came through again later with another cursor
 //! (a newer version, delivered or itself kept as a letter) is superseded; it is skipped,
 //! dropped and named in the log, so that the older version never overwrites the newer one.
 //!
-//! Each batch's id is derived from its dead letters' ids ([`sync::retry_batch_id`]), so a retry
-//! that is itself retried carries the same id and a destination can drop what it has seen.
+//! Each batch's id is derived from its dead letters' ids
+//! ([`crate::model::ids::retry_batch_id`]), so a retry that is itself retried carries the same
+//! id and a destination can drop what it has seen.
 
-use crate::delivery::letters::Letters;
 use crate::delivery::output::Output;
-use crate::delivery::retry::RetryPolicy;
-use crate::engine::sync::{self, Shutdown};
+use crate::delivery::step::{Commit, Step};
 use crate::model::error::{Error, Result};
-use crate::model::{Batch, Delivered, Rows};
-use crate::state::{DeadLetter, StateStore};
+use crate::model::ids::retry_batch_id;
+use crate::model::{Delivered, Rows};
+use crate::state::DeadLetter;
 
 /// What a replay did with the dead letters it read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -30,19 +31,15 @@ pub struct Replayed {
     pub superseded: usize,
 }
 
-/// Sends the dead letters of `pipeline` through `output` (the pipeline's chain), `batch_size`
-/// at a time, in the order they were stored, each from its module's stage, until none is
-/// left or a stop is requested; retries and what the modules used are counted in `store`.
-/// Rows a later module leaves behind are kept as its letters, keyed by `letters`' columns.
-pub async fn replay<O: Output>(
-    output: &mut O,
-    store: &StateStore,
-    letters: &mut Letters,
-    pipeline: &str,
-    batch_size: usize,
-    policy: &RetryPolicy,
-    shutdown: &Shutdown,
-) -> Result<Replayed> {
+/// Sends the dead letters of the step's pipeline through its output (the pipeline's chain),
+/// `batch_size` at a time, in the order they were stored, each from its module's stage, until
+/// none is left or a stop is requested; retries and what the modules used are counted in the
+/// step's store. Rows a later module leaves behind are kept as its letters, keyed by the
+/// columns of the step's letters.
+pub async fn replay<O: Output>(step: &mut Step<'_, O>, batch_size: usize) -> Result<Replayed> {
+    let (store, shutdown) = (step.store, step.shutdown);
+    let pipeline = step.pipeline.clone();
+    let pipeline = pipeline.as_str();
     let mut replayed = Replayed::default();
     let mut after = 0;
     while !shutdown.is_requested() {
@@ -69,7 +66,7 @@ pub async fn replay<O: Output>(
         }
         for group in live.chunk_by(|a, b| a.stage == b.stage) {
             let stage = match &group[0].stage {
-                Some(module) => output.stage_of(module).ok_or_else(|| {
+                Some(module) => step.output.stage_of(module).ok_or_else(|| {
                     Error::invalid(format!(
                         "dead letter {} of pipeline {pipeline:?} was left behind by module \
                          {module}, which is not in the chain",
@@ -80,13 +77,20 @@ pub async fn replay<O: Output>(
                          --module flags in the order of the run"
                     ))
                 })?,
-                None => output.last_stage(),
+                None => step.output.last_stage(),
             };
-            let delivered = send(output, store, pipeline, stage, group, policy, shutdown).await?;
+            let rows = rows_of(pipeline, group)?;
+            let letter_ids: Vec<i64> = group.iter().map(|letter| letter.id).collect();
+            let batch_id = retry_batch_id(pipeline, &letter_ids);
+            let delivered = step
+                .deliver(&batch_id, &rows, Commit::Replay { stage })
+                .await
+                .map_err(|err| {
+                    err.context(format!("retrying dead letters of pipeline {pipeline:?}"))
+                })?;
             replayed.retried += group.len();
             // The letters the same module left behind again, by position in the batch; the
             // rest is new: left behind by a later module, or in a part split off the batch.
-            let batch_id = retry_batch_id(pipeline, group);
             let mut again: Vec<Option<&str>> = vec![None; group.len()];
             let mut onward = Delivered::default();
             for (row, parked) in delivered
@@ -95,6 +99,7 @@ pub async fn replay<O: Output>(
                 .map(|row| (row, false))
                 .chain(delivered.parked.iter().map(|row| (row, true)))
             {
+                let output = &step.output;
                 let here = output.stage_of(&row.stage).unwrap_or(output.last_stage()) == stage
                     && row.batch.as_deref().is_none_or(|batch| batch == batch_id);
                 match (here, again.get_mut(row.index as usize)) {
@@ -122,40 +127,12 @@ pub async fn replay<O: Output>(
                     }
                 }
             }
-            letters
+            step.letters
                 .keep(store, pipeline, &batch_id, &Rows::default(), &onward)
                 .await?;
         }
     }
     Ok(replayed)
-}
-
-fn retry_batch_id(pipeline: &str, letters: &[DeadLetter]) -> String {
-    let ids: Vec<i64> = letters.iter().map(|letter| letter.id).collect();
-    sync::retry_batch_id(pipeline, &ids)
-}
-
-/// Sends `letters` from stage `stage` of `output`, charging what it used.
-async fn send<O: Output>(
-    output: &mut O,
-    store: &StateStore,
-    pipeline: &str,
-    stage: usize,
-    letters: &[DeadLetter],
-    policy: &RetryPolicy,
-    shutdown: &Shutdown,
-) -> Result<Delivered> {
-    let rows = rows_of(pipeline, letters)?;
-    let batch_id = retry_batch_id(pipeline, letters);
-    let batch = Batch {
-        id: &batch_id,
-        pipeline,
-        rows: &rows,
-    };
-    let (delivered, usage) =
-        sync::deliver_with_retries(output, stage, batch, policy, shutdown, Some(store)).await;
-    store.charge(pipeline, usage).await?;
-    delivered.map_err(|err| err.context(format!("retrying dead letters of pipeline {pipeline:?}")))
 }
 
 /// The rows of `letters`, each as its module received it the first time.
@@ -181,7 +158,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::{Delivered, RejectedRow, Usage};
+    use crate::delivery::letters::Letters;
+    use crate::delivery::retry::RetryPolicy;
+    use crate::model::shutdown::Shutdown;
+    use crate::model::{Batch, Delivered, RejectedRow, Usage};
     use crate::state::testing::TempDir;
 
     /// Rejects the same indexes of every batch and keeps what it was sent.
@@ -251,18 +231,17 @@ mod tests {
             on_poison: crate::delivery::retry::OnPoison::Park,
         };
 
-        let mut letters = Letters::for_pipeline(&store, "p").await.unwrap();
-        let replayed = replay(
-            &mut destination,
-            &store,
-            &mut letters,
-            "p",
-            2,
-            &policy,
-            &Shutdown::default(),
-        )
-        .await
-        .unwrap();
+        let letters = Letters::for_pipeline(&store, "p").await.unwrap();
+        let shutdown = Shutdown::default();
+        let mut step = Step {
+            output: &mut destination,
+            store: &store,
+            retry: &policy,
+            shutdown: &shutdown,
+            pipeline: "p".to_owned(),
+            letters,
+        };
+        let replayed = replay(&mut step, 2).await.unwrap();
 
         let left = store.dead_letters("p", 0, 10).await.unwrap();
         assert_eq!(
@@ -278,13 +257,10 @@ mod tests {
             destination.sent,
             [
                 (
-                    sync::retry_batch_id("p", &ids[..2]),
+                    retry_batch_id("p", &ids[..2]),
                     format!("[{},{}]", element(0), element(1))
                 ),
-                (
-                    sync::retry_batch_id("p", &ids[2..]),
-                    format!("[{}]", element(2))
-                ),
+                (retry_batch_id("p", &ids[2..]), format!("[{}]", element(2))),
             ]
         );
         assert_eq!(left.len(), 1, "{left:?}");

@@ -4,9 +4,11 @@
 //! read them, and never see a flag.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use crate::engine::sync::SyncOptions;
+use crate::delivery::retry::RetryPolicy;
 use crate::model::redact::redact_url;
+use crate::model::NullCursorPolicy;
 use crate::runtime::engine::EngineOptions;
 use crate::runtime::{HttpOptions, Limits, ModuleConfig};
 use crate::source::TableSpec;
@@ -20,6 +22,19 @@ pub struct RunConfig {
     pub output: Option<PathBuf>,
     pub sync: SyncOptions,
     pub modules_config: ModulesConfig,
+}
+
+/// How a pipeline's sync loop runs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SyncOptions {
+    pub batch_size: usize,
+    pub poll: Duration,
+    pub settle: Duration,
+    pub once: bool,
+    pub null_cursor: NullCursorPolicy,
+    pub retry: RetryPolicy,
+    /// How often to look for hard deletes (`--detect-deletes`); `None`: never.
+    pub detect_deletes: Option<Duration>,
 }
 
 /// The source URL shows without its password: configuration is logged in debug output.

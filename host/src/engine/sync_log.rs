@@ -7,7 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::model::error::Result;
-use crate::model::Position;
+use crate::model::{Delivered, Position};
 use crate::source::{Driver, Source, Until};
 use crate::state::PipelineState;
 
@@ -28,6 +28,15 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// Counts a batch of `rows` rows that came through as `delivered` says.
+    pub fn count(&mut self, rows: u64, delivered: &Delivered) {
+        self.rows += rows;
+        self.passed_on += delivered.passed_on as u64;
+        self.rejected += delivered.rejected.len() as u64;
+        self.parked += delivered.parked.len() as u64;
+        self.batches += 1;
+    }
+
     /// What was done since `before`, a copy of these totals taken earlier.
     pub fn since(&self, before: &Totals) -> Totals {
         Totals {

@@ -1,8 +1,7 @@
 //! Turns the command line (and `DATABASE_URL`) into one validated configuration, once.
 
 use crate::delivery::retry::RetryPolicy;
-use crate::engine::settings::{ModulesConfig, RunConfig};
-use crate::engine::sync::SyncOptions;
+use crate::engine::settings::{ModulesConfig, RunConfig, SyncOptions};
 use crate::front::cli::{CompileArgs, HttpArgs, ModuleArgs, NullCursor, RetryPolicyArgs, RunArgs};
 use crate::model::error::{Error, Result};
 use crate::model::NullCursorPolicy;

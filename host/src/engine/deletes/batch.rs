@@ -6,128 +6,73 @@
 //! it to be delivered again, under the same id, at the end of the next pass. Just before it
 //! is handed on, the keys are looked up once more and those present again are left out: a key
 //! deleted and inserted again is then delivered as an upsert by the next pass, and never
-//! deleted after it. Retries, parking and dead letters are those of every batch
-//! ([`crate::delivery::poison::deliver_with_retries`], [`Letters`]).
+//! deleted after it. Retries, parking, dead letters and the commit go through the step of
+//! every batch ([`crate::delivery::step`]).
 
-use crate::delivery::letters::Letters;
 use crate::delivery::output::Output;
-use crate::delivery::poison::deliver_with_retries;
-use crate::engine::sync_log::Totals;
+use crate::delivery::step::Commit;
+use crate::engine::pass::Pass;
 use crate::model::error::Result;
 use crate::model::failpoint;
-use crate::model::ids::digest;
+use crate::model::ids::delete_batch_id;
 use crate::model::key::Key;
-use crate::model::{Batch, Op, Rows};
+use crate::model::{Op, Rows};
 use crate::source::Source;
-use crate::state::{PipelineState, StateStore};
 
-use super::Check;
-
-/// The delete batches of one check, and what they need from the pipeline.
-pub(super) struct Batches<'a> {
-    check: &'a Check<'a>,
-    letters: Letters,
+/// The delete batches of one check.
+#[derive(Default)]
+pub(super) struct Batches {
     /// Keys delivered as deletes by this check.
     pub delivered: u64,
 }
 
-impl<'a> Batches<'a> {
-    pub async fn new(
-        check: &'a Check<'a>,
-        store: &StateStore,
-        state: &PipelineState,
-    ) -> Result<Batches<'a>> {
-        Ok(Batches {
-            check,
-            letters: Letters::load(store, state).await?,
-            delivered: 0,
-        })
-    }
-
+impl Batches {
     /// Records a new batch of `keys` as pending, then hands it on.
     pub async fn deliver<S: Source, O: Output>(
         &mut self,
-        source: &mut S,
-        output: &mut O,
-        store: &StateStore,
-        state: &mut PipelineState,
+        pass: &mut Pass<'_, S, O>,
         mut keys: Vec<Key>,
-        totals: &mut Totals,
     ) -> Result<()> {
         keys.sort();
-        let id = batch_id(&state.name, &keys);
-        store.begin_deletes(&state.name, &id, &keys).await?;
-        self.hand_on(source, output, store, state, &id, keys, totals)
-            .await
+        let id = delete_batch_id(&pass.state.name, &keys);
+        let store = pass.step.store;
+        store.begin_deletes(&pass.state.name, &id, &keys).await?;
+        self.hand_on(pass, &id, keys).await
     }
 
     /// Hands on pending batch `id` (new, or left by a crash) and checkpoints it.
-    #[allow(clippy::too_many_arguments)]
     pub async fn hand_on<S: Source, O: Output>(
         &mut self,
-        source: &mut S,
-        output: &mut O,
-        store: &StateStore,
-        state: &mut PipelineState,
+        pass: &mut Pass<'_, S, O>,
         id: &str,
         keys: Vec<Key>,
-        totals: &mut Totals,
     ) -> Result<()> {
         failpoint::hit("delete_before_confirm").await;
         // Confirmed absent now, after any pass that could have delivered them again.
-        let present = source.present_keys(&keys).await?;
+        let present = pass.source.present_keys(&keys).await?;
         let (kept, gone): (Vec<Key>, Vec<Key>) =
             keys.into_iter().partition(|key| present.contains(key));
         if gone.is_empty() {
             let nothing = Default::default();
-            return store
-                .commit_deletes(state, id, (&[], &kept), &nothing, Default::default())
+            return pass
+                .step
+                .store
+                .commit_deletes(pass.state, id, (&[], &kept), &nothing, Default::default())
                 .await;
         }
-        let rows = delete_rows(&state.identity.key, &gone);
-        failpoint::hit("delete_after_read").await;
-        let batch = Batch {
-            id,
-            pipeline: &state.name,
-            rows: &rows,
+        let rows = delete_rows(&pass.state.identity.key, &gone);
+        let commit = Commit::Deletes {
+            state: pass.state,
+            gone: &gone,
+            kept: &kept,
         };
-        let check = self.check;
-        let (delivered, usage) =
-            deliver_with_retries(output, 0, batch, check.retry, check.shutdown, Some(store)).await;
-        let delivered = match delivered {
-            Ok(delivered) => delivered,
-            Err(err) => {
-                // As for any batch: the failed attempts are charged now, no checkpoint will.
-                if let Err(uncharged) = store.charge(&state.name, usage).await {
-                    tracing::warn!("{}: {uncharged:#}", state.name);
-                }
-                return Err(err);
-            }
-        };
-        failpoint::hit("delete_after_deliver").await;
-        self.letters
-            .keep(store, &state.name, id, &rows, &delivered)
-            .await?;
-        store
-            .commit_deletes(state, id, (&gone, &kept), &delivered, usage)
-            .await?;
+        let delivered = pass.step.deliver(id, &rows, commit).await?;
         let count = gone.len() as u64;
         self.delivered += count;
-        totals.rows += count;
-        totals.passed_on += delivered.passed_on as u64;
-        totals.rejected += delivered.rejected.len() as u64;
-        totals.parked += delivered.parked.len() as u64;
-        totals.batches += 1;
-        tracing::debug!("{}: delete batch {id}: {count} keys", state.name);
+        pass.totals.count(count, &delivered);
+        tracing::debug!("{}: delete batch {id}: {count} keys", pass.state.name);
         Ok(())
     }
-}
-
-/// The id of the delete batch of `keys` (sorted): the same keys always get the same id, and
-/// never the id of a batch of rows (those hash a range of positions).
-pub fn batch_id(pipeline: &str, keys: &[Key]) -> String {
-    let keys: Vec<&str> = keys.iter().map(Key::json).collect();
-    digest([pipeline, "deletes", &keys.join("\0")])
 }
 
 /// `{"KEY": value}` of each key, as delete rows.
@@ -158,8 +103,11 @@ mod tests {
             rows.to_json_array(),
             r#"[{"op":"delete","row":{"id":7}},{"op":"delete","row":{"id":"a\"b"}}]"#
         );
-        assert_eq!(batch_id("p", &keys), batch_id("p", &keys[..]));
-        assert_ne!(batch_id("p", &keys), batch_id("p", &keys[..1]));
-        assert_ne!(batch_id("p", &keys), batch_id("q", &keys));
+        assert_eq!(delete_batch_id("p", &keys), delete_batch_id("p", &keys[..]));
+        assert_ne!(
+            delete_batch_id("p", &keys),
+            delete_batch_id("p", &keys[..1])
+        );
+        assert_ne!(delete_batch_id("p", &keys), delete_batch_id("q", &keys));
     }
 }

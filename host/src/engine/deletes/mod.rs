@@ -20,9 +20,9 @@ mod batch;
 
 use std::time::{Duration, Instant};
 
+use crate::delivery::letters::Letters;
 use crate::delivery::output::Output;
-use crate::delivery::retry::RetryPolicy;
-use crate::engine::sync_log::Totals;
+use crate::engine::pass::Pass;
 use crate::model::error::Result;
 use crate::model::key::Key;
 use crate::model::shutdown::Shutdown;
@@ -38,16 +38,6 @@ const BUILD_PAGE: usize = 10_000;
 
 /// Inventory keys of the ranges that differ read per statement, then looked up in the table.
 const CHECK_PAGE: usize = 5_000;
-
-/// One pipeline's delete checks, as its run options set them.
-pub struct Check<'a> {
-    /// Time between checks.
-    pub every: Duration,
-    /// Keys per delete batch.
-    pub batch_size: usize,
-    pub retry: &'a RetryPolicy,
-    pub shutdown: &'a Shutdown,
-}
 
 /// Brings the inventory in line with the options at the start of a run: built when delete
 /// checks are on and it is missing (an existing pipeline: from the keys of rows already
@@ -112,112 +102,97 @@ async fn build<S: Source>(
     Ok(())
 }
 
-impl Check<'_> {
-    /// At the end of a pass: delivers a delete batch a crash left pending, then, when a check
-    /// is due, runs one.
-    pub async fn run_if_due<S: Source, O: Output>(
-        &self,
-        source: &mut S,
-        output: &mut O,
-        store: &StateStore,
-        state: &mut PipelineState,
-        totals: &mut Totals,
-    ) -> Result<()> {
-        if !state.deletes.inventory {
-            build(source, store, state, self.shutdown).await?;
-        }
-        let mut batches = batch::Batches::new(self, store, state).await?;
-        if let Some((id, keys)) = store.pending_deletes(&state.name).await? {
-            tracing::info!(
-                "{}: redelivering delete batch {id} ({} keys) that was not checkpointed",
-                state.name,
-                keys.len()
-            );
-            batches
-                .hand_on(source, output, store, state, &id, keys, totals)
-                .await?;
-        }
-        if !is_due(state.deletes.last_check_at.as_deref(), self.every) {
-            return Ok(());
-        }
-        // The check's time includes the fold: it is what keeping the inventory costs beyond
-        // a row per checkpoint.
-        let started = Instant::now();
-        let folded = store.fold_key_log(&state.name).await?;
-        let fold_seconds = started.elapsed().as_secs_f64();
-        let report = self
-            .check(source, output, store, state, &mut batches, totals, started)
-            .await?;
+/// At the end of a pass, with delete checks on (every `every`): delivers a delete batch a
+/// crash left pending, then, when a check is due, runs one.
+pub async fn run_if_due<S: Source, O: Output>(
+    pass: &mut Pass<'_, S, O>,
+    every: Duration,
+) -> Result<()> {
+    let store = pass.step.store;
+    if !pass.state.deletes.inventory {
+        build(pass.source, store, pass.state, pass.step.shutdown).await?;
+    }
+    // The live letters as the store has them now, which delete rows may supersede.
+    pass.step.letters = Letters::load(store, pass.state).await?;
+    let mut batches = batch::Batches::default();
+    if let Some((id, keys)) = store.pending_deletes(&pass.state.name).await? {
         tracing::info!(
-            "{}: delete check: {folded} key changes folded into the inventory in \
-             {fold_seconds:.2}s, {} ranges read key by key, {} keys read, {} deletes, {:.2}s",
-            state.name,
-            report.ranges,
-            report.keys,
-            batches.delivered,
-            report.seconds
+            "{}: redelivering delete batch {id} ({} keys) that was not checkpointed",
+            pass.state.name,
+            keys.len()
         );
-        store.finish_check(state, report).await
+        batches.hand_on(pass, &id, keys).await?;
     }
+    if !is_due(pass.state.deletes.last_check_at.as_deref(), every) {
+        return Ok(());
+    }
+    // The check's time includes the fold: it is what keeping the inventory costs beyond
+    // a row per checkpoint.
+    let started = Instant::now();
+    let folded = store.fold_key_log(&pass.state.name).await?;
+    let fold_seconds = started.elapsed().as_secs_f64();
+    let report = check(pass, &mut batches, started).await?;
+    tracing::info!(
+        "{}: delete check: {folded} key changes folded into the inventory in \
+         {fold_seconds:.2}s, {} ranges read key by key, {} keys read, {} deletes, {:.2}s",
+        pass.state.name,
+        report.ranges,
+        report.keys,
+        batches.delivered,
+        report.seconds
+    );
+    store.finish_check(pass.state, report).await
+}
 
-    /// One check, from `started`: compares the digests of each range, reads the ranges that
-    /// differ key by key, and delivers the keys the table lacks.
-    #[allow(clippy::too_many_arguments)]
-    async fn check<S: Source, O: Output>(
-        &self,
-        source: &mut S,
-        output: &mut O,
-        store: &StateStore,
-        state: &mut PipelineState,
-        batches: &mut batch::Batches<'_>,
-        totals: &mut Totals,
-        started: Instant,
-    ) -> Result<CheckReport> {
-        let bits = bits_for(store.inventory_len(&state.name).await?);
-        let ours = store.inventory_digests(&state.name, bits).await?;
-        let (theirs, mut keys_read) = source.key_digests(bits).await?;
-        // A range the inventory does not have holds no key to delete.
-        let differing: Vec<u32> = ours
-            .iter()
-            .filter(|(range, digest)| theirs.get(range) != Some(digest))
-            .map(|(range, _)| *range)
-            .collect();
-        let mut missing: Vec<Key> = Vec::new();
-        let mut after: Option<Key> = None;
-        while !self.shutdown.is_requested() {
-            let keys = store
-                .inventory_keys(
-                    &state.name,
-                    (bits, &differing[..]),
-                    after.as_ref(),
-                    CHECK_PAGE,
-                )
-                .await?;
-            let Some(last) = keys.last().cloned() else {
-                break;
-            };
-            after = Some(last);
-            let present = source.present_keys(&keys).await?;
-            keys_read += present.len() as u64;
-            missing.extend(keys.into_iter().filter(|key| !present.contains(key)));
-            while missing.len() >= self.batch_size {
-                let keys: Vec<Key> = missing.drain(..self.batch_size).collect();
-                batches
-                    .deliver(source, output, store, state, keys, totals)
-                    .await?;
-            }
+/// One check, from `started`: compares the digests of each range, reads the ranges that
+/// differ key by key, and delivers the keys the table lacks, a pass's batch size at a time.
+async fn check<S: Source, O: Output>(
+    pass: &mut Pass<'_, S, O>,
+    batches: &mut batch::Batches,
+    started: Instant,
+) -> Result<CheckReport> {
+    let (store, shutdown) = (pass.step.store, pass.step.shutdown);
+    let batch_size = pass.options.batch_size;
+    let bits = bits_for(store.inventory_len(&pass.state.name).await?);
+    let ours = store.inventory_digests(&pass.state.name, bits).await?;
+    let (theirs, mut keys_read) = pass.source.key_digests(bits).await?;
+    // A range the inventory does not have holds no key to delete.
+    let differing: Vec<u32> = ours
+        .iter()
+        .filter(|(range, digest)| theirs.get(range) != Some(digest))
+        .map(|(range, _)| *range)
+        .collect();
+    let mut missing: Vec<Key> = Vec::new();
+    let mut after: Option<Key> = None;
+    while !shutdown.is_requested() {
+        let keys = store
+            .inventory_keys(
+                &pass.state.name,
+                (bits, &differing[..]),
+                after.as_ref(),
+                CHECK_PAGE,
+            )
+            .await?;
+        let Some(last) = keys.last().cloned() else {
+            break;
+        };
+        after = Some(last);
+        let present = pass.source.present_keys(&keys).await?;
+        keys_read += present.len() as u64;
+        missing.extend(keys.into_iter().filter(|key| !present.contains(key)));
+        while missing.len() >= batch_size {
+            let keys: Vec<Key> = missing.drain(..batch_size).collect();
+            batches.deliver(pass, keys).await?;
         }
-        if !missing.is_empty() && !self.shutdown.is_requested() {
-            batches
-                .deliver(source, output, store, state, missing, totals)
-                .await?;
-        }
-        Ok(CheckReport {
-            seconds: started.elapsed().as_secs_f64(),
-            ranges: differing.len() as u64,
-            keys: keys_read,
-        })
     }
+    if !missing.is_empty() && !shutdown.is_requested() {
+        batches.deliver(pass, missing).await?;
+    }
+    Ok(CheckReport {
+        seconds: started.elapsed().as_secs_f64(),
+        ranges: differing.len() as u64,
+        keys: keys_read,
+    })
 }
 
 /// Bits of the digest space that pick a range: ranges of about [`KEYS_PER_RANGE`] keys.
