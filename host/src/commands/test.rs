@@ -84,14 +84,14 @@ pub async fn run(mut args: TestArgs) -> anyhow::Result<()> {
     // Every rejected row, by the module that rejected it (its index counts in the rows that
     // module received); standard output keeps the rows, or the destination's answer.
     for row in &delivered.rejected {
-        eprintln!("{} rejected row {}: {}", row.stage, row.index, row.reason);
+        eprintln!("{} rejected row {}: {}", row.module, row.index, row.reason);
     }
     if chain.has_destination() {
         let last = chain.last_stage();
         let rejected: Vec<Value> = delivered
             .rejected
             .iter()
-            .filter(|r| chain.stage_of(&r.stage) == Some(last))
+            .filter(|r| chain.stage_of(&r.module) == Some(last))
             .map(|r| serde_json::json!({"index": r.index, "reason": r.reason}))
             .collect();
         let answer = serde_json::json!({ "rejected": rejected });
@@ -138,7 +138,7 @@ async fn rows_at_fault(chain: &mut Chain, batch: model::Batch<'_>, err: Error) -
             for row in &delivered.parked {
                 eprintln!(
                     "{} fails row {} alone: {}",
-                    row.stage,
+                    row.module,
                     row.index,
                     shortened(&row.row)
                 );

@@ -351,7 +351,7 @@ fn rejected_rows(module: &Module, call: &Batch, rejections: Vec<Rejection>) -> R
                 .get(rejection.index as usize)
                 .map_or_else(|| "null".to_owned(), |row| row.get().to_owned()),
             reason: module.bounded(&rejection.reason),
-            stage: module.name().to_owned(),
+            module: module.name().to_owned(),
             batch: None,
         })
         .collect();

@@ -299,7 +299,7 @@ impl<O: Output> Search<'_, O> {
             row,
             // The module's error was masked when it was made; only its length is bounded.
             reason: bounded_reason(error, str::to_owned),
-            stage: task.module.clone(),
+            module: task.module.clone(),
             batch: Some(task.id.clone()),
         });
     }
@@ -477,7 +477,7 @@ mod tests {
         let parked: Vec<(u32, &str, &str)> = delivered
             .parked
             .iter()
-            .map(|row| (row.index, row.stage.as_str(), row.row.as_str()))
+            .map(|row| (row.index, row.module.as_str(), row.row.as_str()))
             .collect();
         assert_eq!(
             parked,

@@ -100,7 +100,7 @@ pub async fn replay<O: Output>(step: &mut Step<'_, O>, batch_size: usize) -> Res
                 .chain(delivered.parked.iter().map(|row| (row, true)))
             {
                 let output = &step.output;
-                let here = output.stage_of(&row.stage).unwrap_or(output.last_stage()) == stage
+                let here = output.stage_of(&row.module).unwrap_or(output.last_stage()) == stage
                     && row.batch.as_deref().is_none_or(|batch| batch == batch_id);
                 match (here, again.get_mut(row.index as usize)) {
                     // A row rejected twice in one answer: the first reason stands.
@@ -181,7 +181,7 @@ mod tests {
                     index,
                     row: String::new(),
                     reason: format!("not {index}"),
-                    stage: String::new(),
+                    module: String::new(),
                     batch: None,
                 })
                 .collect();
@@ -207,7 +207,7 @@ mod tests {
                 index,
                 row: element(index),
                 reason: "bad".into(),
-                stage: String::new(),
+                module: String::new(),
                 batch: None,
             })
             .collect();

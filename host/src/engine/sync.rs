@@ -683,7 +683,7 @@ mod loop_tests {
                 index: 1,
                 row: r#"{"op":"upsert","row":{"id":2}}"#.into(),
                 reason: "bad email".into(),
-                stage: "webhook".into(),
+                module: "webhook".into(),
                 batch: None,
             }],
             parked: Vec::new(),

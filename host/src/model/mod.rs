@@ -356,8 +356,9 @@ pub struct RejectedRow {
     /// The `{"op", "row"}` element, as JSON text.
     pub row: String,
     pub reason: String,
-    /// The module that refused the row (its stage of the chain): a replay starts there.
-    pub stage: String,
+    /// The name of the module that refused the row; a replay starts at that module's stage
+    /// of the chain (the state store keeps the name in its `stage` column).
+    pub module: String,
     /// The id of the batch `index` counts in, when it is not the batch handed on (a part of
     /// it that was split off to find a bad row).
     pub batch: Option<String>,

@@ -114,7 +114,7 @@ impl StateStore {
                 .bind(i64::from(row.index))
                 .bind(&row.row)
                 .bind(&row.reason)
-                .bind(Some(row.stage.as_str()).filter(|stage| !stage.is_empty()))
+                .bind(Some(row.module.as_str()).filter(|module| !module.is_empty()))
                 .bind(i64::from(letter.parked))
                 .bind(letter.key)
                 .bind(letter.cursor)
@@ -306,7 +306,7 @@ mod tests {
             index,
             row: format!(r#"{{"op":"upsert","row":{{"id":{index}}}}}"#),
             reason: reason.into(),
-            stage: "webhook".into(),
+            module: "webhook".into(),
             batch: None,
         }
     }
