@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use crate::delivery::retry::OnPoison;
+use crate::delivery::retry::OnPoison;
 
 /// Tidemark keeps another system in sync with a database table, delta by delta.
 #[derive(Debug, Parser)]
