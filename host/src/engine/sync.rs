@@ -26,7 +26,7 @@ use crate::engine::pass::Pass;
 use crate::engine::progress::Progress;
 use crate::engine::settings::SyncOptions;
 use crate::engine::sync_log::{log_waiting, Totals};
-use crate::model::backoff;
+use crate::model::backoff::Backoff;
 use crate::model::error::{Error, ErrorKind, Result};
 use crate::model::failpoint;
 use crate::model::ids::batch_id;
@@ -60,10 +60,10 @@ pub async fn run<S: Source, O: Output>(
         options,
         totals: Totals::default(),
     };
-    let mut backoff = Backoff::default();
+    let mut backoff = PassBackoff::default();
     loop {
         match run_pass(&mut pass).await {
-            Ok(()) => backoff = Backoff::default(),
+            Ok(()) => backoff = PassBackoff::default(),
             // A stop that interrupted a retry: the batch was not checkpointed, and comes again
             // under the same id next run.
             Err(err)
@@ -103,23 +103,23 @@ pub async fn run<S: Source, O: Output>(
 /// a minute); a module that fails (its deadline, its memory, a trap) waits longer each time,
 /// from 1 s doubling to 5 minutes, so that a module spinning to its deadline on every batch
 /// costs little guest CPU once it has failed a few times. Each kind counts its own failures
-/// with a [`backoff::Backoff`].
+/// with a [`Backoff`].
 #[derive(Debug)]
-struct Backoff {
-    transient: backoff::Backoff,
-    module: backoff::Backoff,
+struct PassBackoff {
+    transient: Backoff,
+    module: Backoff,
 }
 
-impl Default for Backoff {
+impl Default for PassBackoff {
     fn default() -> Self {
-        Backoff {
-            transient: backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
-            module: backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+        PassBackoff {
+            transient: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
+            module: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
         }
     }
 }
 
-impl Backoff {
+impl PassBackoff {
     fn next(&mut self, kind: ErrorKind) -> Duration {
         match kind {
             ErrorKind::Module => self.module.next_wait(),
@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn failing_modules_back_off_longer_than_lost_connections() {
-        let mut backoff = Backoff::default();
+        let mut backoff = PassBackoff::default();
         let waits: Vec<u64> = (0..11)
             .map(|_| backoff.next(ErrorKind::Module).as_secs())
             .collect();
@@ -300,18 +300,18 @@ mod tests {
             Duration::from_millis(500)
         );
         assert_eq!(backoff.next(ErrorKind::Transient), Duration::from_secs(1));
-        let mut backoff = Backoff::default();
+        let mut backoff = PassBackoff::default();
         for _ in 0..20 {
             backoff.next(ErrorKind::Transient);
         }
         assert_eq!(backoff.next(ErrorKind::Transient), Duration::from_secs(60));
     }
 
-    /// Pins both sequences whole, and that a new `Backoff` (what a pass that went well leaves)
+    /// Pins both sequences whole, and that a new `PassBackoff` (what a pass that went well leaves)
     /// starts them over.
     #[test]
     fn the_waits_between_failed_passes_stay_as_they_are() {
-        let mut backoff = Backoff::default();
+        let mut backoff = PassBackoff::default();
         let transient: Vec<u128> = (0..10)
             .map(|_| backoff.next(ErrorKind::Transient).as_millis())
             .collect();
@@ -331,7 +331,7 @@ mod tests {
         }
         assert_eq!(backoff.next(ErrorKind::Module), Duration::from_secs(300));
         assert_eq!(backoff.next(ErrorKind::Transient), Duration::from_secs(60));
-        backoff = Backoff::default();
+        backoff = PassBackoff::default();
         assert_eq!(backoff.next(ErrorKind::Module), Duration::from_secs(1));
         assert_eq!(
             backoff.next(ErrorKind::Transient),
